@@ -1,0 +1,151 @@
+//! Configuration: one TOML file, read in two stages.
+//!
+//! [`raw`] mirrors the file with serde (unknown keys refused); [`Config`] holds
+//! the validated, typed values the gateway runs on. Every problem is reported
+//! as a [`ConfigError`] naming the key and the reason, and stops the start.
+
+mod raw;
+
+use http::HeaderName;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration problem: which key, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {reason}")]
+pub struct ConfigError {
+    /// Dotted key path (`server.listen`), or the file path for file errors.
+    pub key: String,
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self { key: key.into(), reason: reason.into() }
+    }
+}
+
+/// A base URL (`scheme://host[:port]`, no path), kept without a trailing slash.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BaseUrl {
+    text: String,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+impl BaseUrl {
+    pub fn parse(key: &str, s: &str) -> Result<Self, ConfigError> {
+        let trimmed = s.trim_end_matches('/');
+        let uri: http::Uri = trimmed
+            .parse()
+            .map_err(|e| ConfigError::new(key, format!("`{s}` is not a URL: {e}")))?;
+        let scheme = uri
+            .scheme()
+            .filter(|s| **s == http::uri::Scheme::HTTP || **s == http::uri::Scheme::HTTPS)
+            .ok_or_else(|| ConfigError::new(key, format!("`{s}` must start with http:// or https://")))?
+            .clone();
+        let authority = uri
+            .authority()
+            .ok_or_else(|| ConfigError::new(key, format!("`{s}` has no host")))?
+            .clone();
+        if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+            return Err(ConfigError::new(key, format!("`{s}` must be a base URL without a path or query")));
+        }
+        Ok(Self { text: format!("{scheme}://{authority}"), scheme, authority })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+    pub fn scheme(&self) -> &http::uri::Scheme {
+        &self.scheme
+    }
+    pub fn authority(&self) -> &http::uri::Authority {
+        &self.authority
+    }
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub store: StoreConfig,
+    pub cookies: CookieConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_base_url: BaseUrl,
+    /// Peers whose `X-Forwarded-*` headers are believed and extended.
+    pub trusted_proxies: Vec<IpAddr>,
+    /// Largest request body accepted (413 above it).
+    pub max_request_body: u64,
+    /// Header carrying the request id, taken from the client or generated.
+    pub request_id_header: HeaderName,
+    /// Time given to in-flight requests at shutdown.
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub url: BaseUrl,
+    /// Other internal base URLs the upstream writes into its answers; all are
+    /// rewritten to the public base URL, like `url` itself.
+    pub rewrite_bases: Vec<BaseUrl>,
+    pub connect_timeout: Duration,
+    /// Time allowed for the upstream to answer with headers.
+    pub response_timeout: Duration,
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Cap on the JSON bodies the gateway must read (order status, actions).
+    pub max_json_body: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    Redb { path: PathBuf },
+}
+
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub kind: StoreKind,
+    /// An association unused for this long is forgotten.
+    pub idle_expiry: Duration,
+    pub sweep_interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SameSite {
+    Strict,
+    Lax,
+    None,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CookieConfig {
+    pub http_only: bool,
+    pub secure: bool,
+    pub same_site: Option<SameSite>,
+    pub max_age: Option<Duration>,
+}
+
+impl Config {
+    /// Reads and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read the config file: {e}")))?;
+        Self::parse(&text)
+    }
+
+    /// Validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        raw::Raw::parse(text)?.validate()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,232 @@
+//! The serde mirror of the TOML file, and its validation into [`Config`].
+
+use super::*;
+use serde::Deserialize;
+
+pub const DEFAULT_STORE_PATH: &str = "data/owners.redb";
+pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
+pub const DEFAULT_MAX_JSON_BODY: usize = 1024 * 1024;
+pub const DEFAULT_REQUEST_ID_HEADER: &str = "x-request-id";
+pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+pub const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_POOL_IDLE_TIMEOUT_SECS: u64 = 90;
+pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
+pub const DEFAULT_IDLE_EXPIRY_SECS: u64 = 24 * 60 * 60;
+pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
+pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Raw {
+    server: RawServer,
+    upstream: RawUpstream,
+    #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
+    cookies: RawCookies,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawServer {
+    listen: String,
+    public_base_url: String,
+    #[serde(default)]
+    trusted_proxies: Vec<String>,
+    max_request_body_bytes: Option<u64>,
+    request_id_header: Option<String>,
+    drain_timeout_secs: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: String,
+    #[serde(default)]
+    rewrite_bases: Vec<String>,
+    connect_timeout_ms: Option<u64>,
+    response_timeout_ms: Option<u64>,
+    pool_idle_timeout_secs: Option<u64>,
+    pool_max_idle_per_host: Option<usize>,
+    max_json_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    kind: Option<String>,
+    path: Option<PathBuf>,
+    idle_expiry_secs: Option<u64>,
+    sweep_interval_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCookies {
+    http_only: Option<bool>,
+    secure: Option<bool>,
+    same_site: Option<String>,
+    max_age_secs: Option<u64>,
+}
+
+fn positive(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError> {
+    match v.unwrap_or(default) {
+        0 => Err(ConfigError::new(key, "must be greater than 0")),
+        n => Ok(n),
+    }
+}
+
+impl Raw {
+    pub fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::de::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new("(file)", format!("invalid TOML: {}", e.message())))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let key = if path == "." { "(file)".to_owned() } else { path };
+            let inner = e.into_inner();
+            let reason = inner.message().to_owned();
+            // serde reports a missing field one level up; name it fully.
+            let key = match missing_field(&reason) {
+                Some(field) if key == "(file)" => field,
+                Some(field) => format!("{key}.{field}"),
+                None => key,
+            };
+            ConfigError::new(key, reason)
+        })
+    }
+
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let s = self.server;
+        let listen = s
+            .listen
+            .parse::<SocketAddr>()
+            .map_err(|e| ConfigError::new("server.listen", format!("`{}` is not an address:port: {e}", s.listen)))?;
+        let public_base_url = BaseUrl::parse("server.public_base_url", &s.public_base_url)?;
+        let trusted_proxies = s
+            .trusted_proxies
+            .iter()
+            .map(|p| {
+                p.parse::<IpAddr>()
+                    .map_err(|_| ConfigError::new("server.trusted_proxies", format!("`{p}` is not an IP address")))
+            })
+            .collect::<Result<_, _>>()?;
+        let request_id_header = s.request_id_header.as_deref().unwrap_or(DEFAULT_REQUEST_ID_HEADER);
+        let request_id_header = HeaderName::try_from(request_id_header).map_err(|_| {
+            ConfigError::new("server.request_id_header", format!("`{request_id_header}` is not a header name"))
+        })?;
+        let server = ServerConfig {
+            listen,
+            public_base_url,
+            trusted_proxies,
+            max_request_body: positive(
+                "server.max_request_body_bytes",
+                s.max_request_body_bytes,
+                DEFAULT_MAX_REQUEST_BODY,
+            )?,
+            request_id_header,
+            drain_timeout: Duration::from_secs(s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS)),
+        };
+
+        let u = self.upstream;
+        let url = BaseUrl::parse("upstream.url", &u.url)?;
+        if *url.scheme() != http::uri::Scheme::HTTP {
+            return Err(ConfigError::new("upstream.url", "only http:// upstreams are supported"));
+        }
+        let rewrite_bases = u
+            .rewrite_bases
+            .iter()
+            .map(|b| BaseUrl::parse("upstream.rewrite_bases", b))
+            .collect::<Result<_, _>>()?;
+        let upstream = UpstreamConfig {
+            url,
+            rewrite_bases,
+            connect_timeout: Duration::from_millis(positive(
+                "upstream.connect_timeout_ms",
+                u.connect_timeout_ms,
+                DEFAULT_CONNECT_TIMEOUT_MS,
+            )?),
+            response_timeout: Duration::from_millis(positive(
+                "upstream.response_timeout_ms",
+                u.response_timeout_ms,
+                DEFAULT_RESPONSE_TIMEOUT_MS,
+            )?),
+            pool_idle_timeout: Duration::from_secs(
+                u.pool_idle_timeout_secs.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT_SECS),
+            ),
+            pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
+            max_json_body: positive(
+                "upstream.max_json_body_bytes",
+                u.max_json_body_bytes.map(|v| v as u64),
+                DEFAULT_MAX_JSON_BODY as u64,
+            )? as usize,
+        };
+
+        let st = self.store;
+        let kind = match st.kind.as_deref().unwrap_or("redb") {
+            "memory" => {
+                if st.path.is_some() {
+                    return Err(ConfigError::new("store.path", "only used with kind = \"redb\""));
+                }
+                StoreKind::Memory
+            }
+            "redb" => {
+                let path = st.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH));
+                if path.as_os_str().is_empty() {
+                    return Err(ConfigError::new("store.path", "must not be empty"));
+                }
+                StoreKind::Redb { path }
+            }
+            other => {
+                return Err(ConfigError::new(
+                    "store.kind",
+                    format!("`{other}` is not a store kind; expected \"redb\" or \"memory\""),
+                ));
+            }
+        };
+        let store = StoreConfig {
+            kind,
+            idle_expiry: Duration::from_secs(positive(
+                "store.idle_expiry_secs",
+                st.idle_expiry_secs,
+                DEFAULT_IDLE_EXPIRY_SECS,
+            )?),
+            sweep_interval: Duration::from_secs(positive(
+                "store.sweep_interval_secs",
+                st.sweep_interval_secs,
+                DEFAULT_SWEEP_INTERVAL_SECS,
+            )?),
+        };
+
+        let c = self.cookies;
+        let same_site = match c.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("lax") => Some(SameSite::Lax),
+            Some("strict") => Some(SameSite::Strict),
+            Some("none") => Some(SameSite::None),
+            Some("omit") => None,
+            Some(other) => {
+                return Err(ConfigError::new(
+                    "cookies.same_site",
+                    format!("`{other}` is not one of \"lax\", \"strict\", \"none\", \"omit\""),
+                ));
+            }
+        };
+        let secure = c.secure.unwrap_or(false);
+        if same_site == Some(SameSite::None) && !secure {
+            return Err(ConfigError::new("cookies.same_site", "\"none\" requires cookies.secure = true"));
+        }
+        let cookies = CookieConfig {
+            http_only: c.http_only.unwrap_or(true),
+            secure,
+            same_site,
+            max_age: c.max_age_secs.map(Duration::from_secs),
+        };
+
+        Ok(Config { server, upstream, store, cookies })
+    }
+}
+
+/// Pulls the field name out of serde's "missing field `x`".
+fn missing_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("missing field `")?;
+    rest.split('`').next().map(str::to_owned)
+}

@@ -1,0 +1,75 @@
+use super::*;
+
+const GOOD: &str = r#"
+[server]
+listen = "127.0.0.1:8080"
+public_base_url = "http://127.0.0.1:8080/"
+[upstream]
+url = "http://127.0.0.1:9000"
+[store]
+kind = "memory"
+"#;
+
+fn err(text: &str) -> ConfigError {
+    Config::parse(text).unwrap_err()
+}
+
+#[test]
+fn good_file_gets_defaults() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(c.server.listen.port(), 8080);
+    assert_eq!(c.server.public_base_url.as_str(), "http://127.0.0.1:8080");
+    assert_eq!(c.store.kind, StoreKind::Memory);
+    assert_eq!(c.server.request_id_header, "x-request-id");
+    assert!(c.cookies.http_only);
+}
+
+#[test]
+fn store_defaults_to_redb() {
+    let text = GOOD.replace("[store]\nkind = \"memory\"\n", "");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.store.kind, StoreKind::Redb { path: "data/owners.redb".into() });
+}
+
+#[test]
+fn unknown_key_is_named() {
+    let e = err(&GOOD.replace("[store]", "[store]\ncolour = 1"));
+    assert_eq!(e.key, "store.colour");
+    assert!(e.reason.contains("unknown field"), "{e}");
+    let e = err(&format!("{GOOD}\n[extra]\na = 1\n"));
+    assert_eq!(e.key, "extra");
+}
+
+#[test]
+fn missing_key_is_named() {
+    let e = err(&GOOD.replace("url = \"http://127.0.0.1:9000\"", ""));
+    assert_eq!(e.key, "upstream.url");
+    assert!(e.reason.contains("missing"), "{e}");
+}
+
+#[test]
+fn bad_values_are_named() {
+    let cases = [
+        (GOOD.replace("127.0.0.1:8080\"\npublic", "nowhere\"\npublic"), "server.listen"),
+        (GOOD.replace("http://127.0.0.1:8080/", "ftp://x"), "server.public_base_url"),
+        (GOOD.replace("http://127.0.0.1:8080/", "http://x/path"), "server.public_base_url"),
+        (GOOD.replace("http://127.0.0.1:9000", "not a url"), "upstream.url"),
+        (GOOD.replace("\"memory\"", "\"cassandra\""), "store.kind"),
+        (GOOD.replace("\"memory\"", "5"), "store.kind"),
+        (format!("{GOOD}idle_expiry_secs = 0\n"), "store.idle_expiry_secs"),
+        (format!("{GOOD}[cookies]\nsame_site = \"sometimes\"\n"), "cookies.same_site"),
+        (format!("{GOOD}[cookies]\nsame_site = \"none\"\n"), "cookies.same_site"),
+        (GOOD.replace("[upstream]", "[upstream]\nrewrite_bases = [\"x\"]"), "upstream.rewrite_bases"),
+        (GOOD.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.300\"]"), "server.trusted_proxies"),
+    ];
+    for (text, key) in cases {
+        assert_eq!(err(&text).key, key, "{text}");
+    }
+}
+
+#[test]
+fn broken_toml_and_missing_file() {
+    assert!(err("[server\nlisten=").reason.contains("invalid TOML"));
+    let e = Config::load(Path::new("/nonexistent/ordergate.toml")).unwrap_err();
+    assert!(e.reason.contains("cannot read"), "{e}");
+}
