@@ -1,0 +1,309 @@
+//! The upstream side: pooled client, header hygiene, URL rewriting.
+//!
+//! [`Upstream::send`] forwards a request to the configured upstream over a
+//! pooled keep-alive connection, with hop-by-hop headers removed and the
+//! `X-Forwarded-*` headers set; it answers with [`UpstreamError`] when the
+//! upstream cannot be reached (502) or is too slow (504). [`Upstream::finish`]
+//! makes an upstream answer ready for the client: hop-by-hop headers removed,
+//! `Location` and JSON bodies rewritten to the public base URL, streaming.
+
+pub mod rewrite;
+
+use crate::body::{self, Body};
+use crate::config::{BaseUrl, Config};
+use crate::faults::UpstreamError;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rewrite::{RewriteBody, Rewriter};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The client's address, put in the request's extensions by the server.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientAddr(pub SocketAddr);
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Headers named by Connection are hop-by-hop too.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::try_from(n.trim()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The upstream: where requests go and how its answers come back.
+#[derive(Clone)]
+pub struct Upstream {
+    client: Client<HttpConnector, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+    response_timeout: Duration,
+    trusted_proxies: Arc<[IpAddr]>,
+    /// Every internal base → the public base.
+    rewriter: Arc<Rewriter>,
+    internal_bases: Arc<[String]>,
+    public_base: Arc<str>,
+    max_json_body: usize,
+}
+
+impl Upstream {
+    pub fn new(config: &Config) -> Self {
+        let u = &config.upstream;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(u.connect_timeout));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(u.pool_idle_timeout)
+            .pool_max_idle_per_host(u.pool_max_idle_per_host)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let public = config.server.public_base_url.as_str().to_owned();
+        let internal: Vec<String> =
+            std::iter::once(&u.url).chain(&u.rewrite_bases).map(|b: &BaseUrl| b.as_str().to_owned()).collect();
+        let rewriter = Rewriter::new(internal.iter().map(|b| (b.clone(), public.clone())));
+        Self {
+            client,
+            scheme: u.url.scheme().clone(),
+            authority: u.url.authority().clone(),
+            response_timeout: u.response_timeout,
+            trusted_proxies: config.server.trusted_proxies.clone().into(),
+            rewriter: Arc::new(rewriter),
+            internal_bases: internal.into(),
+            public_base: public.into(),
+            max_json_body: u.max_json_body,
+        }
+    }
+
+    pub fn public_base(&self) -> &str {
+        &self.public_base
+    }
+
+    pub fn rewriter(&self) -> &Arc<Rewriter> {
+        &self.rewriter
+    }
+
+    pub fn max_json_body(&self) -> usize {
+        self.max_json_body
+    }
+
+    /// A rewriter for answers through the shorthand: the order's explicit URL
+    /// (absolute on any base, or relative) becomes `/order`.
+    pub fn shorthand_rewriter(&self, order: &str) -> Rewriter {
+        let public = &*self.public_base;
+        let short = format!("{public}/order");
+        let extra = self
+            .internal_bases
+            .iter()
+            .map(|b| b.as_str())
+            .chain([public])
+            .map(|b| (format!("{b}/orders/{order}"), short.clone()))
+            .chain([(format!("/orders/{order}"), "/order".to_owned())]);
+        self.rewriter.with(extra)
+    }
+
+    /// The path of an absolute or relative URL if it is on the upstream's own
+    /// base (or any internal or the public base), else `None`.
+    pub fn own_path<'a>(&self, url: &'a str) -> Option<&'a str> {
+        if url.starts_with('/') {
+            return Some(url);
+        }
+        self.internal_bases
+            .iter()
+            .map(|b| b.as_str())
+            .chain([&*self.public_base])
+            .find_map(|b| url.strip_prefix(b).filter(|rest| rest.is_empty() || rest.starts_with('/')))
+    }
+
+    /// Prepares the client's request for the upstream: target URI on the
+    /// upstream, `path_and_query` replacing the client's when given, hop-by-hop
+    /// headers removed, `X-Forwarded-*` set.
+    pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>) {
+        let pq = match path_and_query {
+            Some(pq) => http::uri::PathAndQuery::try_from(pq).ok(),
+            None => req.uri().path_and_query().cloned(),
+        };
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(self.scheme.clone());
+        parts.authority = Some(self.authority.clone());
+        parts.path_and_query = pq.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        // The upstream speaks HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = http::Version::HTTP_11;
+        let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        let trusted = peer.is_some_and(|p| self.trusted_proxies.contains(&p));
+        if !trusted {
+            headers.remove(&X_FORWARDED_PROTO);
+            headers.remove(&X_FORWARDED_HOST);
+        }
+        if let Some(peer) = peer {
+            let value = match headers.get(&X_FORWARDED_FOR).filter(|_| trusted).and_then(|v| v.to_str().ok()) {
+                Some(prior) => format!("{prior}, {peer}"),
+                None => peer.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+        } else if !trusted {
+            headers.remove(&X_FORWARDED_FOR);
+        }
+        if !headers.contains_key(&X_FORWARDED_PROTO) {
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+        }
+        if !headers.contains_key(&X_FORWARDED_HOST) {
+            if let Some(host) = headers.get(header::HOST).cloned() {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+        }
+    }
+
+    /// Sends a prepared request; the answer's headers must come in time.
+    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(classify_client_error(&e)),
+        }
+    }
+
+    /// Makes an upstream answer ready for the client, rewriting with
+    /// `rewriter` (the base one unless the answer came through the shorthand).
+    pub fn finish(&self, resp: Response<Incoming>, rewriter: &Arc<Rewriter>) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        if let Some(loc) = parts.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+            if let Some(new) = rewriter.rewrite(loc).and_then(|l| HeaderValue::from_str(&l).ok()) {
+                parts.headers.insert(header::LOCATION, new);
+            }
+        }
+        if is_json(&parts.headers) && !rewriter.is_empty() {
+            // The length changes with the rewriting; the body goes chunked.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(parts, body::boxed(RewriteBody::new(body, Arc::clone(rewriter))));
+        }
+        Response::from_parts(parts, body::boxed(body))
+    }
+
+    /// Reads a whole upstream body, up to the JSON cap.
+    pub async fn read_body(&self, body: Incoming) -> Result<Bytes, UpstreamError> {
+        http_body_util::Limited::new(body, self.max_json_body)
+            .collect()
+            .await
+            .map(|c| c.to_bytes())
+            .map_err(|e| UpstreamError::BadAnswer(e.to_string()))
+    }
+}
+
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json")
+        })
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    let msg = error_chain(e);
+    if e.is_connect() {
+        UpstreamError::Connect(msg)
+    } else {
+        UpstreamError::Protocol(msg)
+    }
+}
+
+/// An error and its sources, joined, for logs and fault details.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        src = s.source();
+    }
+    out
+}
+
+/// Whether `e` (or one of its sources) is of type `T`.
+pub fn caused_by<T: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<T>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut h = HeaderMap::new();
+        for (ct, json) in [
+            ("application/json; charset=UTF-8", true),
+            ("Application/JSON", true),
+            ("application/hal+json", true),
+            ("text/html", false),
+            ("json", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_json(&h), json, "{ct}");
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Rewriting of the upstream's own URLs to the public base URL.
+//!
+//! The upstream writes absolute URLs on its internal base into `Location`
+//! headers and JSON string values. A [`Rewriter`] holds prefix rules (longest
+//! first) and applies them to one string, or to a JSON body as it streams
+//! ([`RewriteBody`]): a rule matches only at the start of a JSON string and only
+//! when the prefix ends at a URL boundary (`/`, `?`, `#` or the string's end).
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+
+#[derive(Debug, Clone, Default)]
+pub struct Rewriter {
+    /// (from, to), sorted by descending `from` length.
+    rules: Vec<(String, String)>,
+    /// The same rules with a leading `"`, for matching inside JSON text.
+    quoted: Vec<(Vec<u8>, Vec<u8>)>,
+    longest: usize,
+}
+
+fn at_boundary(next: Option<u8>) -> bool {
+    matches!(next, None | Some(b'/' | b'?' | b'#' | b'"'))
+}
+
+impl Rewriter {
+    pub fn new(rules: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut rules: Vec<_> = rules.into_iter().filter(|(f, t)| !f.is_empty() && f != t).collect();
+        rules.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
+        rules.dedup_by(|a, b| a.0 == b.0);
+        let quoted: Vec<_> = rules
+            .iter()
+            .map(|(f, t)| ([b"\"", f.as_bytes()].concat(), [b"\"", t.as_bytes()].concat()))
+            .collect();
+        let longest = quoted.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
+        Self { rules, quoted, longest }
+    }
+
+    /// Adds rules in front of the existing ones (they win on equal prefixes).
+    pub fn with(&self, extra: impl IntoIterator<Item = (String, String)>) -> Self {
+        Self::new(extra.into_iter().chain(self.rules.iter().cloned()))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Rewrites one URL string, or `None` when no rule applies.
+    pub fn rewrite(&self, s: &str) -> Option<String> {
+        self.rules.iter().find_map(|(from, to)| {
+            let rest = s.strip_prefix(from.as_str())?;
+            at_boundary(rest.bytes().next()).then(|| format!("{to}{rest}"))
+        })
+    }
+
+    /// Rewrites every string in a JSON value, in place.
+    pub fn rewrite_json(&self, value: &mut serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::String(s) => {
+                if let Some(new) = self.rewrite(s) {
+                    *s = new;
+                }
+            }
+            Value::Array(items) => items.iter_mut().for_each(|v| self.rewrite_json(v)),
+            Value::Object(map) => map.values_mut().for_each(|v| self.rewrite_json(v)),
+            _ => {}
+        }
+    }
+
+    /// Rewrites JSON text in `buf`. Returns the rewritten bytes that are final
+    /// and how many input bytes they cover; the rest must be kept and given
+    /// again with more input (all of it is final when `eof`).
+    fn rewrite_chunk(&self, buf: &[u8], eof: bool) -> (BytesMut, usize) {
+        let mut out = BytesMut::with_capacity(buf.len());
+        let mut emitted = 0;
+        let mut i = 0;
+        while let Some(q) = memchr::memchr(b'"', &buf[i..]) {
+            let p = i + q;
+            // Not enough bytes after the quote to decide: keep them for later.
+            if !eof && buf.len() - p <= self.longest {
+                out.extend_from_slice(&buf[emitted..p]);
+                return (out, p);
+            }
+            let tail = &buf[p..];
+            let hit = self.quoted.iter().find(|(from, _)| {
+                tail.starts_with(from) && at_boundary(tail.get(from.len()).copied())
+            });
+            match hit {
+                Some((from, to)) => {
+                    out.extend_from_slice(&buf[emitted..p]);
+                    out.extend_from_slice(to);
+                    emitted = p + from.len();
+                    i = emitted;
+                }
+                None => i = p + 1,
+            }
+        }
+        out.extend_from_slice(&buf[emitted..]);
+        (out, buf.len())
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A body whose JSON text is rewritten by a [`Rewriter`] as it streams:
+    /// at most the longest rule's length is held back between chunks.
+    pub struct RewriteBody<B> {
+        #[pin]
+        inner: B,
+        rewriter: Arc<Rewriter>,
+        carry: BytesMut,
+        trailers: Option<http::HeaderMap>,
+        done: bool,
+    }
+}
+
+impl<B> RewriteBody<B> {
+    pub fn new(inner: B, rewriter: Arc<Rewriter>) -> Self {
+        Self { inner, rewriter, carry: BytesMut::new(), trailers: None, done: false }
+    }
+}
+
+impl<B> Body for RewriteBody<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        loop {
+            if *this.done {
+                return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            }
+            match ready!(this.inner.as_mut().poll_frame(cx)) {
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => {
+                        let (out, used) = if this.carry.is_empty() {
+                            this.rewriter.rewrite_chunk(&data, false)
+                        } else {
+                            this.carry.extend_from_slice(&data);
+                            this.rewriter.rewrite_chunk(this.carry, false)
+                        };
+                        let keep = if this.carry.is_empty() { &data[used..] } else { &this.carry[used..] };
+                        *this.carry = BytesMut::from(keep);
+                        if !out.is_empty() {
+                            return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                        }
+                    }
+                    Err(frame) => {
+                        if let Ok(t) = frame.into_trailers() {
+                            *this.trailers = Some(t);
+                        }
+                    }
+                },
+                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
+                None => {
+                    *this.done = true;
+                    if !this.carry.is_empty() {
+                        let (out, _) = this.rewriter.rewrite_chunk(this.carry, true);
+                        this.carry.clear();
+                        return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
+                    }
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done && self.trailers.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    const UP: &str = "http://coreapi01.ote.chicago.hostway:8092";
+    const PUB: &str = "https://api.example.com";
+
+    fn rewriter() -> Rewriter {
+        Rewriter::new([(UP.to_owned(), PUB.to_owned())]).with([(
+            format!("{UP}/orders/o1"),
+            format!("{PUB}/order"),
+        )])
+    }
+
+    #[test]
+    fn strings_rewrite_only_at_boundaries() {
+        let r = rewriter();
+        assert_eq!(r.rewrite(&format!("{UP}/accounts/a")).unwrap(), format!("{PUB}/accounts/a"));
+        assert_eq!(r.rewrite(UP).unwrap(), PUB);
+        assert_eq!(r.rewrite(&format!("{UP}/orders/o1/")).unwrap(), format!("{PUB}/order/"));
+        assert_eq!(r.rewrite(&format!("{UP}/orders/o1")).unwrap(), format!("{PUB}/order"));
+        // o12 is another order: only the base is rewritten.
+        assert_eq!(r.rewrite(&format!("{UP}/orders/o12")).unwrap(), format!("{PUB}/orders/o12"));
+        assert_eq!(r.rewrite(&format!("{UP}1/x")), None);
+        assert_eq!(r.rewrite("http://elsewhere/x"), None);
+    }
+
+    /// A body that yields the given chunks one frame each.
+    struct Chunks(std::collections::VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = std::convert::Infallible;
+        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    async fn stream(r: Rewriter, chunks: Vec<String>) -> String {
+        let body = RewriteBody::new(Chunks(chunks.into_iter().map(Bytes::from).collect()), Arc::new(r));
+        String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn body_rewrites_across_every_split() {
+        let doc = format!(
+            r#"{{"a":"{UP}/orders/o1/","b":"{UP}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{UP}"}}"#
+        );
+        let want = format!(
+            r#"{{"a":"{PUB}/order/","b":"{PUB}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{PUB}"}}"#
+        );
+        for split in 0..doc.len() {
+            let (x, y) = doc.split_at(split);
+            assert_eq!(stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await, want, "split at {split}");
+        }
+        let one_by_one = doc.chars().map(String::from).collect();
+        assert_eq!(stream(rewriter(), one_by_one).await, want);
+    }
+
+    #[test]
+    fn json_values_rewrite_everywhere() {
+        let mut v = serde_json::json!({"order": {"Account": format!("{UP}/accounts/a")}, "links": [{"href": format!("{UP}/orders/o1/")}]});
+        rewriter().rewrite_json(&mut v);
+        assert_eq!(v["order"]["Account"], format!("{PUB}/accounts/a"));
+        assert_eq!(v["links"][0]["href"], format!("{PUB}/order/"));
+    }
+}

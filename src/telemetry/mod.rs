@@ -1,0 +1,140 @@
+//! Request ids: the first layer of the stack.
+//!
+//! Takes the id from the configured header when the client sent a usable one,
+//! or makes a UUIDv4; puts it on the request (so it goes upstream and into the
+//! fault `guid`) and on the response.
+
+use http::{HeaderName, HeaderValue, Request, Response};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
+use tower::{Layer, Service};
+
+/// The request id, as found in the request's extensions.
+#[derive(Clone, Debug)]
+pub struct RequestId(pub HeaderValue);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("")
+    }
+
+    pub fn of<B>(req: &Request<B>) -> &str {
+        req.extensions().get::<RequestId>().map_or("", RequestId::as_str)
+    }
+}
+
+const MAX_INCOMING_ID: usize = 128;
+
+fn usable(v: &HeaderValue) -> bool {
+    let b = v.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_INCOMING_ID
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+}
+
+fn generate() -> HeaderValue {
+    let mut buf = uuid::Uuid::encode_buffer();
+    let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+    HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
+}
+
+#[derive(Clone)]
+pub struct RequestIdLayer {
+    header: HeaderName,
+}
+
+impl RequestIdLayer {
+    pub fn new(header: HeaderName) -> Self {
+        Self { header }
+    }
+}
+
+impl<S> Layer<S> for RequestIdLayer {
+    type Service = RequestIdService<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        RequestIdService { inner, header: self.header.clone() }
+    }
+}
+
+#[derive(Clone)]
+pub struct RequestIdService<S> {
+    inner: S,
+    header: HeaderName,
+}
+
+impl<S, B, RB> Service<Request<B>> for RequestIdService<S>
+where
+    S: Service<Request<B>, Response = Response<RB>>,
+{
+    type Response = Response<RB>;
+    type Error = S::Error;
+    type Future = RequestIdFuture<S::Future>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        let id = match req.headers().get(&self.header) {
+            Some(v) if usable(v) => v.clone(),
+            _ => {
+                let v = generate();
+                req.headers_mut().insert(self.header.clone(), v.clone());
+                v
+            }
+        };
+        req.extensions_mut().insert(RequestId(id.clone()));
+        RequestIdFuture { inner: self.inner.call(req), id: Some(id), header: self.header.clone() }
+    }
+}
+
+pin_project_lite::pin_project! {
+    pub struct RequestIdFuture<F> {
+        #[pin]
+        inner: F,
+        id: Option<HeaderValue>,
+        header: HeaderName,
+    }
+}
+
+impl<F, RB, E> Future for RequestIdFuture<F>
+where
+    F: Future<Output = Result<Response<RB>, E>>,
+{
+    type Output = Result<Response<RB>, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let mut resp = ready!(this.inner.poll(cx))?;
+        if let Some(id) = this.id.take() {
+            resp.headers_mut().insert(this.header.clone(), id);
+        }
+        Poll::Ready(Ok(resp))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tower::ServiceExt;
+
+    async fn echo(req: Request<()>) -> Result<Response<String>, std::convert::Infallible> {
+        Ok(Response::new(RequestId::of(&req).to_owned()))
+    }
+
+    #[tokio::test]
+    async fn keeps_a_usable_id_and_replaces_a_bad_one() {
+        let svc = RequestIdLayer::new(HeaderName::from_static("x-request-id")).layer(tower::service_fn(echo));
+        let req = Request::builder().header("x-request-id", "abc-123").body(()).unwrap();
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(resp.headers()["x-request-id"], "abc-123");
+        assert_eq!(resp.body(), "abc-123");
+
+        let req = Request::builder().header("x-request-id", "bad id\"<>").body(()).unwrap();
+        let resp = svc.oneshot(req).await.unwrap();
+        let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
+        assert_eq!(id.len(), 36);
+        assert_eq!(resp.body(), &id);
+    }
+}
