@@ -1,7 +1,101 @@
-pub mod config;
-pub mod owners;
-pub mod proxy;
-pub mod shorthand;
+//! ordergate: an HTTP gateway for the legacy orders API.
+//!
+//! A request's path through the gateway ([`stack`] orders the layers):
+//!
+//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2) and notes the
+//!    client's address;
+//! 2. [`telemetry`] gives the request its id (sent upstream, returned, and the
+//!    `guid` of any fault);
+//! 3. [`limits`] refuses bodies over the size limit (413);
+//! 4. [`orders`] applies the orders API: [`shorthand`] resolution, implicit
+//!    creation and the one-open-order rule of [`policy`], with associations
+//!    kept in an [`owners`] store;
+//! 5. [`proxy`] forwards to the upstream over pooled connections and rewrites
+//!    its URLs to the public base on the way back.
+//!
+//! Every error a client sees is rendered by [`faults`].
+//!
+//! [`backend`] is an emulation of the legacy orders API for trying the gateway
+//! and for tests; the gateway's own modules never use it.
+
+pub mod backend;
 pub mod body;
+pub mod config;
 pub mod faults;
+pub mod limits;
+pub mod orders;
+pub mod owners;
+pub mod policy;
+pub mod proxy;
+pub mod server;
+pub mod shorthand;
+pub mod stack;
 pub mod telemetry;
+
+use config::{Config, StoreKind};
+use owners::{MemoryStore, OwnerStore, RedbStore, StoreError};
+use std::future::Future;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot open the owner store: {0}")]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Opens the configured owner store.
+pub async fn open_store(config: &Config) -> Result<Arc<dyn OwnerStore>, StoreError> {
+    Ok(match &config.store.kind {
+        StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redb { path } => {
+            let path = path.clone();
+            let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
+                .await
+                .map_err(|e| StoreError::Backend(e.to_string()))??;
+            Arc::new(store)
+        }
+    })
+}
+
+/// Runs the gateway on a bound listener until `shutdown` completes, then
+/// drains in-flight requests and closes the store.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), StartError> {
+    let store = open_store(&config).await?;
+    let service = stack::build(&config, Arc::clone(&store));
+    let sweeper = tokio::spawn(sweep(
+        Arc::clone(&store),
+        config.store.idle_expiry,
+        config.store.sweep_interval,
+    ));
+    tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.url.as_str(), "ordergate is serving");
+    server::serve(listener, service, shutdown, config.server.drain_timeout).await;
+    sweeper.abort();
+    store.close().await?;
+    Ok(())
+}
+
+/// Forgets associations left idle past their expiry, now and then.
+async fn sweep(
+    store: Arc<dyn OwnerStore>,
+    idle_expiry: std::time::Duration,
+    every: std::time::Duration,
+) {
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let before = orders::now_ms().saturating_sub(idle_expiry.as_millis() as u64);
+        match store.expire(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(expired = n, "idle associations ended"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire idle associations"),
+        }
+    }
+}

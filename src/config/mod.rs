@@ -22,7 +22,10 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
-        Self { key: key.into(), reason: reason.into() }
+        Self {
+            key: key.into(),
+            reason: reason.into(),
+        }
     }
 }
 
@@ -43,16 +46,25 @@ impl BaseUrl {
         let scheme = uri
             .scheme()
             .filter(|s| **s == http::uri::Scheme::HTTP || **s == http::uri::Scheme::HTTPS)
-            .ok_or_else(|| ConfigError::new(key, format!("`{s}` must start with http:// or https://")))?
+            .ok_or_else(|| {
+                ConfigError::new(key, format!("`{s}` must start with http:// or https://"))
+            })?
             .clone();
         let authority = uri
             .authority()
             .ok_or_else(|| ConfigError::new(key, format!("`{s}` has no host")))?
             .clone();
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-            return Err(ConfigError::new(key, format!("`{s}` must be a base URL without a path or query")));
+            return Err(ConfigError::new(
+                key,
+                format!("`{s}` must be a base URL without a path or query"),
+            ));
         }
-        Ok(Self { text: format!("{scheme}://{authority}"), scheme, authority })
+        Ok(Self {
+            text: format!("{scheme}://{authority}"),
+            scheme,
+            authority,
+        })
     }
 
     pub fn as_str(&self) -> &str {
@@ -136,8 +148,12 @@ pub struct CookieConfig {
 impl Config {
     /// Reads and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::new(path.display().to_string(), format!("cannot read the config file: {e}")))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new(
+                path.display().to_string(),
+                format!("cannot read the config file: {e}"),
+            )
+        })?;
         Self::parse(&text)
     }
 

@@ -82,7 +82,11 @@ impl Raw {
             .map_err(|e| ConfigError::new("(file)", format!("invalid TOML: {}", e.message())))?;
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let key = if path == "." { "(file)".to_owned() } else { path };
+            let key = if path == "." {
+                "(file)".to_owned()
+            } else {
+                path
+            };
             let inner = e.into_inner();
             let reason = inner.message().to_owned();
             // serde reports a missing field one level up; name it fully.
@@ -97,22 +101,34 @@ impl Raw {
 
     pub fn validate(self) -> Result<Config, ConfigError> {
         let s = self.server;
-        let listen = s
-            .listen
-            .parse::<SocketAddr>()
-            .map_err(|e| ConfigError::new("server.listen", format!("`{}` is not an address:port: {e}", s.listen)))?;
+        let listen = s.listen.parse::<SocketAddr>().map_err(|e| {
+            ConfigError::new(
+                "server.listen",
+                format!("`{}` is not an address:port: {e}", s.listen),
+            )
+        })?;
         let public_base_url = BaseUrl::parse("server.public_base_url", &s.public_base_url)?;
         let trusted_proxies = s
             .trusted_proxies
             .iter()
             .map(|p| {
-                p.parse::<IpAddr>()
-                    .map_err(|_| ConfigError::new("server.trusted_proxies", format!("`{p}` is not an IP address")))
+                p.parse::<IpAddr>().map_err(|_| {
+                    ConfigError::new(
+                        "server.trusted_proxies",
+                        format!("`{p}` is not an IP address"),
+                    )
+                })
             })
             .collect::<Result<_, _>>()?;
-        let request_id_header = s.request_id_header.as_deref().unwrap_or(DEFAULT_REQUEST_ID_HEADER);
+        let request_id_header = s
+            .request_id_header
+            .as_deref()
+            .unwrap_or(DEFAULT_REQUEST_ID_HEADER);
         let request_id_header = HeaderName::try_from(request_id_header).map_err(|_| {
-            ConfigError::new("server.request_id_header", format!("`{request_id_header}` is not a header name"))
+            ConfigError::new(
+                "server.request_id_header",
+                format!("`{request_id_header}` is not a header name"),
+            )
         })?;
         let server = ServerConfig {
             listen,
@@ -124,13 +140,18 @@ impl Raw {
                 DEFAULT_MAX_REQUEST_BODY,
             )?,
             request_id_header,
-            drain_timeout: Duration::from_secs(s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS)),
+            drain_timeout: Duration::from_secs(
+                s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
+            ),
         };
 
         let u = self.upstream;
         let url = BaseUrl::parse("upstream.url", &u.url)?;
         if *url.scheme() != http::uri::Scheme::HTTP {
-            return Err(ConfigError::new("upstream.url", "only http:// upstreams are supported"));
+            return Err(ConfigError::new(
+                "upstream.url",
+                "only http:// upstreams are supported",
+            ));
         }
         let rewrite_bases = u
             .rewrite_bases
@@ -151,9 +172,12 @@ impl Raw {
                 DEFAULT_RESPONSE_TIMEOUT_MS,
             )?),
             pool_idle_timeout: Duration::from_secs(
-                u.pool_idle_timeout_secs.unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT_SECS),
+                u.pool_idle_timeout_secs
+                    .unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT_SECS),
             ),
-            pool_max_idle_per_host: u.pool_max_idle_per_host.unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
+            pool_max_idle_per_host: u
+                .pool_max_idle_per_host
+                .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
             max_json_body: positive(
                 "upstream.max_json_body_bytes",
                 u.max_json_body_bytes.map(|v| v as u64),
@@ -165,7 +189,10 @@ impl Raw {
         let kind = match st.kind.as_deref().unwrap_or("redb") {
             "memory" => {
                 if st.path.is_some() {
-                    return Err(ConfigError::new("store.path", "only used with kind = \"redb\""));
+                    return Err(ConfigError::new(
+                        "store.path",
+                        "only used with kind = \"redb\"",
+                    ));
                 }
                 StoreKind::Memory
             }
@@ -198,7 +225,12 @@ impl Raw {
         };
 
         let c = self.cookies;
-        let same_site = match c.same_site.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        let same_site = match c
+            .same_site
+            .as_deref()
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
             None | Some("lax") => Some(SameSite::Lax),
             Some("strict") => Some(SameSite::Strict),
             Some("none") => Some(SameSite::None),
@@ -212,7 +244,10 @@ impl Raw {
         };
         let secure = c.secure.unwrap_or(false);
         if same_site == Some(SameSite::None) && !secure {
-            return Err(ConfigError::new("cookies.same_site", "\"none\" requires cookies.secure = true"));
+            return Err(ConfigError::new(
+                "cookies.same_site",
+                "\"none\" requires cookies.secure = true",
+            ));
         }
         let cookies = CookieConfig {
             http_only: c.http_only.unwrap_or(true),
@@ -221,7 +256,12 @@ impl Raw {
             max_age: c.max_age_secs.map(Duration::from_secs),
         };
 
-        Ok(Config { server, upstream, store, cookies })
+        Ok(Config {
+            server,
+            upstream,
+            store,
+            cookies,
+        })
     }
 }
 

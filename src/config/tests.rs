@@ -28,7 +28,12 @@ fn good_file_gets_defaults() {
 fn store_defaults_to_redb() {
     let text = GOOD.replace("[store]\nkind = \"memory\"\n", "");
     let c = Config::parse(&text).unwrap();
-    assert_eq!(c.store.kind, StoreKind::Redb { path: "data/owners.redb".into() });
+    assert_eq!(
+        c.store.kind,
+        StoreKind::Redb {
+            path: "data/owners.redb".into()
+        }
+    );
 }
 
 #[test]
@@ -50,17 +55,44 @@ fn missing_key_is_named() {
 #[test]
 fn bad_values_are_named() {
     let cases = [
-        (GOOD.replace("127.0.0.1:8080\"\npublic", "nowhere\"\npublic"), "server.listen"),
-        (GOOD.replace("http://127.0.0.1:8080/", "ftp://x"), "server.public_base_url"),
-        (GOOD.replace("http://127.0.0.1:8080/", "http://x/path"), "server.public_base_url"),
-        (GOOD.replace("http://127.0.0.1:9000", "not a url"), "upstream.url"),
+        (
+            GOOD.replace("127.0.0.1:8080\"\npublic", "nowhere\"\npublic"),
+            "server.listen",
+        ),
+        (
+            GOOD.replace("http://127.0.0.1:8080/", "ftp://x"),
+            "server.public_base_url",
+        ),
+        (
+            GOOD.replace("http://127.0.0.1:8080/", "http://x/path"),
+            "server.public_base_url",
+        ),
+        (
+            GOOD.replace("http://127.0.0.1:9000", "not a url"),
+            "upstream.url",
+        ),
         (GOOD.replace("\"memory\"", "\"cassandra\""), "store.kind"),
         (GOOD.replace("\"memory\"", "5"), "store.kind"),
-        (format!("{GOOD}idle_expiry_secs = 0\n"), "store.idle_expiry_secs"),
-        (format!("{GOOD}[cookies]\nsame_site = \"sometimes\"\n"), "cookies.same_site"),
-        (format!("{GOOD}[cookies]\nsame_site = \"none\"\n"), "cookies.same_site"),
-        (GOOD.replace("[upstream]", "[upstream]\nrewrite_bases = [\"x\"]"), "upstream.rewrite_bases"),
-        (GOOD.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.300\"]"), "server.trusted_proxies"),
+        (
+            format!("{GOOD}idle_expiry_secs = 0\n"),
+            "store.idle_expiry_secs",
+        ),
+        (
+            format!("{GOOD}[cookies]\nsame_site = \"sometimes\"\n"),
+            "cookies.same_site",
+        ),
+        (
+            format!("{GOOD}[cookies]\nsame_site = \"none\"\n"),
+            "cookies.same_site",
+        ),
+        (
+            GOOD.replace("[upstream]", "[upstream]\nrewrite_bases = [\"x\"]"),
+            "upstream.rewrite_bases",
+        ),
+        (
+            GOOD.replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.300\"]"),
+            "server.trusted_proxies",
+        ),
     ];
     for (text, key) in cases {
         assert_eq!(err(&text).key, key, "{text}");

@@ -24,6 +24,10 @@ pub enum UpstreamError {
     Protocol(String),
     #[error("the upstream answer cannot be read: {0}")]
     BadAnswer(String),
+    /// Not the upstream's fault: the client's body went over the limit while
+    /// it was being forwarded.
+    #[error("the request body is too large")]
+    ClientBodyTooLarge,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +52,10 @@ pub enum GatewayError {
     NoOrderCreated,
     #[error("The owner store is unavailable")]
     Store(#[from] crate::owners::StoreError),
+    /// The upstream refused a call the gateway made for the client (such as
+    /// the creation of an order): its answer is the client's answer.
+    #[error("the upstream refused the call")]
+    Refused(Response<Body>),
 }
 
 impl GatewayError {
@@ -60,6 +68,8 @@ impl GatewayError {
             OpenOrderExists => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
+            Upstream(UpstreamError::ClientBodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Refused(resp) => resp.status(),
             Upstream(_) | NoOrderCreated => StatusCode::BAD_GATEWAY,
             Store(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -93,12 +103,16 @@ pub fn render(status: StatusCode, guid: &str, message: &str, details: &str) -> R
     let mut resp = Response::new(body::full(bytes.clone()));
     *resp.status_mut() = status;
     resp.headers_mut().insert(CONTENT_TYPE, JSON_UTF8);
-    resp.headers_mut().insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    resp.headers_mut()
+        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     resp
 }
 
 /// The response for a gateway error.
-pub fn respond(err: &GatewayError, guid: &str) -> Response<Body> {
+pub fn respond(err: GatewayError, guid: &str) -> Response<Body> {
+    if let GatewayError::Refused(resp) = err {
+        return resp;
+    }
     let status = err.status();
     if status.is_server_error() {
         tracing::warn!(request_id = guid, error = %err, "request failed");
@@ -113,9 +127,12 @@ mod tests {
 
     #[tokio::test]
     async fn renders_the_documented_shape() {
-        let resp = respond(&GatewayError::OpenOrderExists, "g-1");
+        let resp = respond(GatewayError::OpenOrderExists, "g-1");
         assert_eq!(resp.status(), 409);
-        assert_eq!(resp.headers()[CONTENT_TYPE], "application/json; charset=UTF-8");
+        assert_eq!(
+            resp.headers()[CONTENT_TYPE],
+            "application/json; charset=UTF-8"
+        );
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(
@@ -127,7 +144,10 @@ mod tests {
     #[test]
     fn source_decides_status() {
         assert_eq!(GatewayError::Upstream(UpstreamError::Timeout).status(), 504);
-        assert_eq!(GatewayError::Upstream(UpstreamError::Connect("x".into())).status(), 502);
+        assert_eq!(
+            GatewayError::Upstream(UpstreamError::Connect("x".into())).status(),
+            502
+        );
         assert_eq!(GatewayError::BadPath(PathError::DotSegment).status(), 400);
         assert_eq!(GatewayError::BadOwner(CookieError::Invalid).status(), 401);
         assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);

@@ -1,8 +1,8 @@
 //! In-memory owner store: fast, lost on restart. Also the read cache of the
 //! redb store.
 
-use super::store::{Association, OrderId, OwnerStore, StoreError};
 use super::OwnerId;
+use super::store::{Association, OrderId, OwnerStore, StoreError};
 use async_trait::async_trait;
 use std::collections::HashMap;
 use std::sync::{Mutex, MutexGuard};
@@ -26,7 +26,10 @@ impl Maps {
                 self.owners.remove(&previous_owner);
             }
         }
-        let assoc = Association { order: order.clone(), touched_ms: now_ms };
+        let assoc = Association {
+            order: order.clone(),
+            touched_ms: now_ms,
+        };
         if let Some(old) = self.owners.insert(key, assoc) {
             if &old.order != order {
                 self.orders.remove(&old.order);
@@ -67,14 +70,18 @@ impl MemoryStore {
     }
 
     pub(crate) fn from_maps(maps: Maps) -> Self {
-        Self { inner: Mutex::new(maps) }
+        Self {
+            inner: Mutex::new(maps),
+        }
     }
 
     /// The lock is never held across an await, and a panic while holding it
     /// cannot leave the maps half-written in a way that matters more than
     /// refusing every later request would, so a poisoned lock is recovered.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Maps> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     pub fn len(&self) -> usize {

@@ -82,7 +82,9 @@ pub fn owner_from_headers(headers: &HeaderMap) -> Result<Option<OwnerId>, Cookie
         // other cookies in it are none of the gateway's business.
         let Ok(text) = value.to_str() else { continue };
         for pair in text.split(';') {
-            let Some((name, val)) = pair.split_once('=') else { continue };
+            let Some((name, val)) = pair.split_once('=') else {
+                continue;
+            };
             if name.trim() != OWNER_COOKIE {
                 continue;
             }
@@ -171,8 +173,17 @@ mod tests {
 
     #[test]
     fn bad_values_are_invalid() {
-        for bad in ["OwnerId=", "OwnerId=abc", "OwnerId=4d84cd13bbb346baa40c8988351e3681", "OwnerId=../x"] {
-            assert_eq!(owner_from_headers(&headers(&[bad])), Err(CookieError::Invalid), "{bad}");
+        for bad in [
+            "OwnerId=",
+            "OwnerId=abc",
+            "OwnerId=4d84cd13bbb346baa40c8988351e3681",
+            "OwnerId=../x",
+        ] {
+            assert_eq!(
+                owner_from_headers(&headers(&[bad])),
+                Err(CookieError::Invalid),
+                "{bad}"
+            );
         }
     }
 
@@ -186,7 +197,10 @@ mod tests {
     #[test]
     fn reads_set_cookie() {
         let mut h = HeaderMap::new();
-        h.append(http::header::SET_COOKIE, HeaderValue::from_static("x=1; Path=/"));
+        h.append(
+            http::header::SET_COOKIE,
+            HeaderValue::from_static("x=1; Path=/"),
+        );
         h.append(
             http::header::SET_COOKIE,
             HeaderValue::from_str(&format!("OwnerId={B}; Path=/")).unwrap(),

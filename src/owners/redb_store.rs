@@ -6,9 +6,9 @@
 //! this process is the only writer and the mirror cannot go stale. File I/O runs
 //! on tokio's blocking pool, never on the reactor.
 
+use super::OwnerId;
 use super::memory::{Maps, MemoryStore};
 use super::store::{Association, OrderId, OwnerStore, StoreError};
-use super::OwnerId;
 use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition};
 use std::path::Path;
@@ -55,7 +55,12 @@ impl RedbStore {
             }
         }
         txn.commit().map_err(backend)?;
-        Ok(Self { shared: Arc::new(Shared { db, mirror: MemoryStore::from_maps(maps) }) })
+        Ok(Self {
+            shared: Arc::new(Shared {
+                db,
+                mirror: MemoryStore::from_maps(maps),
+            }),
+        })
     }
 
     /// Applies `changes` in one write transaction on the blocking pool, then to
@@ -95,11 +100,19 @@ enum Change {
     End(OrderId),
 }
 
-fn put_tx(txn: &redb::WriteTransaction, owner: OwnerId, order: &OrderId, now_ms: u64) -> Result<(), StoreError> {
+fn put_tx(
+    txn: &redb::WriteTransaction,
+    owner: OwnerId,
+    order: &OrderId,
+    now_ms: u64,
+) -> Result<(), StoreError> {
     let mut owners = txn.open_table(OWNERS).map_err(backend)?;
     let mut orders = txn.open_table(ORDERS).map_err(backend)?;
     let key = owner.as_u128();
-    let previous_owner = orders.insert(order.as_str(), key).map_err(backend)?.map(|g| g.value());
+    let previous_owner = orders
+        .insert(order.as_str(), key)
+        .map_err(backend)?
+        .map(|g| g.value());
     if let Some(prev) = previous_owner.filter(|p| *p != key) {
         owners.remove(prev).map_err(backend)?;
     }
@@ -116,7 +129,10 @@ fn put_tx(txn: &redb::WriteTransaction, owner: OwnerId, order: &OrderId, now_ms:
 fn end_tx(txn: &redb::WriteTransaction, order: &OrderId) -> Result<Option<OwnerId>, StoreError> {
     let mut owners = txn.open_table(OWNERS).map_err(backend)?;
     let mut orders = txn.open_table(ORDERS).map_err(backend)?;
-    let owner = orders.remove(order.as_str()).map_err(backend)?.map(|g| g.value());
+    let owner = orders
+        .remove(order.as_str())
+        .map_err(backend)?
+        .map(|g| g.value());
     if let Some(owner) = owner {
         owners.remove(owner).map_err(backend)?;
     }
@@ -130,7 +146,8 @@ impl OwnerStore for RedbStore {
     }
 
     async fn put(&self, owner: OwnerId, order: &OrderId, now_ms: u64) -> Result<(), StoreError> {
-        self.write(vec![Change::Put(owner, order.clone(), now_ms)]).await?;
+        self.write(vec![Change::Put(owner, order.clone(), now_ms)])
+            .await?;
         Ok(())
     }
 
@@ -151,7 +168,8 @@ impl OwnerStore for RedbStore {
         let idle = self.shared.mirror.lock().idle(before_ms);
         let n = idle.len();
         if n > 0 {
-            self.write(idle.into_iter().map(Change::End).collect()).await?;
+            self.write(idle.into_iter().map(Change::End).collect())
+                .await?;
         }
         Ok(n)
     }
@@ -177,8 +195,14 @@ mod tests {
         {
             let store = RedbStore::open(&path).unwrap();
             store.put(owner, &order, 5).await.unwrap();
-            store.put(OwnerId::mint(), &OrderId::parse("o2").unwrap(), 6).await.unwrap();
-            store.end_order(&OrderId::parse("o2").unwrap()).await.unwrap();
+            store
+                .put(OwnerId::mint(), &OrderId::parse("o2").unwrap(), 6)
+                .await
+                .unwrap();
+            store
+                .end_order(&OrderId::parse("o2").unwrap())
+                .await
+                .unwrap();
         }
         let store = RedbStore::open(&path).unwrap();
         assert_eq!(store.get(owner).await.unwrap().unwrap().order, order);

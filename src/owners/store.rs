@@ -22,7 +22,8 @@ impl OrderId {
             && s.len() <= Self::MAX_LEN
             && s != "."
             && s != ".."
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
         ok.then(|| Self(Arc::from(s)))
     }
 
@@ -111,7 +112,10 @@ pub(crate) mod conformance {
 
         // A new order for the same owner replaces the old one in both directions.
         store.put(owner(1), &order("o2"), 30).await.unwrap();
-        assert_eq!(store.get(owner(1)).await.unwrap().unwrap().order.as_str(), "o2");
+        assert_eq!(
+            store.get(owner(1)).await.unwrap().unwrap().order.as_str(),
+            "o2"
+        );
         assert_eq!(store.owner_of(&order("o1")).await.unwrap(), None);
 
         // An order claimed by another owner leaves the first owner without it.
@@ -141,7 +145,16 @@ mod tests {
     #[test]
     fn order_ids_are_path_safe() {
         assert!(OrderId::parse("00000145ffa79d31de17529f007f000000010001").is_some());
-        for bad in ["", ".", "..", "a/b", "a%2fb", "a b", "a?b", &"x".repeat(129)] {
+        for bad in [
+            "",
+            ".",
+            "..",
+            "a/b",
+            "a%2fb",
+            "a b",
+            "a?b",
+            &"x".repeat(129),
+        ] {
             assert!(OrderId::parse(bad).is_none(), "{bad}");
         }
     }

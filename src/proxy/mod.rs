@@ -15,7 +15,6 @@ use crate::faults::UpstreamError;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -91,8 +90,10 @@ impl Upstream {
             .timer(TokioTimer::new())
             .build(connector);
         let public = config.server.public_base_url.as_str().to_owned();
-        let internal: Vec<String> =
-            std::iter::once(&u.url).chain(&u.rewrite_bases).map(|b: &BaseUrl| b.as_str().to_owned()).collect();
+        let internal: Vec<String> = std::iter::once(&u.url)
+            .chain(&u.rewrite_bases)
+            .map(|b: &BaseUrl| b.as_str().to_owned())
+            .collect();
         let rewriter = Rewriter::new(internal.iter().map(|b| (b.clone(), public.clone())));
         Self {
             client,
@@ -144,7 +145,10 @@ impl Upstream {
             .iter()
             .map(|b| b.as_str())
             .chain([&*self.public_base])
-            .find_map(|b| url.strip_prefix(b).filter(|rest| rest.is_empty() || rest.starts_with('/')))
+            .find_map(|b| {
+                url.strip_prefix(b)
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
     }
 
     /// Prepares the client's request for the upstream: target URI on the
@@ -173,7 +177,11 @@ impl Upstream {
             headers.remove(&X_FORWARDED_HOST);
         }
         if let Some(peer) = peer {
-            let value = match headers.get(&X_FORWARDED_FOR).filter(|_| trusted).and_then(|v| v.to_str().ok()) {
+            let value = match headers
+                .get(&X_FORWARDED_FOR)
+                .filter(|_| trusted)
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prior) => format!("{prior}, {peer}"),
                 None => peer.to_string(),
             };
@@ -206,27 +214,37 @@ impl Upstream {
     /// `rewriter` (the base one unless the answer came through the shorthand).
     pub fn finish(&self, resp: Response<Incoming>, rewriter: &Arc<Rewriter>) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        if let Some(loc) = parts.headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-            if let Some(new) = rewriter.rewrite(loc).and_then(|l| HeaderValue::from_str(&l).ok()) {
-                parts.headers.insert(header::LOCATION, new);
-            }
-        }
+        finish_headers(&mut parts.headers, rewriter);
         if is_json(&parts.headers) && !rewriter.is_empty() {
             // The length changes with the rewriting; the body goes chunked.
             parts.headers.remove(header::CONTENT_LENGTH);
-            return Response::from_parts(parts, body::boxed(RewriteBody::new(body, Arc::clone(rewriter))));
+            return Response::from_parts(
+                parts,
+                body::boxed(RewriteBody::new(body, Arc::clone(rewriter))),
+            );
         }
         Response::from_parts(parts, body::boxed(body))
     }
 
     /// Reads a whole upstream body, up to the JSON cap.
     pub async fn read_body(&self, body: Incoming) -> Result<Bytes, UpstreamError> {
-        http_body_util::Limited::new(body, self.max_json_body)
-            .collect()
+        body::read_capped(body, self.max_json_body)
             .await
-            .map(|c| c.to_bytes())
             .map_err(|e| UpstreamError::BadAnswer(e.to_string()))
+    }
+}
+
+/// Readies upstream answer headers for the client: hop-by-hop headers
+/// removed, `Location` rewritten.
+pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
+    strip_hop_by_hop(headers);
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+        if let Some(new) = rewriter
+            .rewrite(loc)
+            .and_then(|l| HeaderValue::from_str(&l).ok())
+        {
+            headers.insert(header::LOCATION, new);
+        }
     }
 }
 
@@ -243,6 +261,10 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 
 fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
     let msg = error_chain(e);
+    // The client's own body failed while it was being forwarded.
+    if caused_by::<body::TooLarge>(e) {
+        return UpstreamError::ClientBodyTooLarge;
+    }
     if e.is_connect() {
         UpstreamError::Connect(msg)
     } else {
@@ -281,7 +303,10 @@ mod tests {
     #[test]
     fn strips_hop_by_hop_and_named_headers() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::TE, HeaderValue::from_static("trailers"));

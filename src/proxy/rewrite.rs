@@ -27,15 +27,27 @@ fn at_boundary(next: Option<u8>) -> bool {
 
 impl Rewriter {
     pub fn new(rules: impl IntoIterator<Item = (String, String)>) -> Self {
-        let mut rules: Vec<_> = rules.into_iter().filter(|(f, t)| !f.is_empty() && f != t).collect();
+        let mut rules: Vec<_> = rules
+            .into_iter()
+            .filter(|(f, t)| !f.is_empty() && f != t)
+            .collect();
         rules.sort_by_key(|(f, _)| std::cmp::Reverse(f.len()));
         rules.dedup_by(|a, b| a.0 == b.0);
         let quoted: Vec<_> = rules
             .iter()
-            .map(|(f, t)| ([b"\"", f.as_bytes()].concat(), [b"\"", t.as_bytes()].concat()))
+            .map(|(f, t)| {
+                (
+                    [b"\"", f.as_bytes()].concat(),
+                    [b"\"", t.as_bytes()].concat(),
+                )
+            })
             .collect();
         let longest = quoted.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
-        Self { rules, quoted, longest }
+        Self {
+            rules,
+            quoted,
+            longest,
+        }
     }
 
     /// Adds rules in front of the existing ones (they win on equal prefixes).
@@ -68,6 +80,11 @@ impl Rewriter {
             Value::Object(map) => map.values_mut().for_each(|v| self.rewrite_json(v)),
             _ => {}
         }
+    }
+
+    /// Rewrites a whole JSON text.
+    pub fn rewrite_bytes(&self, json: &[u8]) -> Bytes {
+        self.rewrite_chunk(json, true).0.freeze()
     }
 
     /// Rewrites JSON text in `buf`. Returns the rewritten bytes that are final
@@ -118,7 +135,13 @@ pin_project_lite::pin_project! {
 
 impl<B> RewriteBody<B> {
     pub fn new(inner: B, rewriter: Arc<Rewriter>) -> Self {
-        Self { inner, rewriter, carry: BytesMut::new(), trailers: None, done: false }
+        Self {
+            inner,
+            rewriter,
+            carry: BytesMut::new(),
+            trailers: None,
+            done: false,
+        }
     }
 }
 
@@ -129,7 +152,10 @@ where
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let mut this = self.project();
         loop {
             if *this.done {
@@ -144,7 +170,11 @@ where
                             this.carry.extend_from_slice(&data);
                             this.rewriter.rewrite_chunk(this.carry, false)
                         };
-                        let keep = if this.carry.is_empty() { &data[used..] } else { &this.carry[used..] };
+                        let keep = if this.carry.is_empty() {
+                            &data[used..]
+                        } else {
+                            &this.carry[used..]
+                        };
                         *this.carry = BytesMut::from(keep);
                         if !out.is_empty() {
                             return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
@@ -183,21 +213,31 @@ mod tests {
     const PUB: &str = "https://api.example.com";
 
     fn rewriter() -> Rewriter {
-        Rewriter::new([(UP.to_owned(), PUB.to_owned())]).with([(
-            format!("{UP}/orders/o1"),
-            format!("{PUB}/order"),
-        )])
+        Rewriter::new([(UP.to_owned(), PUB.to_owned())])
+            .with([(format!("{UP}/orders/o1"), format!("{PUB}/order"))])
     }
 
     #[test]
     fn strings_rewrite_only_at_boundaries() {
         let r = rewriter();
-        assert_eq!(r.rewrite(&format!("{UP}/accounts/a")).unwrap(), format!("{PUB}/accounts/a"));
+        assert_eq!(
+            r.rewrite(&format!("{UP}/accounts/a")).unwrap(),
+            format!("{PUB}/accounts/a")
+        );
         assert_eq!(r.rewrite(UP).unwrap(), PUB);
-        assert_eq!(r.rewrite(&format!("{UP}/orders/o1/")).unwrap(), format!("{PUB}/order/"));
-        assert_eq!(r.rewrite(&format!("{UP}/orders/o1")).unwrap(), format!("{PUB}/order"));
+        assert_eq!(
+            r.rewrite(&format!("{UP}/orders/o1/")).unwrap(),
+            format!("{PUB}/order/")
+        );
+        assert_eq!(
+            r.rewrite(&format!("{UP}/orders/o1")).unwrap(),
+            format!("{PUB}/order")
+        );
         // o12 is another order: only the base is rewritten.
-        assert_eq!(r.rewrite(&format!("{UP}/orders/o12")).unwrap(), format!("{PUB}/orders/o12"));
+        assert_eq!(
+            r.rewrite(&format!("{UP}/orders/o12")).unwrap(),
+            format!("{PUB}/orders/o12")
+        );
         assert_eq!(r.rewrite(&format!("{UP}1/x")), None);
         assert_eq!(r.rewrite("http://elsewhere/x"), None);
     }
@@ -208,13 +248,19 @@ mod tests {
     impl Body for Chunks {
         type Data = Bytes;
         type Error = std::convert::Infallible;
-        fn poll_frame(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
         }
     }
 
     async fn stream(r: Rewriter, chunks: Vec<String>) -> String {
-        let body = RewriteBody::new(Chunks(chunks.into_iter().map(Bytes::from).collect()), Arc::new(r));
+        let body = RewriteBody::new(
+            Chunks(chunks.into_iter().map(Bytes::from).collect()),
+            Arc::new(r),
+        );
         String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
@@ -228,7 +274,11 @@ mod tests {
         );
         for split in 0..doc.len() {
             let (x, y) = doc.split_at(split);
-            assert_eq!(stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await, want, "split at {split}");
+            assert_eq!(
+                stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await,
+                want,
+                "split at {split}"
+            );
         }
         let one_by_one = doc.chars().map(String::from).collect();
         assert_eq!(stream(rewriter(), one_by_one).await, want);

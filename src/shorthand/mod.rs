@@ -68,7 +68,9 @@ pub fn classify(path: &str) -> Result<Route<'_>, PathError> {
 
 /// Builds the explicit upstream path `/orders/<id><rest>` plus the query.
 pub fn explicit_path(id: &OrderId, rest: &str, query: Option<&str>) -> String {
-    let mut out = String::with_capacity(ORDERS.len() + 1 + id.as_str().len() + rest.len() + query.map_or(0, |q| q.len() + 1));
+    let mut out = String::with_capacity(
+        ORDERS.len() + 1 + id.as_str().len() + rest.len() + query.map_or(0, |q| q.len() + 1),
+    );
     out.push_str(ORDERS);
     out.push('/');
     out.push_str(id.as_str());
@@ -120,40 +122,85 @@ mod tests {
     fn shorthand_paths() {
         assert_eq!(classify("/order"), Ok(Route::Shorthand { rest: "" }));
         assert_eq!(classify("/order/"), Ok(Route::Shorthand { rest: "/" }));
-        assert_eq!(classify("/order/product/p1"), Ok(Route::Shorthand { rest: "/product/p1" }));
+        assert_eq!(
+            classify("/order/product/p1"),
+            Ok(Route::Shorthand {
+                rest: "/product/p1"
+            })
+        );
     }
 
     #[test]
     fn explicit_paths() {
         assert_eq!(classify("/orders"), Ok(Route::Orders));
         assert_eq!(classify("/orders/"), Ok(Route::Orders));
-        assert_eq!(classify("/orders/abc"), Ok(Route::Order { id: id("abc"), rest: "" }));
-        assert_eq!(classify("/orders/abc/action"), Ok(Route::Order { id: id("abc"), rest: "/action" }));
+        assert_eq!(
+            classify("/orders/abc"),
+            Ok(Route::Order {
+                id: id("abc"),
+                rest: ""
+            })
+        );
+        assert_eq!(
+            classify("/orders/abc/action"),
+            Ok(Route::Order {
+                id: id("abc"),
+                rest: "/action"
+            })
+        );
     }
 
     #[test]
     fn look_alikes_are_other() {
-        for p in ["/orderX", "/order-x/1", "/ordersX", "/", "/accounts/a/order", "//order", "/orders/a%20b"] {
+        for p in [
+            "/orderX",
+            "/order-x/1",
+            "/ordersX",
+            "/",
+            "/accounts/a/order",
+            "//order",
+            "/orders/a%20b",
+        ] {
             assert_eq!(classify(p), Ok(Route::Other), "{p}");
         }
     }
 
     #[test]
     fn climbing_paths_are_refused() {
-        for p in ["/order/../orders/x", "/order/%2e%2e/orders/x", "/order/.%2E/x", "/orders/a/./b", "/x/%2E"] {
+        for p in [
+            "/order/../orders/x",
+            "/order/%2e%2e/orders/x",
+            "/order/.%2E/x",
+            "/orders/a/./b",
+            "/x/%2E",
+        ] {
             assert_eq!(classify(p), Err(PathError::DotSegment), "{p}");
         }
-        for p in ["/order/%2forders%2fx", "/order/a%5Cb", "/order/a\\b", "/orders/x/a%2Fb"] {
+        for p in [
+            "/order/%2forders%2fx",
+            "/order/a%5Cb",
+            "/order/a\\b",
+            "/orders/x/a%2Fb",
+        ] {
             assert_eq!(classify(p), Err(PathError::EncodedSeparator), "{p}");
         }
         // Dots inside a segment are fine.
-        assert_eq!(classify("/order/file.json"), Ok(Route::Shorthand { rest: "/file.json" }));
-        assert_eq!(classify("/order/..."), Ok(Route::Shorthand { rest: "/..." }));
+        assert_eq!(
+            classify("/order/file.json"),
+            Ok(Route::Shorthand { rest: "/file.json" })
+        );
+        assert_eq!(
+            classify("/order/..."),
+            Ok(Route::Shorthand { rest: "/..." })
+        );
     }
 
     #[test]
     fn builds_explicit_paths() {
         assert_eq!(explicit_path(&id("o1"), "", None), "/orders/o1");
-        assert_eq!(explicit_path(&id("o1"), "/quote", Some("a=1")), "/orders/o1/quote?a=1");
+        assert_eq!(
+            explicit_path(&id("o1"), "/quote", Some("a=1")),
+            "/orders/o1/quote?a=1"
+        );
     }
 }

@@ -20,7 +20,9 @@ impl RequestId {
     }
 
     pub fn of<B>(req: &Request<B>) -> &str {
-        req.extensions().get::<RequestId>().map_or("", RequestId::as_str)
+        req.extensions()
+            .get::<RequestId>()
+            .map_or("", RequestId::as_str)
     }
 }
 
@@ -30,7 +32,8 @@ fn usable(v: &HeaderValue) -> bool {
     let b = v.as_bytes();
     !b.is_empty()
         && b.len() <= MAX_INCOMING_ID
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
 fn generate() -> HeaderValue {
@@ -53,7 +56,10 @@ impl RequestIdLayer {
 impl<S> Layer<S> for RequestIdLayer {
     type Service = RequestIdService<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RequestIdService { inner, header: self.header.clone() }
+        RequestIdService {
+            inner,
+            header: self.header.clone(),
+        }
     }
 }
 
@@ -85,7 +91,11 @@ where
             }
         };
         req.extensions_mut().insert(RequestId(id.clone()));
-        RequestIdFuture { inner: self.inner.call(req), id: Some(id), header: self.header.clone() }
+        RequestIdFuture {
+            inner: self.inner.call(req),
+            id: Some(id),
+            header: self.header.clone(),
+        }
     }
 }
 
@@ -125,13 +135,20 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_a_usable_id_and_replaces_a_bad_one() {
-        let svc = RequestIdLayer::new(HeaderName::from_static("x-request-id")).layer(tower::service_fn(echo));
-        let req = Request::builder().header("x-request-id", "abc-123").body(()).unwrap();
+        let svc = RequestIdLayer::new(HeaderName::from_static("x-request-id"))
+            .layer(tower::service_fn(echo));
+        let req = Request::builder()
+            .header("x-request-id", "abc-123")
+            .body(())
+            .unwrap();
         let resp = svc.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.headers()["x-request-id"], "abc-123");
         assert_eq!(resp.body(), "abc-123");
 
-        let req = Request::builder().header("x-request-id", "bad id\"<>").body(()).unwrap();
+        let req = Request::builder()
+            .header("x-request-id", "bad id\"<>")
+            .body(())
+            .unwrap();
         let resp = svc.oneshot(req).await.unwrap();
         let id = resp.headers()["x-request-id"].to_str().unwrap().to_owned();
         assert_eq!(id.len(), 36);

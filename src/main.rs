@@ -1,0 +1,112 @@
+//! The `ordergate` command: run the gateway, the emulated backend, or both.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ordergate::config::Config;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use tokio::net::TcpListener;
+
+#[derive(Parser)]
+#[command(version, about = "An HTTP gateway for the legacy orders API")]
+struct Cli {
+    /// The gateway's TOML configuration file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the emulated legacy orders backend.
+    EmulateBackend {
+        #[arg(long, default_value = "127.0.0.1:9000")]
+        listen: SocketAddr,
+        /// The internal base URL the backend writes into its links and
+        /// Locations (default: http://<listen>).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+    /// Run the emulated backend on the config's upstream address and the
+    /// gateway in front of it, in one process.
+    Demo {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The backend's internal base URL (default: the first of
+        /// upstream.rewrite_bases, else the upstream URL).
+        #[arg(long)]
+        base_url: Option<String>,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutting down");
+}
+
+fn load(path: &PathBuf) -> anyhow::Result<Config> {
+    Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration {}: {e}", path.display()))
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let cli = Cli::parse();
+    match (cli.command, cli.config) {
+        (Some(Command::EmulateBackend { listen, base_url }), _) => {
+            ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
+        }
+        (Some(Command::Demo { config, base_url }), _) => {
+            let config = load(&config)?;
+            let upstream = config.upstream.url.authority().as_str().to_owned();
+            let addr: SocketAddr = upstream.parse().with_context(|| {
+                format!("upstream.url host `{upstream}` must be an ip:port for the demo")
+            })?;
+            let base_url = base_url.or_else(|| {
+                config
+                    .upstream
+                    .rewrite_bases
+                    .first()
+                    .map(|b| b.as_str().to_owned())
+            });
+            let backend = ordergate::backend::Backend::start(bind(addr).await?, base_url)?;
+            tracing::info!(listen = %backend.addr, base = backend.state.base(), "emulated orders backend is serving");
+            let listener = bind(config.server.listen).await?;
+            ordergate::run(config, listener, shutdown_signal()).await?;
+        }
+        (None, Some(path)) => {
+            let config = load(&path)?;
+            let listener = bind(config.server.listen).await?;
+            ordergate::run(config, listener, shutdown_signal()).await?;
+        }
+        (None, None) => anyhow::bail!(
+            "give --config PATH (see config/ordergate.toml), or a subcommand; --help tells more"
+        ),
+    }
+    Ok(())
+}

@@ -1,0 +1,33 @@
+//! The one place where the layers are ordered.
+
+use crate::config::Config;
+use crate::limits::{BodyLimit, BodyLimitLayer};
+use crate::orders::OrdersService;
+use crate::owners::OwnerStore;
+use crate::proxy::Upstream;
+use crate::telemetry::{RequestIdLayer, RequestIdService};
+use std::sync::Arc;
+use tower::ServiceBuilder;
+
+/// The whole gateway as one tower service over any request body.
+pub type Gateway = RequestIdService<BodyLimit<OrdersService>>;
+
+/// Builds the stack, outermost first.
+pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
+    let orders = OrdersService::new(
+        Upstream::new(config),
+        store,
+        config.cookies,
+        config.store.idle_expiry,
+        config.server.max_request_body,
+        config.server.request_id_header.clone(),
+    );
+    ServiceBuilder::new()
+        // Request id first: every answer, a fault from any layer included,
+        // carries it, and the fault's guid is it.
+        .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
+        // Size limits before any work is done for the request.
+        .layer(BodyLimitLayer::new(config.server.max_request_body))
+        // The orders API: shorthand, creation, associations, forwarding.
+        .service(orders)
+}
