@@ -1,0 +1,256 @@
+//! One open order per owner: 409s, and associations learned and ended.
+
+mod support;
+
+use http::Method;
+use ordergate::backend::Status;
+use support::*;
+
+async fn explicit_order(env: &Env, owner: Option<&str>) -> (Answer, String) {
+    let c = owner.map(cookie);
+    let mut headers = vec![("authorization", AUTH)];
+    if let Some(c) = &c {
+        headers.push(("cookie", c.as_str()));
+    }
+    let a = env.client.send(Method::POST, "/orders", &headers, "").await;
+    assert_eq!(a.status, 202, "{a:?}");
+    let id = order_id(a.header("location").unwrap());
+    (a, id)
+}
+
+#[tokio::test]
+async fn second_order_gets_409_without_an_upstream_creation() {
+    let env = Env::start().await;
+    let (first, id) = explicit_order(&env, None).await;
+    // The upstream's Location is rewritten to the public base; its cookie passes.
+    assert_eq!(
+        first.header("location"),
+        Some(format!("{}/orders/{id}", env.public()).as_str())
+    );
+    let owner = first.owner().expect("upstream's OwnerId cookie");
+    let again = env
+        .client
+        .send(Method::POST, "/orders", &[("cookie", &cookie(&owner))], "")
+        .await;
+    assert_eq!(again.status, 409);
+    let (kind, message) = again.gateway_fault();
+    assert_eq!(
+        (kind.as_str(), message.as_str()),
+        (
+            "conflict",
+            "There is already a new order associated with the same OwnerId"
+        )
+    );
+    assert_eq!(env.creations(), 1);
+    // Implicit creation uses the open order rather than making another.
+    let put = env
+        .client
+        .send(
+            Method::PUT,
+            "/order/account",
+            &[("cookie", &cookie(&owner))],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 200);
+    assert!(
+        env.backend
+            .state
+            .seen()
+            .iter()
+            .any(|s| s.path == format!("/orders/{id}/account"))
+    );
+    assert_eq!(env.creations(), 1);
+}
+
+#[tokio::test]
+async fn after_submit_or_delete_a_new_order_is_allowed() {
+    let env = Env::start().await;
+    let owner = "948ce0d4-7cf0-43b6-88a5-2b3f1331b689";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    env.client
+        .send(
+            Method::PUT,
+            &format!("/orders/{id}/account"),
+            &[("cookie", &c)],
+            r#"{"a":1}"#,
+        )
+        .await;
+    let submit = env
+        .client
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/action"),
+            &[("cookie", &c)],
+            r#"{ "action" : "submit" }"#,
+        )
+        .await;
+    assert_eq!(submit.status, 202);
+    let (_, id2) = explicit_order(&env, Some(owner)).await;
+    assert_ne!(id, id2);
+    assert_eq!(
+        env.client
+            .send(Method::POST, "/orders", &[("cookie", &c)], "")
+            .await
+            .status,
+        409
+    );
+    let del = env
+        .client
+        .send(
+            Method::DELETE,
+            &format!("/orders/{id2}"),
+            &[("cookie", &c)],
+            "",
+        )
+        .await;
+    assert_eq!(del.status, 204);
+    explicit_order(&env, Some(owner)).await;
+    assert_eq!(env.creations(), 3);
+}
+
+#[tokio::test]
+async fn a_failed_submit_keeps_the_order() {
+    let env = Env::start().await;
+    let owner = "948ce0d4-7cf0-43b6-88a5-2b3f1331b689";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    // No account: the upstream refuses the submit with its computeFault.
+    let s = env
+        .client
+        .send(
+            Method::POST,
+            &format!("/orders/{id}/action"),
+            &[("cookie", &c)],
+            r#"{"action":"submit"}"#,
+        )
+        .await;
+    assert_eq!(s.status, 400);
+    assert_eq!(
+        s.fault(),
+        (
+            "computeFault".to_owned(),
+            "Account has not been set".to_owned()
+        )
+    );
+    assert_eq!(
+        env.client
+            .send(Method::POST, "/orders", &[("cookie", &c)], "")
+            .await
+            .status,
+        409
+    );
+}
+
+#[tokio::test]
+async fn association_is_learned_from_a_side_effect_creation() {
+    let env = Env::start().await;
+    let put = env
+        .client
+        .send(
+            Method::PUT,
+            "/accounts/acct999999/exchange/myexchangedomain.com/emailEncryption",
+            &[("authorization", AUTH)],
+            r#"{"adminEmail": "someone@somewhere.com"}"#,
+        )
+        .await;
+    assert_eq!(put.status, 202, "{put:?}");
+    let owner = put.owner().unwrap();
+    let id = order_id(put.header("location").unwrap());
+    assert!(put.header("location").unwrap().starts_with(env.public()));
+    let c = cookie(&owner);
+    let g = env.client.get("/order", &[("cookie", &c)]).await;
+    assert_eq!(g.status, 200);
+    assert_eq!(
+        g.json()["links"][1]["href"],
+        format!("{}/orders/{id}/", env.public())
+    );
+    assert_eq!(
+        g.json()["order"]["Account"],
+        format!("{}/accounts/acct999999", env.public())
+    );
+    assert_eq!(
+        env.client
+            .send(Method::POST, "/orders", &[("cookie", &c)], "")
+            .await
+            .status,
+        409
+    );
+}
+
+#[tokio::test]
+async fn an_order_closed_behind_the_gateways_back_is_never_held_against_the_owner() {
+    let env = Env::start().await;
+    let owner = "73adb746-2443-4cc8-879e-886348385b9a";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    // A back-office tool submits the order; the gateway did not see it.
+    env.backend.state.set_status(&id, Status::Processing);
+    let (_, id2) = explicit_order(&env, Some(owner)).await;
+    assert_ne!(id, id2);
+    // And the shorthand stops resolving to an order closed behind its back.
+    env.backend.state.set_status(&id2, Status::Completed);
+    let g = env.client.get("/order", &[("cookie", &c)]).await;
+    assert_eq!(g.status, 404);
+    // Nothing left: a plain POST creates without a check.
+    let seen = env.backend.state.seen().len();
+    explicit_order(&env, Some(owner)).await;
+    assert_eq!(env.backend.state.seen().len(), seen + 1);
+}
+
+#[tokio::test]
+async fn a_free_mailbox_order_arrives_submitted_and_blocks_nothing() {
+    let env = Env::start().await;
+    let owner = "f9cafb10-2e85-4b1a-bd69-1b1a91437d50";
+    let c = cookie(owner);
+    let m = env
+        .client
+        .send(
+            Method::POST,
+            "/accounts/acct999999/exchange/myexchangedomain.com/mailboxes",
+            &[("cookie", &c)],
+            r#"{"admin": 0}"#,
+        )
+        .await;
+    assert_eq!(m.status, 202);
+    assert_eq!(
+        env.client.get("/order", &[("cookie", &c)]).await.status,
+        404
+    );
+    explicit_order(&env, Some(owner)).await;
+}
+
+#[tokio::test]
+async fn explicit_reads_end_orders_the_upstream_closed_or_lost() {
+    let env = Env::start().await;
+    let owner = "73adb746-2443-4cc8-879e-886348385b9a";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    env.backend.state.set_status(&id, Status::Processing);
+    let e = env
+        .client
+        .get(&format!("/orders/{id}"), &[("cookie", &c)])
+        .await;
+    assert_eq!(e.json()["order"]["Status"], "Processing");
+    assert_eq!(
+        e.json()["links"][0]["href"],
+        format!("{}/orders/{id}/", env.public())
+    );
+    // Ended by the read: the next POST is not checked upstream first.
+    let seen = env.backend.state.seen().len();
+    explicit_order(&env, Some(owner)).await;
+    assert_eq!(env.backend.state.seen().len(), seen + 1);
+}
+
+#[tokio::test]
+async fn upstream_unreachable_is_a_502_fault() {
+    let env = Env::start().await;
+    env.backend.stop();
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    drop(env.backend);
+    let a = env.client.get("/orders/abc", &[]).await;
+    // The listener is gone with the backend task: connection refused.
+    assert_eq!(a.status, 502, "{a:?}");
+    assert_eq!(a.gateway_fault().0, "badGateway");
+}

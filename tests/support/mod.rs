@@ -1,0 +1,245 @@
+//! Test harness: the emulated backend and the gateway on ephemeral 127.0.0.1
+//! ports, and a small HTTP client over real sockets.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ordergate::backend::Backend;
+use ordergate::config::Config;
+use std::net::SocketAddr;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+
+pub const AUTH: &str = "Basic cXdlQHBhcnRuZXJfYXBpX2RldmVsb3Blcl91c19tYWluOml1MzR0OGhm";
+/// The internal base the emulated backend writes, as the real one does.
+pub const INTERNAL: &str = "http://coreapi01.ote.chicago.hostway:8092";
+
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub base: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Gateway {
+    /// Starts the gateway in-process with `config_toml` (`{listen}`-free: the
+    /// listener is bound here on port 0).
+    pub async fn start(config: Config, listener: TcpListener) -> Self {
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            ordergate::run(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        Self {
+            addr,
+            base: format!("http://{addr}"),
+            stop: Some(tx),
+            task,
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        let _ = (&mut self.task).await;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").await.unwrap()
+}
+
+/// The TOML of a gateway config in front of `upstream`, public base taken
+/// from the gateway's own listener.
+pub fn config_text(gateway: SocketAddr, upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "{gateway}"
+public_base_url = "http://{gateway}"
+max_request_body_bytes = 65536
+[upstream]
+url = "http://{upstream}"
+rewrite_bases = ["{INTERNAL}"]
+response_timeout_ms = 5000
+{extra}
+"#
+    )
+}
+
+/// Backend + gateway (memory store unless `store` says otherwise).
+pub struct Env {
+    pub backend: Backend,
+    pub gateway: Gateway,
+    pub client: HttpClient,
+}
+
+impl Env {
+    pub async fn start() -> Self {
+        Self::with_store("[store]\nkind = \"memory\"").await
+    }
+
+    pub async fn with_store(store: &str) -> Self {
+        let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+        let gl = listener().await;
+        let config =
+            Config::parse(&config_text(gl.local_addr().unwrap(), backend.addr, store)).unwrap();
+        let gateway = Gateway::start(config, gl).await;
+        let client = HttpClient::new(gateway.base.clone());
+        Self {
+            backend,
+            gateway,
+            client,
+        }
+    }
+
+    pub fn public(&self) -> &str {
+        &self.gateway.base
+    }
+
+    pub fn creations(&self) -> usize {
+        self.backend.state.count(&Method::POST, "/orders")
+    }
+}
+
+#[derive(Debug)]
+pub struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Answer {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookies(&self) -> Vec<String> {
+        self.headers
+            .get_all("set-cookie")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// The OwnerId of the answer's Set-Cookie headers.
+    pub fn owner(&self) -> Option<String> {
+        self.set_cookies().iter().find_map(|c| {
+            c.strip_prefix("OwnerId=")
+                .map(|rest| rest.split(';').next().unwrap().to_owned())
+        })
+    }
+
+    /// Asserts the documented fault shape and returns (type, message).
+    pub fn fault(&self) -> (String, String) {
+        assert_eq!(
+            self.header("content-type"),
+            Some("application/json; charset=UTF-8"),
+            "{self:?}"
+        );
+        let v = self.json();
+        let obj = v.as_object().expect("fault is an object");
+        assert_eq!(obj.len(), 1, "{v}");
+        let (kind, inner) = obj.iter().next().unwrap();
+        assert_eq!(inner["code"], self.status.as_u16(), "{v}");
+        assert!(
+            inner["message"].is_string() && inner["details"].is_string(),
+            "{v}"
+        );
+        (kind.clone(), inner["message"].as_str().unwrap().to_owned())
+    }
+
+    /// A fault the gateway made itself: its guid is the request id.
+    pub fn gateway_fault(&self) -> (String, String) {
+        let out = self.fault();
+        let guid = self.json()[&out.0]["guid"].as_str().unwrap().to_owned();
+        assert_eq!(Some(guid.as_str()), self.header("x-request-id"), "{self:?}");
+        out
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpClient {
+    base: String,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl HttpClient {
+    pub fn new(base: String) -> Self {
+        Self {
+            base,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Answer {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.base));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let req = req.body(Full::new(Bytes::from(body.to_owned()))).unwrap();
+        let resp =
+            tokio::time::timeout(std::time::Duration::from_secs(20), self.client.request(req))
+                .await
+                .expect("answer in time")
+                .expect("request sent");
+        let (parts, body) = resp.into_parts();
+        let body = body.collect().await.unwrap().to_bytes();
+        Answer {
+            status: parts.status,
+            headers: parts.headers,
+            body,
+        }
+    }
+
+    pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
+        self.send(Method::GET, path, headers, "").await
+    }
+}
+
+pub fn cookie(owner: &str) -> String {
+    format!("OwnerId={owner}")
+}
+
+/// The order id at the end of an `…/orders/<id>[/]` URL.
+pub fn order_id(url: &str) -> String {
+    let after = url.split("/orders/").nth(1).expect("an /orders/ URL");
+    after
+        .trim_end_matches('/')
+        .split('/')
+        .next()
+        .unwrap()
+        .to_owned()
+}
