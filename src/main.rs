@@ -59,7 +59,7 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
-fn load(path: &PathBuf) -> anyhow::Result<Config> {
+fn load(path: &std::path::Path) -> anyhow::Result<Config> {
     Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration {}: {e}", path.display()))
 }
 
@@ -72,6 +72,7 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

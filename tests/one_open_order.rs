@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! One open order per owner: 409s, and associations learned and ended.
 
 mod support;

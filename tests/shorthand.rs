@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The `/order` shorthand and implicit creation, over real sockets.
 
 mod support;
@@ -283,7 +284,8 @@ async fn bad_owner_cookies_get_401_and_reach_nothing() {
     let a = "4d84cd13-bbb3-46ba-a40c-8988351e3681";
     let b = "73adb746-2443-4cc8-879e-886348385b9a";
     let two = format!("OwnerId={a}; OwnerId={b}");
-    let cases: Vec<(Method, &str, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (Method, &'a str, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (Method::GET, "/order", vec![]),
         (Method::DELETE, "/order", vec![]),
         (Method::GET, "/order", vec![("cookie", "OwnerId=")]),

@@ -115,16 +115,16 @@ pub async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Resp 
             path: parts.uri.path().to_owned(),
             headers: parts.headers.clone(),
         });
-    let json_body = || -> Result<Value, Resp> {
+    let json_body = || -> Result<Value, Box<Resp>> {
         if body.is_empty() {
             return Ok(json!({}));
         }
         serde_json::from_slice(&body).map_err(|_| {
-            fault(
+            Box::new(fault(
                 StatusCode::BAD_REQUEST,
                 "badRequest",
                 "The request body is not valid JSON",
-            )
+            ))
         })
     };
     let owner = owner_cookie(&parts.headers);
@@ -154,7 +154,7 @@ pub async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Resp 
         {
             let data = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             let account = json!(format!("{}/accounts/{acct}", state.base));
             let (id, owner) = new_order(state, owner, Some(account), Status::New);
@@ -166,7 +166,7 @@ pub async fn handle(state: &State, req: Request<hyper::body::Incoming>) -> Resp 
         // A free mailbox: created and already submitted.
         ["accounts", acct, "exchange", _domain, "mailboxes"] if m == Method::POST => {
             if let Err(r) = json_body() {
-                return r;
+                return *r;
             }
             let account = json!(format!("{}/accounts/{acct}", state.base));
             let (id, owner) = new_order(state, owner, Some(account), Status::Processing);
@@ -185,7 +185,7 @@ fn order_resource(
     id: &str,
     rest: &[&str],
     owner: Option<&str>,
-    json_body: impl Fn() -> Result<Value, Resp>,
+    json_body: impl Fn() -> Result<Value, Box<Resp>>,
 ) -> Resp {
     let base = &state.base;
     let mut orders = state.orders();
@@ -266,7 +266,7 @@ fn order_resource(
                     Some(json!({"account": v, "links": self_link("/account")})),
                 )
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         ("POST", ["product"]) if open => match json_body() {
             Ok(v) => {
@@ -279,7 +279,7 @@ fn order_resource(
                 }
                 r
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         ("GET", ["product", pid]) => match order.products.get(*pid) {
             Some(_) => respond(StatusCode::OK, Some(product(base, id, pid))),
@@ -290,7 +290,7 @@ fn order_resource(
                 order.products.insert((*pid).to_owned(), v);
                 respond(StatusCode::OK, Some(product(base, id, pid)))
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         ("DELETE", ["product", pid]) if open => match order.products.remove(*pid) {
             Some(_) => respond(StatusCode::NO_CONTENT, None),
@@ -299,7 +299,7 @@ fn order_resource(
         ("POST", ["action"]) => {
             let body = match json_body() {
                 Ok(v) => v,
-                Err(r) => return r,
+                Err(r) => return *r,
             };
             match body.get("action").and_then(Value::as_str) {
                 Some("validate") if order.account.is_none() => fault(
@@ -337,7 +337,7 @@ fn order_resource(
                     Some(json!({*child: v, "links": self_link(&format!("/{child}"))})),
                 )
             }
-            Err(r) => r,
+            Err(r) => *r,
         },
         _ => not_found(),
     }

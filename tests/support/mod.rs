@@ -243,3 +243,115 @@ pub fn order_id(url: &str) -> String {
         .unwrap()
         .to_owned()
 }
+
+/// An upstream that answers every request with what it received, as JSON
+/// (`/json` answers a body full of internal URLs, `/redirect` a 302 to one,
+/// `/big` 4 MiB of text in chunks).
+pub async fn echo_upstream() -> SocketAddr {
+    use hyper_util::rt::TokioIo;
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: Request<hyper::body::Incoming>| async move {
+                        let (parts, body) = req.into_parts();
+                        let body = match body.collect().await {
+                            Ok(b) => b.to_bytes(),
+                            Err(_) => Bytes::new(),
+                        };
+                        let mut resp = http::Response::builder();
+                        let out: Bytes = match parts.uri.path() {
+                            "/json" => {
+                                resp = resp.header("content-type", "application/json");
+                                serde_json::to_vec(&serde_json::json!({
+                                "self": format!("http://{addr}/orders/1/"),
+                                "nested": {"list": [format!("{INTERNAL}/accounts/a?x=1"), "http://elsewhere.example/x"]},
+                                "text": format!("see {INTERNAL}/x"),
+                                "lookalike": format!("{INTERNAL}9/x"),
+                            }))
+                            .unwrap()
+                            .into()
+                            }
+                            "/redirect" => {
+                                resp = resp
+                                    .status(302)
+                                    .header("location", format!("{INTERNAL}/orders/9?y=1"));
+                                Bytes::new()
+                            }
+                            "/html" => {
+                                resp = resp.header("content-type", "text/html");
+                                Bytes::from(format!("<a href=\"{INTERNAL}/x\">x</a>"))
+                            }
+                            "/big" => Bytes::from(vec![b'x'; 4 << 20]),
+                            _ => {
+                                resp = resp.header("content-type", "application/json");
+                                let headers: serde_json::Map<String, serde_json::Value> = parts
+                                    .headers
+                                    .keys()
+                                    .map(|k| {
+                                        let all: Vec<_> = parts
+                                            .headers
+                                            .get_all(k)
+                                            .iter()
+                                            .map(|v| v.to_str().unwrap_or("?").to_owned())
+                                            .collect();
+                                        (
+                                            k.as_str().to_owned(),
+                                            serde_json::Value::from(all.join(", ")),
+                                        )
+                                    })
+                                    .collect();
+                                serde_json::to_vec(&serde_json::json!({
+                                    "method": parts.method.as_str(),
+                                    "uri": parts.uri.to_string(),
+                                    "headers": headers,
+                                    "body": String::from_utf8_lossy(&body),
+                                }))
+                                .unwrap()
+                                .into()
+                            }
+                        };
+                        Ok::<_, std::convert::Infallible>(resp.body(Full::new(out)).unwrap())
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// Gateway (memory store) in front of an arbitrary upstream.
+pub async fn gateway_before(upstream: SocketAddr, extra: &str) -> (Gateway, HttpClient) {
+    let gl = listener().await;
+    let text = config_text(
+        gl.local_addr().unwrap(),
+        upstream,
+        &format!("[store]\nkind = \"memory\"\n{extra}"),
+    );
+    let gateway = Gateway::start(Config::parse(&text).unwrap(), gl).await;
+    let client = HttpClient::new(gateway.base.clone());
+    (gateway, client)
+}
+
+/// Sends raw bytes on a new connection and reads until the peer closes or
+/// `wait` passes.
+pub async fn raw(addr: SocketAddr, parts: &[&[u8]], wait: std::time::Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    for p in parts {
+        if s.write_all(p).await.is_err() {
+            break;
+        }
+    }
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

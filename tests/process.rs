@@ -1,0 +1,169 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The real binary: start-up, bad configuration, and a `kill -9` restart
+//! that keeps the owner associations (redb store).
+
+mod support;
+
+use http::Method;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ordergate");
+
+/// Starts the binary and waits for its "serving" line; returns the child and
+/// the address it listens on.
+fn start(config: &std::path::Path) -> (Child, String) {
+    let mut child = Command::new(BIN)
+        .args(["--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Some(rest) = line
+                .split("listen=")
+                .nth(1)
+                .filter(|_| line.contains("ordergate is serving"))
+            {
+                let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
+            }
+        }
+    });
+    let addr = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the gateway started");
+    (child, addr)
+}
+
+fn write_config(dir: &std::path::Path, upstream: std::net::SocketAddr) -> std::path::PathBuf {
+    let path = dir.join("ordergate.toml");
+    let text = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_base_url = "https://api.example.com"
+[upstream]
+url = "http://{upstream}"
+rewrite_bases = ["{INTERNAL}"]
+[store]
+kind = "redb"
+path = "{}"
+"#,
+        dir.join("store/owners.redb").display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn associations_survive_kill_9_and_restart() {
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), backend.addr);
+
+    let (mut first, addr) = start(&config);
+    let client = HttpClient::new(format!("http://{addr}"));
+    let put = client
+        .send(
+            Method::PUT,
+            "/order/account",
+            &[("authorization", AUTH)],
+            r#"{"currency":"USD"}"#,
+        )
+        .await;
+    assert_eq!(put.status, 200, "{put:?}");
+    let owner = put.owner().unwrap();
+    let c = cookie(&owner);
+    let before = client.get("/order", &[("cookie", &c)]).await;
+    assert_eq!(before.status, 200);
+    let alternate = before.json()["links"][1]["href"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        alternate.starts_with("https://api.example.com/orders/"),
+        "{alternate}"
+    );
+
+    first.kill().unwrap(); // SIGKILL: no chance to flush anything
+    first.wait().unwrap();
+
+    let (mut second, addr) = start(&config);
+    let client = HttpClient::new(format!("http://{addr}"));
+    let after = client.get("/order", &[("cookie", &c)]).await;
+    assert_eq!(after.status, 200, "{after:?}");
+    assert_eq!(after.json()["links"][1]["href"], alternate.as_str());
+    assert_eq!(
+        client
+            .send(Method::POST, "/orders", &[("cookie", &c)], "")
+            .await
+            .status,
+        409
+    );
+    assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
+    second.kill().unwrap();
+    second.wait().unwrap();
+}
+
+fn check_refused(config_text: &str, key: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let out = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(key), "`{key}` not named in: {stderr}");
+}
+
+#[test]
+fn a_bad_config_stops_the_start_naming_the_key() {
+    let good = "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://x\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n";
+    check_refused(
+        &good.replace("[upstream]", "colour = 1\n[upstream]"),
+        "server.colour",
+    );
+    check_refused(
+        &good.replace("http://127.0.0.1:1", "127.0.0.1:1"),
+        "upstream.url",
+    );
+    check_refused(
+        &format!("{good}[store]\nkind = \"cassandra\"\n"),
+        "store.kind",
+    );
+    check_refused(
+        &good.replace("listen = \"127.0.0.1:0\"\n", ""),
+        "server.listen",
+    );
+    check_refused("this is not toml", "invalid TOML");
+    let out = Command::new(BIN)
+        .args(["--config", "/nonexistent/ordergate.toml"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn every_shipped_config_file_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            ordergate::config::Config::load(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+    }
+    assert!(n >= 2);
+}
