@@ -1,6 +1,7 @@
 //! The one place where the layers are ordered.
 
 use crate::config::Config;
+use crate::faults::{FaultLayer, FaultService};
 use crate::limits::{BodyLimit, BodyLimitLayer};
 use crate::orders::OrdersService;
 use crate::owners::OwnerStore;
@@ -10,7 +11,7 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
-pub type Gateway = RequestIdService<BodyLimit<OrdersService>>;
+pub type Gateway = RequestIdService<FaultService<BodyLimit<OrdersService>>>;
 
 /// Builds the stack, outermost first.
 pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
@@ -26,6 +27,12 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
+        // Every error answer below, the gateway's or the upstream's, leaves
+        // in the one fault shape with the request id as its guid.
+        .layer(FaultLayer::new(
+            config.faults.types.clone(),
+            config.faults.max_upstream_body,
+        ))
         // Size limits before any work is done for the request.
         .layer(BodyLimitLayer::new(config.server.max_request_body))
         // The orders API: shorthand, creation, associations, forwarding.

@@ -85,6 +85,14 @@ pub struct Config {
     pub upstream: UpstreamConfig,
     pub store: StoreConfig,
     pub cookies: CookieConfig,
+    pub faults: FaultsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct FaultsConfig {
+    pub types: crate::faults::FaultTypes,
+    /// Largest upstream error body read to find its message.
+    pub max_upstream_body: usize,
 }
 
 #[derive(Debug, Clone)]

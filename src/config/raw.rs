@@ -14,6 +14,7 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 pub const DEFAULT_IDLE_EXPIRY_SECS: u64 = 24 * 60 * 60;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_MAX_UPSTREAM_FAULT_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -24,6 +25,16 @@ pub struct Raw {
     store: RawStore,
     #[serde(default)]
     cookies: RawCookies,
+    #[serde(default)]
+    faults: RawFaults,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFaults {
+    #[serde(default)]
+    types: std::collections::BTreeMap<String, String>,
+    max_upstream_body_bytes: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -256,11 +267,38 @@ impl Raw {
             max_age: c.max_age_secs.map(Duration::from_secs),
         };
 
+        let f = self.faults;
+        let mut overrides = Vec::new();
+        for (status, name) in f.types {
+            let key = format!("faults.types.{status}");
+            let code = status
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (400..=599).contains(c))
+                .ok_or_else(|| ConfigError::new(&key, "must be an error status, 400 to 599"))?;
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                return Err(ConfigError::new(
+                    &key,
+                    format!("`{name}` is not a fault type name (letters, digits, _)"),
+                ));
+            }
+            overrides.push((code, name));
+        }
+        let faults = FaultsConfig {
+            types: crate::faults::FaultTypes::with(overrides),
+            max_upstream_body: positive(
+                "faults.max_upstream_body_bytes",
+                f.max_upstream_body_bytes.map(|v| v as u64),
+                DEFAULT_MAX_UPSTREAM_FAULT_BYTES as u64,
+            )? as usize,
+        };
+
         Ok(Config {
             server,
             upstream,
             store,
             cookies,
+            faults,
         })
     }
 }

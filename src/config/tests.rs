@@ -105,3 +105,10 @@ fn broken_toml_and_missing_file() {
     let e = Config::load(Path::new("/nonexistent/ordergate.toml")).unwrap_err();
     assert!(e.reason.contains("cannot read"), "{e}");
 }
+
+#[test]
+fn fault_types_override_defaults() {
+    let c = Config::parse(&format!("{GOOD}[faults.types]\n\"404\" = \"notFound\"\n")).unwrap();
+    assert_eq!(c.faults.types.name(http::StatusCode::NOT_FOUND), "notFound");
+    assert_eq!(c.faults.types.name(http::StatusCode::CONFLICT), "conflict");
+}

@@ -2,14 +2,24 @@
 //!
 //! Every error the gateway itself answers with is a [`GatewayError`]; its
 //! source decides the status (client mistakes 4xx, upstream trouble 502/504,
-//! the gateway's own trouble 5xx), and [`render`] writes the one documented
-//! shape, `{"<faultType>": {"guid", "message", "code", "details"}}`.
+//! the gateway's own trouble 5xx). Inner layers answer with a [`fault`]
+//! mark; [`FaultLayer`], near the top of the stack, is the one place that
+//! writes the documented shape, `{"<faultType>": {"guid", "message", "code",
+//! "details"}}`, for those and for every error answer of the upstream.
+
+mod layer;
+mod normalise;
+
+pub use layer::{FaultLayer, FaultService};
+pub use normalise::{Normalised, normalise};
 
 use crate::body::{self, Body};
 use crate::owners::CookieError;
 use crate::shorthand::PathError;
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{self, CONTENT_LENGTH, CONTENT_TYPE};
 use http::{HeaderValue, Response, StatusCode};
+use std::collections::HashMap;
+use std::sync::Arc;
 
 pub const JSON_UTF8: HeaderValue = HeaderValue::from_static("application/json; charset=UTF-8");
 
@@ -76,35 +86,101 @@ impl GatewayError {
     }
 }
 
-/// The fault type name the gateway uses for a status.
-pub fn fault_type(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        400 => "badRequest",
-        401 => "unauthorized",
-        403 => "forbidden",
-        404 => "itemNotFound",
-        405 => "badMethod",
-        409 => "conflict",
-        413 => "requestEntityTooLarge",
-        429 => "overLimit",
-        502 => "badGateway",
-        503 => "serviceUnavailable",
-        504 => "gatewayTimeout",
-        _ => "computeFault",
+/// Fault type names by status: the documented defaults, overridable in the
+/// `[faults.types]` table of the config.
+#[derive(Debug, Clone)]
+pub struct FaultTypes {
+    names: HashMap<u16, Arc<str>>,
+}
+
+const DEFAULT_TYPES: [(u16, &str); 13] = [
+    (400, "badRequest"),
+    (401, "unauthorized"),
+    (403, "forbidden"),
+    (404, "itemNotFound"),
+    (405, "badMethod"),
+    (408, "requestTimeout"),
+    (409, "conflict"),
+    (413, "requestEntityTooLarge"),
+    (429, "overLimit"),
+    (500, "computeFault"),
+    (502, "badGateway"),
+    (503, "serviceUnavailable"),
+    (504, "gatewayTimeout"),
+];
+
+impl Default for FaultTypes {
+    fn default() -> Self {
+        Self {
+            names: DEFAULT_TYPES
+                .iter()
+                .map(|(s, n)| (*s, Arc::from(*n)))
+                .collect(),
+        }
     }
 }
 
-/// Renders a fault body. `guid` is the request id.
-pub fn render(status: StatusCode, guid: &str, message: &str, details: &str) -> Response<Body> {
+impl FaultTypes {
+    /// The defaults with `overrides` on top.
+    pub fn with(overrides: impl IntoIterator<Item = (u16, String)>) -> Self {
+        let mut t = Self::default();
+        for (status, name) in overrides {
+            t.names.insert(status, Arc::from(name));
+        }
+        t
+    }
+
+    /// The type name for a status; unlisted ones fall back by class.
+    pub fn name(&self, status: StatusCode) -> &str {
+        match self.names.get(&status.as_u16()) {
+            Some(n) => n,
+            None if status.is_client_error() => "badRequest",
+            None => "computeFault",
+        }
+    }
+}
+
+/// The mark of a fault the gateway made: an inner layer answers with an
+/// empty response carrying it, and [`FaultLayer`] renders the body.
+#[derive(Debug, Clone)]
+pub struct FaultInfo {
+    pub message: String,
+    pub details: String,
+}
+
+/// Writes the documented fault body into `resp`, keeping its other headers.
+pub fn render_into(
+    resp: &mut Response<Body>,
+    kind: &str,
+    guid: &str,
+    message: &str,
+    details: &str,
+) {
+    let status = resp.status();
     let body = serde_json::json!({
-        fault_type(status): { "guid": guid, "message": message, "code": status.as_u16(), "details": details }
+        kind: { "guid": guid, "message": message, "code": status.as_u16(), "details": details }
     });
     let bytes = serde_json::to_vec(&body).unwrap_or_default();
-    let mut resp = Response::new(body::full(bytes.clone()));
+    let headers = resp.headers_mut();
+    headers.remove(header::CONTENT_ENCODING);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.insert(CONTENT_TYPE, JSON_UTF8);
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    *resp.body_mut() = body::full(bytes);
+}
+
+/// A gateway-made fault, to be rendered by [`FaultLayer`].
+pub fn fault(
+    status: StatusCode,
+    message: impl Into<String>,
+    details: impl Into<String>,
+) -> Response<Body> {
+    let mut resp = Response::new(body::empty());
     *resp.status_mut() = status;
-    resp.headers_mut().insert(CONTENT_TYPE, JSON_UTF8);
-    resp.headers_mut()
-        .insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    resp.extensions_mut().insert(FaultInfo {
+        message: message.into(),
+        details: details.into(),
+    });
     resp
 }
 
@@ -117,29 +193,12 @@ pub fn respond(err: GatewayError, guid: &str) -> Response<Body> {
     if status.is_server_error() {
         tracing::warn!(request_id = guid, error = %err, "request failed");
     }
-    render(status, guid, &err.to_string(), "")
+    fault(status, err.to_string(), "")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
-
-    #[tokio::test]
-    async fn renders_the_documented_shape() {
-        let resp = respond(GatewayError::OpenOrderExists, "g-1");
-        assert_eq!(resp.status(), 409);
-        assert_eq!(
-            resp.headers()[CONTENT_TYPE],
-            "application/json; charset=UTF-8"
-        );
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
-        assert_eq!(
-            v,
-            serde_json::json!({"conflict": {"guid": "g-1", "message": "There is already a new order associated with the same OwnerId", "code": 409, "details": ""}})
-        );
-    }
 
     #[test]
     fn source_decides_status() {
@@ -151,5 +210,14 @@ mod tests {
         assert_eq!(GatewayError::BadPath(PathError::DotSegment).status(), 400);
         assert_eq!(GatewayError::BadOwner(CookieError::Invalid).status(), 401);
         assert_eq!(GatewayError::BodyTooLarge { limit: 1 }.status(), 413);
+    }
+
+    #[test]
+    fn type_names_default_override_and_fall_back() {
+        let t = FaultTypes::with([(404, "notFound".to_owned())]);
+        assert_eq!(t.name(StatusCode::NOT_FOUND), "notFound");
+        assert_eq!(t.name(StatusCode::CONFLICT), "conflict");
+        assert_eq!(t.name(StatusCode::IM_A_TEAPOT), "badRequest");
+        assert_eq!(t.name(StatusCode::from_u16(599).unwrap()), "computeFault");
     }
 }
