@@ -355,3 +355,105 @@ pub async fn raw(addr: SocketAddr, parts: &[&[u8]], wait: std::time::Duration) -
     let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// An upstream that misbehaves on purpose, speaking raw bytes over TCP: the
+/// request path picks the answer (see [`bad_answer`]). Every connection
+/// serves one request and closes.
+pub async fn misbehaving_upstream() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = l.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head).into_owned();
+                let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                match bad_answer(&path) {
+                    Some(Bad::Bytes(bytes)) => {
+                        let _ = s.write_all(&bytes).await;
+                    }
+                    Some(Bad::Slow(d)) => {
+                        tokio::time::sleep(d).await;
+                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
+                    }
+                    Some(Bad::Partial(bytes)) => {
+                        let _ = s.write_all(&bytes).await;
+                        let _ = s.flush().await;
+                    }
+                    None => {}
+                }
+                drop(s);
+            });
+        }
+    });
+    addr
+}
+
+pub enum Bad {
+    Bytes(Vec<u8>),
+    Partial(Vec<u8>),
+    Slow(std::time::Duration),
+}
+
+fn answer(status: &str, content_type: Option<&str>, body: &[u8]) -> Bad {
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
+    if let Some(ct) = content_type {
+        out.push_str(&format!("content-type: {ct}\r\n"));
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    bytes.extend_from_slice(body);
+    Bad::Bytes(bytes)
+}
+
+/// The canned answers of [`misbehaving_upstream`], by path.
+pub fn bad_answer(path: &str) -> Option<Bad> {
+    Some(match path {
+        "/ok" => answer("200 OK", Some("text/plain"), b"ok"),
+        "/html" => answer(
+            "503 Service Unavailable",
+            Some("text/html"),
+            b"<html><head><title>503 Service Temporarily Unavailable</title></head><body><h1>down</h1></body></html>",
+        ),
+        "/text" => answer("500 Internal Server Error", Some("text/plain"), b"database is on fire\n"),
+        "/empty" => answer("404 Not Found", None, b""),
+        "/error-json" => answer("400 Bad Request", Some("application/json"), br#"{"error": "quantity must be positive"}"#),
+        "/error-object" => answer("422 Unprocessable Entity", Some("application/json"), br#"{"error": {"message": "nested message"}}"#),
+        "/message-json" => answer("409 Conflict", Some("application/json"), br#"{"message": "plain message"}"#),
+        "/invalid-json" => answer("500 Internal Server Error", Some("application/json"), b"{\"broken\": "),
+        "/shaped" => answer(
+            "400 Bad Request",
+            Some("application/json; charset=UTF-8"),
+            br#"{"computeFault": {"message": "Account has not been set", "code": 400, "details": ""}}"#,
+        ),
+        "/shaped-guid" => answer(
+            "409 Conflict",
+            Some("application/json"),
+            br#"{"conflict": {"guid": "bfb2988f-d745-4b2a-9eff-f2deed3451db", "message": "A domain in the order contains a restricted word", "code": 409, "details": ""}}"#,
+        ),
+        "/huge" => answer("500 Internal Server Error", Some("text/plain"), &vec![b'z'; 1 << 20]),
+        "/reset-before-headers" => return None,
+        "/reset-mid-headers" => Bad::Partial(b"HTTP/1.1 200 OK\r\ncontent-ty".to_vec()),
+        "/reset-mid-error-body" => {
+            Bad::Partial(b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 100\r\n\r\nonly part".to_vec())
+        }
+        "/reset-mid-body" => Bad::Partial(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nonly part".to_vec()),
+        "/invalid-http" => Bad::Bytes(b"SMTP READY\r\n\r\n".to_vec()),
+        "/slow" => Bad::Slow(std::time::Duration::from_secs(3)),
+        _ => answer("200 OK", Some("text/plain"), b"other"),
+    })
+}
