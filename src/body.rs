@@ -2,6 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
+use std::future::Future;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -62,24 +63,34 @@ pub struct TooLarge {
     pub limit: u64,
 }
 
+/// The error a [`Limited`] body yields when the client pauses too long.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the client sent no request body data for {0:?}")]
+pub struct BodyTimeout(pub std::time::Duration);
+
 pin_project_lite::pin_project! {
     /// A request body that fails with [`TooLarge`] as soon as more than
-    /// `limit` bytes have streamed through it: the limit holds for bodies of
-    /// unknown length without buffering them.
+    /// `limit` bytes have streamed through it (the limit holds for bodies of
+    /// unknown length without buffering them), and with [`BodyTimeout`] when
+    /// the client sends nothing for `idle`.
     pub struct Limited<B> {
         #[pin]
         inner: B,
         left: u64,
         limit: u64,
+        idle: std::time::Duration,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
     }
 }
 
 impl<B> Limited<B> {
-    pub fn new(inner: B, limit: u64) -> Self {
+    pub fn new(inner: B, limit: u64, idle: std::time::Duration) -> Self {
         Self {
             inner,
             left: limit,
             limit,
+            idle,
+            timer: None,
         }
     }
 }
@@ -96,23 +107,39 @@ where
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
         let this = self.project();
-        let frame = match std::task::ready!(this.inner.poll_frame(cx)) {
-            None => return std::task::Poll::Ready(None),
-            Some(Err(e)) => return std::task::Poll::Ready(Some(Err(e.into()))),
-            Some(Ok(frame)) => frame,
+        let frame = match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                // The timer is made on the first wait only: most bodies
+                // arrive whole with their headers.
+                let idle = *this.idle;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
+                return match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(idle))))),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+            Poll::Ready(None) => return Poll::Ready(None),
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Ok(frame))) => frame,
         };
+        if let Some(timer) = this.timer.as_mut() {
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + *this.idle);
+        }
         if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             if n > *this.left {
                 *this.left = 0;
-                return std::task::Poll::Ready(Some(Err(Box::new(TooLarge {
-                    limit: *this.limit,
-                }))));
+                return Poll::Ready(Some(Err(Box::new(TooLarge { limit: *this.limit }))));
             }
             *this.left -= n;
         }
-        std::task::Poll::Ready(Some(Ok(frame)))
+        Poll::Ready(Some(Ok(frame)))
     }
 
     fn is_end_stream(&self) -> bool {

@@ -76,7 +76,14 @@ pub async fn run(
         config.store.sweep_interval,
     ));
     tracing::info!(listen = %listener.local_addr()?, upstream = config.upstream.url.as_str(), "ordergate is serving");
-    server::serve(listener, service, shutdown, config.server.drain_timeout).await;
+    server::serve(
+        listener,
+        service,
+        shutdown,
+        config.server.drain_timeout,
+        config.server.limits,
+    )
+    .await;
     sweeper.abort();
     store.close().await?;
     Ok(())

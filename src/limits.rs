@@ -1,9 +1,12 @@
-//! Request size limits: the second layer of the stack.
+//! Request size limits, checked before any work is done for a request.
 //!
+//! More header fields, or more header bytes, than configured: 431
+//! `requestHeaderFieldsTooLarge`.
 //! A body announced larger than the limit (`Content-Length`) is answered with
 //! 413 `requestEntityTooLarge` at once, before anything reaches the upstream;
 //! a body of unknown length is counted as it streams and fails the request
-//! with the same 413 when it goes over ([`crate::body::Limited`]).
+//! with the same 413 when it goes over, or with 408 when the client stops
+//! sending it for too long ([`crate::body::Limited`]).
 
 use crate::body::{self, Body};
 use crate::faults::{self, GatewayError};
@@ -12,16 +15,46 @@ use http::{Request, Response};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 use tower::{Layer, Service};
 
 #[derive(Clone, Copy)]
 pub struct BodyLimitLayer {
     limit: u64,
+    idle: Duration,
+    heads: HeadLimits,
+}
+
+/// Limits on the request head.
+#[derive(Clone, Copy)]
+pub struct HeadLimits {
+    pub max_headers: usize,
+    pub max_header_bytes: usize,
+}
+
+impl HeadLimits {
+    fn check(&self, headers: &http::HeaderMap) -> Result<(), GatewayError> {
+        if headers.len() > self.max_headers {
+            return Err(GatewayError::TooManyHeaders {
+                limit: self.max_headers,
+            });
+        }
+        let bytes: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if bytes > self.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge {
+                limit: self.max_header_bytes,
+            });
+        }
+        Ok(())
+    }
 }
 
 impl BodyLimitLayer {
-    pub fn new(limit: u64) -> Self {
-        Self { limit }
+    pub fn new(limit: u64, idle: Duration, heads: HeadLimits) -> Self {
+        Self { limit, idle, heads }
     }
 }
 
@@ -31,6 +64,8 @@ impl<S> Layer<S> for BodyLimitLayer {
         BodyLimit {
             inner,
             limit: self.limit,
+            idle: self.idle,
+            heads: self.heads,
         }
     }
 }
@@ -39,6 +74,8 @@ impl<S> Layer<S> for BodyLimitLayer {
 pub struct BodyLimit<S> {
     inner: S,
     limit: u64,
+    idle: Duration,
+    heads: HeadLimits,
 }
 
 pin_project_lite::pin_project! {
@@ -81,6 +118,11 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
+        if let Err(err) = self.heads.check(req.headers()) {
+            return BodyLimitFuture::Rejected {
+                response: Some(faults::respond(err, RequestId::of(&req))),
+            };
+        }
         let announced = req
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -92,8 +134,8 @@ where
                 response: Some(faults::respond(err, RequestId::of(&req))),
             };
         }
-        let limit = self.limit;
-        let req = req.map(|b| body::boxed(body::Limited::new(b, limit)));
+        let (limit, idle) = (self.limit, self.idle);
+        let req = req.map(|b| body::boxed(body::Limited::new(b, limit, idle)));
         BodyLimitFuture::Inner {
             future: self.inner.call(req),
         }
@@ -119,7 +161,15 @@ mod tests {
 
     #[tokio::test]
     async fn announced_and_streamed_bodies_are_limited() {
-        let svc = BodyLimitLayer::new(10).layer(tower::service_fn(drain));
+        let svc = BodyLimitLayer::new(
+            10,
+            Duration::from_secs(5),
+            HeadLimits {
+                max_headers: 3,
+                max_header_bytes: 100,
+            },
+        )
+        .layer(tower::service_fn(drain));
         let req = Request::builder()
             .header("content-length", "11")
             .body(body::full("x".repeat(11)))
@@ -129,6 +179,19 @@ mod tests {
         let req = Request::new(body::full("x".repeat(11)));
         assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 413);
         let req = Request::new(body::full("x".repeat(10)));
-        assert_eq!(svc.oneshot(req).await.unwrap().status(), 200);
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 200);
+        let mut req = Request::new(body::empty());
+        for i in 0..4 {
+            req.headers_mut().insert(
+                http::HeaderName::try_from(format!("x-{i}")).unwrap(),
+                "v".parse().unwrap(),
+            );
+        }
+        assert_eq!(svc.clone().oneshot(req).await.unwrap().status(), 431);
+        let req = Request::builder()
+            .header("x-big", "v".repeat(100))
+            .body(body::empty())
+            .unwrap();
+        assert_eq!(svc.oneshot(req).await.unwrap().status(), 431);
     }
 }

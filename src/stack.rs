@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::faults::{FaultLayer, FaultService};
-use crate::limits::{BodyLimit, BodyLimitLayer};
+use crate::limits::{BodyLimit, BodyLimitLayer, HeadLimits};
 use crate::orders::OrdersService;
 use crate::owners::OwnerStore;
 use crate::proxy::Upstream;
@@ -34,7 +34,14 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
             config.faults.max_upstream_body,
         ))
         // Size limits before any work is done for the request.
-        .layer(BodyLimitLayer::new(config.server.max_request_body))
+        .layer(BodyLimitLayer::new(
+            config.server.max_request_body,
+            config.server.limits.body_idle_timeout,
+            HeadLimits {
+                max_headers: config.server.limits.max_headers,
+                max_header_bytes: config.server.limits.max_header_bytes,
+            },
+        ))
         // The orders API: shorthand, creation, associations, forwarding.
         .service(orders)
 }

@@ -107,6 +107,23 @@ pub struct ServerConfig {
     pub request_id_header: HeaderName,
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
+    pub limits: ServerLimits,
+}
+
+/// What one client may ask of the server.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Largest request head (request line and headers), in bytes: 431 above.
+    pub max_header_bytes: usize,
+    /// Most header fields in one request: 431 above.
+    pub max_headers: usize,
+    /// Time a client has to send a request's headers before the connection
+    /// is closed.
+    pub header_read_timeout: Duration,
+    /// Longest pause allowed while a request body streams in: 408 after it.
+    pub body_idle_timeout: Duration,
+    /// Most client connections open at once; more wait to be accepted.
+    pub max_connections: usize,
 }
 
 #[derive(Debug, Clone)]

@@ -14,6 +14,13 @@ pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 pub const DEFAULT_IDLE_EXPIRY_SECS: u64 = 24 * 60 * 60;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
 pub const DEFAULT_DRAIN_TIMEOUT_SECS: u64 = 30;
+pub const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
+/// hyper's smallest read buffer: a smaller head limit cannot be enforced.
+pub const MIN_MAX_HEADER_BYTES: usize = 8192;
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 pub const DEFAULT_MAX_UPSTREAM_FAULT_BYTES: usize = 64 * 1024;
 
 #[derive(Deserialize)]
@@ -47,6 +54,11 @@ struct RawServer {
     max_request_body_bytes: Option<u64>,
     request_id_header: Option<String>,
     drain_timeout_secs: Option<u64>,
+    max_header_bytes: Option<usize>,
+    max_headers: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
+    body_idle_timeout_ms: Option<u64>,
+    max_connections: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -154,6 +166,38 @@ impl Raw {
             drain_timeout: Duration::from_secs(
                 s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
             ),
+            limits: ServerLimits {
+                max_header_bytes: {
+                    let v = s.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+                    if v < MIN_MAX_HEADER_BYTES {
+                        return Err(ConfigError::new(
+                            "server.max_header_bytes",
+                            format!("must be at least {MIN_MAX_HEADER_BYTES}"),
+                        ));
+                    }
+                    v
+                },
+                max_headers: positive(
+                    "server.max_headers",
+                    s.max_headers.map(|v| v as u64),
+                    DEFAULT_MAX_HEADERS as u64,
+                )? as usize,
+                header_read_timeout: Duration::from_millis(positive(
+                    "server.header_read_timeout_ms",
+                    s.header_read_timeout_ms,
+                    DEFAULT_HEADER_READ_TIMEOUT_MS,
+                )?),
+                body_idle_timeout: Duration::from_millis(positive(
+                    "server.body_idle_timeout_ms",
+                    s.body_idle_timeout_ms,
+                    DEFAULT_BODY_IDLE_TIMEOUT_MS,
+                )?),
+                max_connections: positive(
+                    "server.max_connections",
+                    s.max_connections.map(|v| v as u64),
+                    DEFAULT_MAX_CONNECTIONS as u64,
+                )? as usize,
+            },
         };
 
         let u = self.upstream;

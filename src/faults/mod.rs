@@ -38,6 +38,9 @@ pub enum UpstreamError {
     /// it was being forwarded.
     #[error("the request body is too large")]
     ClientBodyTooLarge,
+    /// Nor this: the client stopped sending its body.
+    #[error("The client stopped sending the request body")]
+    ClientBodyTimeout,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +59,10 @@ pub enum GatewayError {
     BodyTooLarge { limit: u64 },
     #[error("The request body could not be read")]
     BodyRead,
+    #[error("The request has more than {limit} header fields")]
+    TooManyHeaders { limit: usize },
+    #[error("The request's header fields are larger than {limit} bytes")]
+    HeadersTooLarge { limit: usize },
     #[error("{0}")]
     Upstream(#[from] UpstreamError),
     #[error("The upstream created no order")]
@@ -77,8 +84,12 @@ impl GatewayError {
             NoOpenOrder => StatusCode::NOT_FOUND,
             OpenOrderExists => StatusCode::CONFLICT,
             BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            TooManyHeaders { .. } | HeadersTooLarge { .. } => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Upstream(UpstreamError::ClientBodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
+            Upstream(UpstreamError::ClientBodyTimeout) => StatusCode::REQUEST_TIMEOUT,
             Refused(resp) => resp.status(),
             Upstream(_) | NoOrderCreated => StatusCode::BAD_GATEWAY,
             Store(_) => StatusCode::SERVICE_UNAVAILABLE,
@@ -93,7 +104,7 @@ pub struct FaultTypes {
     names: HashMap<u16, Arc<str>>,
 }
 
-const DEFAULT_TYPES: [(u16, &str); 13] = [
+const DEFAULT_TYPES: [(u16, &str); 14] = [
     (400, "badRequest"),
     (401, "unauthorized"),
     (403, "forbidden"),
@@ -103,6 +114,7 @@ const DEFAULT_TYPES: [(u16, &str); 13] = [
     (409, "conflict"),
     (413, "requestEntityTooLarge"),
     (429, "overLimit"),
+    (431, "requestHeaderFieldsTooLarge"),
     (500, "computeFault"),
     (502, "badGateway"),
     (503, "serviceUnavailable"),

@@ -265,6 +265,9 @@ fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError
     if caused_by::<body::TooLarge>(e) {
         return UpstreamError::ClientBodyTooLarge;
     }
+    if caused_by::<body::BodyTimeout>(e) {
+        return UpstreamError::ClientBodyTimeout;
+    }
     if e.is_connect() {
         UpstreamError::Connect(msg)
     } else {

@@ -1,7 +1,10 @@
 //! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge) on one listener,
-//! graceful shutdown that lets in-flight requests finish.
+//! hard request-head limits, a header read timeout that closes
+//! slow clients' connections, a cap on open connections, and graceful
+//! shutdown that lets in-flight requests finish.
 
 use crate::body::Body;
+use crate::config::ServerLimits;
 use crate::proxy::ClientAddr;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -10,20 +13,22 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
-/// How long a client may take to send a request's headers.
-pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
 /// Serves `service` on `listener` until `shutdown` completes, then waits up
-/// to `drain` for open connections to finish their requests.
+/// to `drain` for open connections to finish their requests. Past
+/// `limits.max_connections` open connections, new ones wait in the kernel's
+/// backlog until one closes.
 pub async fn serve<S>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
+    limits: ServerLimits,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Clone
@@ -31,15 +36,32 @@ pub async fn serve<S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    // The configured head limits are enforced in the stack, which answers
+    // with a fault (431); hyper's own, at twice those, only stop what would
+    // not fit in memory, with hyper's bare 431.
+    let hard_head = limits.max_header_bytes.saturating_mul(2);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
-    builder.http2().timer(TokioTimer::new());
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(hard_head)
+        .max_headers(limits.max_headers.saturating_mul(2));
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX));
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let slot = tokio::select! {
+            slot = Arc::clone(&slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
@@ -66,6 +88,7 @@ pub async fn serve<S>(
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
+            drop(slot);
         });
     }
     drop(listener);
