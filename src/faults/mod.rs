@@ -72,7 +72,7 @@ pub enum GatewayError {
     /// The upstream refused a call the gateway made for the client (such as
     /// the creation of an order): its answer is the client's answer.
     #[error("the upstream refused the call")]
-    Refused(Response<Body>),
+    Refused(Box<Response<Body>>),
 }
 
 impl GatewayError {
@@ -199,7 +199,7 @@ pub fn fault(
 /// The response for a gateway error.
 pub fn respond(err: GatewayError, guid: &str) -> Response<Body> {
     if let GatewayError::Refused(resp) = err {
-        return resp;
+        return *resp;
     }
     let status = err.status();
     if status.is_server_error() {
