@@ -338,9 +338,9 @@ impl Orders {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         let resp = self.upstream.send(req).await?;
         if !resp.status().is_success() {
-            return Err(GatewayError::Refused(
+            return Err(GatewayError::Refused(Box::new(
                 self.upstream.finish(resp, self.upstream.rewriter()),
-            ));
+            )));
         }
         let order = self
             .created_order(&resp)
