@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 //! One fault shape for every error, whatever the upstream does.
 
 mod support;
