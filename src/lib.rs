@@ -27,6 +27,7 @@ pub mod orders;
 pub mod owners;
 pub mod policy;
 pub mod proxy;
+pub mod rate_limit;
 pub mod server;
 pub mod shorthand;
 pub mod stack;
@@ -69,7 +70,15 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let store = open_store(&config).await?;
-    let service = stack::build(&config, Arc::clone(&store));
+    let limits = Arc::new(policy::rate_limit::RateLimits::new(
+        config.rate_limits.rules.clone(),
+        config.server.trusted_proxies.clone(),
+    ));
+    let service = stack::build(&config, Arc::clone(&store), Arc::clone(&limits));
+    let limit_sweeper = tokio::spawn(sweep_rate_limits(
+        Arc::clone(&limits),
+        config.rate_limits.sweep_interval,
+    ));
     let sweeper = tokio::spawn(sweep(
         Arc::clone(&store),
         config.store.idle_expiry,
@@ -85,6 +94,7 @@ pub async fn run(
     )
     .await;
     sweeper.abort();
+    limit_sweeper.abort();
     store.close().await?;
     Ok(())
 }
@@ -104,5 +114,20 @@ async fn sweep(
             Ok(n) => tracing::info!(expired = n, "idle associations ended"),
             Err(e) => tracing::warn!(error = %e, "cannot expire idle associations"),
         }
+    }
+}
+
+/// Forgets rate-limit keys whose buckets are full again, now and then.
+async fn sweep_rate_limits(
+    limits: Arc<policy::rate_limit::RateLimits>,
+    every: std::time::Duration,
+) {
+    if limits.is_empty() {
+        return;
+    }
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        limits.sweep();
     }
 }

@@ -5,16 +5,18 @@ use crate::faults::{FaultLayer, FaultService};
 use crate::limits::{BodyLimit, BodyLimitLayer, HeadLimits};
 use crate::orders::OrdersService;
 use crate::owners::OwnerStore;
+use crate::policy::rate_limit::RateLimits;
 use crate::proxy::Upstream;
+use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::telemetry::{RequestIdLayer, RequestIdService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
-pub type Gateway = RequestIdService<FaultService<BodyLimit<OrdersService>>>;
+pub type Gateway = RequestIdService<FaultService<RateLimit<BodyLimit<OrdersService>>>>;
 
 /// Builds the stack, outermost first.
-pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
+pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits>) -> Gateway {
     let orders = OrdersService::new(
         Upstream::new(config),
         store,
@@ -34,6 +36,8 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>) -> Gateway {
             config.faults.max_upstream_body,
         ))
         // Size limits before any work is done for the request.
+        // Rate limits next: the cheapest refusal, before any body is read.
+        .layer(RateLimitLayer::new(limits))
         .layer(BodyLimitLayer::new(
             config.server.max_request_body,
             config.server.limits.body_idle_timeout,

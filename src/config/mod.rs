@@ -86,6 +86,14 @@ pub struct Config {
     pub store: StoreConfig,
     pub cookies: CookieConfig,
     pub faults: FaultsConfig,
+    pub rate_limits: RateLimitsConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitsConfig {
+    /// How often idle keys are forgotten.
+    pub sweep_interval: Duration,
+    pub rules: Vec<crate::policy::rate_limit::RuleSpec>,
 }
 
 #[derive(Debug, Clone)]

@@ -34,6 +34,111 @@ pub struct Raw {
     cookies: RawCookies,
     #[serde(default)]
     faults: RawFaults,
+    #[serde(default)]
+    rate_limits: RawRateLimits,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRateLimits {
+    sweep_interval_secs: Option<u64>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    name: String,
+    #[serde(default)]
+    methods: Vec<String>,
+    paths: Vec<String>,
+    key: String,
+    rate: u32,
+    per_secs: u64,
+    burst: Option<u32>,
+    max_keys: Option<usize>,
+}
+
+pub const DEFAULT_RATE_LIMIT_SWEEP_SECS: u64 = 10;
+pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+
+fn rule(i: usize, r: RawRule) -> Result<crate::policy::rate_limit::RuleSpec, ConfigError> {
+    use crate::policy::rate_limit::{KeyKind, PathPattern, RuleSpec};
+    use std::num::NonZeroU32;
+    let key = |field: &str| format!("rate_limits.rules[{i}].{field}");
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+    {
+        return Err(ConfigError::new(
+            key("name"),
+            format!("`{}` must be letters, digits, - _ .", r.name),
+        ));
+    }
+    let methods = r
+        .methods
+        .iter()
+        .map(|m| {
+            http::Method::from_bytes(m.to_ascii_uppercase().as_bytes()).map_err(|_| {
+                ConfigError::new(key("methods"), format!("`{m}` is not an HTTP method"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    if r.paths.is_empty() {
+        return Err(ConfigError::new(key("paths"), "needs at least one pattern"));
+    }
+    let paths = r
+        .paths
+        .iter()
+        .map(|p| {
+            PathPattern::parse(p).ok_or_else(|| {
+                ConfigError::new(
+                    key("paths"),
+                    format!("`{p}` is not a pattern: `/exact`, `/prefix/*` or `*`"),
+                )
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let kind = match r.key.as_str() {
+        "owner" => KeyKind::Owner,
+        "client_ip" => KeyKind::ClientIp,
+        "principal" => KeyKind::Principal,
+        other => match other.strip_prefix("header:").map(HeaderName::try_from) {
+            Some(Ok(name)) => KeyKind::Header(name),
+            _ => {
+                return Err(ConfigError::new(
+                    key("key"),
+                    format!(
+                        "`{other}` is not \"owner\", \"client_ip\", \"principal\" or \"header:<name>\""
+                    ),
+                ));
+            }
+        },
+    };
+    let rate = NonZeroU32::new(r.rate)
+        .ok_or_else(|| ConfigError::new(key("rate"), "must be greater than 0"))?;
+    if r.per_secs == 0 {
+        return Err(ConfigError::new(key("per_secs"), "must be greater than 0"));
+    }
+    let burst = NonZeroU32::new(r.burst.unwrap_or(r.rate))
+        .ok_or_else(|| ConfigError::new(key("burst"), "must be greater than 0"))?;
+    let max_keys = r.max_keys.unwrap_or(DEFAULT_RATE_LIMIT_MAX_KEYS);
+    if max_keys == 0 {
+        return Err(ConfigError::new(key("max_keys"), "must be greater than 0"));
+    }
+    Ok(RuleSpec {
+        name: r.name,
+        methods,
+        paths,
+        key: kind,
+        rate,
+        per: Duration::from_secs(r.per_secs),
+        burst,
+        max_keys,
+    })
 }
 
 #[derive(Deserialize, Default)]
@@ -337,12 +442,28 @@ impl Raw {
             )? as usize,
         };
 
+        let rl = self.rate_limits;
+        let rate_limits = RateLimitsConfig {
+            sweep_interval: Duration::from_secs(positive(
+                "rate_limits.sweep_interval_secs",
+                rl.sweep_interval_secs,
+                DEFAULT_RATE_LIMIT_SWEEP_SECS,
+            )?),
+            rules: rl
+                .rules
+                .into_iter()
+                .enumerate()
+                .map(|(i, r)| rule(i, r))
+                .collect::<Result<_, _>>()?,
+        };
+
         Ok(Config {
             server,
             upstream,
             store,
             cookies,
             faults,
+            rate_limits,
         })
     }
 }

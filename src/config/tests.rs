@@ -112,3 +112,50 @@ fn fault_types_override_defaults() {
     assert_eq!(c.faults.types.name(http::StatusCode::NOT_FOUND), "notFound");
     assert_eq!(c.faults.types.name(http::StatusCode::CONFLICT), "conflict");
 }
+
+const RULE: &str = "[[rate_limits.rules]]\nname = \"create\"\nmethods = [\"POST\"]\npaths = [\"/orders\", \"/order/*\"]\nkey = \"owner\"\nrate = 5\nper_secs = 60\n";
+
+#[test]
+fn rate_limit_rules() {
+    let c = Config::parse(&format!("{GOOD}{RULE}")).unwrap();
+    let r = &c.rate_limits.rules[0];
+    assert_eq!(
+        (r.name.as_str(), r.rate.get(), r.burst.get()),
+        ("create", 5, 5)
+    );
+    let cases = [
+        (
+            RULE.replace("\"owner\"", "\"cookie\""),
+            "rate_limits.rules[0].key",
+        ),
+        (
+            RULE.replace("\"owner\"", "\"header:bad header\""),
+            "rate_limits.rules[0].key",
+        ),
+        (
+            RULE.replace("rate = 5", "rate = 0"),
+            "rate_limits.rules[0].rate",
+        ),
+        (
+            RULE.replace("per_secs = 60", "per_secs = 0"),
+            "rate_limits.rules[0].per_secs",
+        ),
+        (
+            RULE.replace("\"/order/*\"", "\"order*\""),
+            "rate_limits.rules[0].paths",
+        ),
+        (
+            RULE.replace("\"POST\"", "\"PO ST\""),
+            "rate_limits.rules[0].methods",
+        ),
+        (
+            RULE.replace("\"create\"", "\"a b\""),
+            "rate_limits.rules[0].name",
+        ),
+        (format!("{RULE}burst = 0\n"), "rate_limits.rules[0].burst"),
+        (format!("{RULE}colour = 1\n"), "rate_limits.rules[0].colour"),
+    ];
+    for (rule, key) in cases {
+        assert_eq!(err(&format!("{GOOD}{rule}")).key, key, "{rule}");
+    }
+}

@@ -1,6 +1,7 @@
 //! Order policy in plain code: single flight of order creation per owner, and
 //! what the gateway reads from order bodies (status, actions, links).
 
+pub mod rate_limit;
 mod single_flight;
 
 pub use single_flight::{CreationGuard, CreationLocks};

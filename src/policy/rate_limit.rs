@@ -1,0 +1,486 @@
+//! Rate limits: GCRA quotas per route and key, with governor.
+//!
+//! Plain code, no I/O. Each [`Rule`] matches requests by method and path
+//! pattern and keys them by owner, client IP, Basic-auth principal or a header
+//! (falling back to the client IP when the request has no usable key, so a
+//! missing or malformed key never escapes the limit). Memory stays bounded:
+//! idle keys are evicted by [`RateLimits::sweep`], and past a rule's key cap
+//! new keys share one overflow bucket until a sweep makes room.
+
+use crate::owners::owner_from_headers;
+use base64::Engine;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DashMapStateStore;
+use governor::{Quota, RateLimiter};
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::hash::BuildHasher;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// What a rule counts requests by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyKind {
+    Owner,
+    ClientIp,
+    Principal,
+    Header(HeaderName),
+}
+
+/// A path pattern: exact (`/orders`), prefix (`/order/*` matches `/order`
+/// and everything under it) or `*` for every path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PathPattern {
+    Exact(String),
+    Prefix(String),
+    Any,
+}
+
+impl PathPattern {
+    pub fn parse(s: &str) -> Option<Self> {
+        if s == "*" {
+            return Some(Self::Any);
+        }
+        if !s.starts_with('/')
+            || s.contains("*") && !s.ends_with("/*")
+            || s.matches('*').count() > 1
+        {
+            return None;
+        }
+        Some(match s.strip_suffix("/*") {
+            Some(prefix) => Self::Prefix(prefix.to_owned()),
+            None => Self::Exact(s.to_owned()),
+        })
+    }
+
+    fn matches(&self, path: &str) -> bool {
+        match self {
+            Self::Any => true,
+            Self::Exact(p) => path == p || path.strip_prefix(p.as_str()) == Some("/"),
+            Self::Prefix(p) => path
+                .strip_prefix(p.as_str())
+                .is_some_and(|r| r.is_empty() || r.starts_with('/')),
+        }
+    }
+}
+
+/// One configured rule.
+#[derive(Debug, Clone)]
+pub struct RuleSpec {
+    pub name: String,
+    /// Empty: every method.
+    pub methods: Vec<Method>,
+    pub paths: Vec<PathPattern>,
+    pub key: KeyKind,
+    /// `rate` requests per `per`, with bursts of up to `burst`.
+    pub rate: NonZeroU32,
+    pub per: Duration,
+    pub burst: NonZeroU32,
+    pub max_keys: usize,
+}
+
+impl RuleSpec {
+    fn quota(&self) -> Quota {
+        let interval = (self.per / self.rate.get()).max(Duration::from_nanos(1));
+        Quota::with_period(interval)
+            .unwrap_or_else(|| Quota::per_second(self.rate))
+            .allow_burst(self.burst)
+    }
+
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        (self.methods.is_empty() || self.methods.contains(method))
+            && self.paths.iter().any(|p| p.matches(path))
+    }
+}
+
+/// The answer of one rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Let through; `remaining` more fit now, the bucket is full again in `reset`.
+    Allowed { remaining: u32, reset: Duration },
+    /// Over the limit: retry after `wait`.
+    Denied { wait: Duration },
+}
+
+type Limiter<C> = RateLimiter<u64, DashMapStateStore<u64>, C, StateInformationMiddleware>;
+
+/// The key every request shares once a rule's key cap is reached.
+const OVERFLOW: u64 = u64::MAX;
+
+pub struct Rule<C: Clock = DefaultClock> {
+    pub spec: RuleSpec,
+    limiter: Limiter<C>,
+    clock: C,
+    /// `RateLimit-Policy` value, built once.
+    pub policy: HeaderValue,
+    last_sweep: AtomicU64,
+}
+
+impl<C: Clock + Clone> Rule<C> {
+    pub fn new(spec: RuleSpec, clock: C) -> Self {
+        let limiter = RateLimiter::dashmap_with_clock(spec.quota(), clock.clone())
+            .with_middleware::<StateInformationMiddleware>();
+        let policy = format!(
+            "\"{}\";q={};w={}",
+            spec.name,
+            spec.rate,
+            spec.per.as_secs().max(1)
+        );
+        let policy = HeaderValue::from_str(&policy)
+            .unwrap_or_else(|_| HeaderValue::from_static("\"limit\""));
+        Self {
+            spec,
+            limiter,
+            clock,
+            policy,
+            last_sweep: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts one request for `key`.
+    pub fn check(&self, key: u64) -> Decision {
+        let key = if self.limiter.len() >= self.spec.max_keys {
+            self.make_room();
+            if self.limiter.len() >= self.spec.max_keys {
+                OVERFLOW
+            } else {
+                key
+            }
+        } else {
+            key
+        };
+        match self.limiter.check_key(&key) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let missing = self.spec.burst.get().saturating_sub(remaining + 1);
+                let reset = (self.spec.per / self.spec.rate.get()) * (missing + 1);
+                Decision::Allowed { remaining, reset }
+            }
+            Err(not_until) => Decision::Denied {
+                wait: not_until.wait_time_from(self.clock.now()),
+            },
+        }
+    }
+
+    /// Evicts idle keys, at most once a second from the request path.
+    fn make_room(&self) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let last = self.last_sweep.load(Ordering::Relaxed);
+        if now.saturating_sub(last) >= 1000
+            && self
+                .last_sweep
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            self.sweep();
+        }
+    }
+
+    /// Forgets keys whose bucket is full again: they hold no information.
+    pub fn sweep(&self) {
+        self.limiter.retain_recent();
+        self.limiter.shrink_to_fit();
+    }
+
+    pub fn keys(&self) -> usize {
+        self.limiter.len()
+    }
+}
+
+/// The outcome of every rule that matched a request.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The rule that decides the headers: the denying one, or the one with
+    /// the least room left.
+    pub rule: usize,
+    pub decision: Decision,
+}
+
+/// All configured rules.
+pub struct RateLimits<C: Clock = DefaultClock> {
+    pub rules: Vec<Rule<C>>,
+    hasher: std::collections::hash_map::RandomState,
+    trusted_proxies: Vec<IpAddr>,
+}
+
+impl RateLimits<DefaultClock> {
+    pub fn new(specs: Vec<RuleSpec>, trusted_proxies: Vec<IpAddr>) -> Self {
+        Self::with_clock(specs, trusted_proxies, DefaultClock::default())
+    }
+}
+
+impl<C: Clock + Clone> RateLimits<C> {
+    pub fn with_clock(specs: Vec<RuleSpec>, trusted_proxies: Vec<IpAddr>, clock: C) -> Self {
+        Self {
+            rules: specs
+                .into_iter()
+                .map(|s| Rule::new(s, clock.clone()))
+                .collect(),
+            hasher: Default::default(),
+            trusted_proxies,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// Checks a request against every matching rule; `None` when none match.
+    pub fn check(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Option<Verdict> {
+        let mut verdict: Option<Verdict> = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.spec.matches(method, path) {
+                continue;
+            }
+            let decision = rule.check(self.key(&rule.spec.key, headers, peer));
+            let tighter = match (&verdict, decision) {
+                (None, _) => true,
+                (Some(v), Decision::Denied { .. }) => {
+                    !matches!(v.decision, Decision::Denied { .. })
+                }
+                (Some(v), Decision::Allowed { remaining, .. }) => {
+                    matches!(v.decision, Decision::Allowed { remaining: r, .. } if remaining < r)
+                }
+            };
+            if tighter {
+                verdict = Some(Verdict { rule: i, decision });
+            }
+        }
+        verdict
+    }
+
+    /// The key a rule counts this request by.
+    pub fn key(&self, kind: &KeyKind, headers: &HeaderMap, peer: Option<IpAddr>) -> u64 {
+        let found = match kind {
+            KeyKind::Owner => owner_from_headers(headers)
+                .ok()
+                .flatten()
+                .map(|o| self.hasher.hash_one((1u8, o.as_u128()))),
+            KeyKind::Principal => principal(headers).map(|p| self.hasher.hash_one((2u8, p))),
+            KeyKind::Header(name) => headers
+                .get(name)
+                .map(|v| self.hasher.hash_one((3u8, v.as_bytes()))),
+            KeyKind::ClientIp => None,
+        };
+        found.unwrap_or_else(|| self.hasher.hash_one((0u8, self.client_ip(headers, peer))))
+    }
+
+    /// The client's address: the peer, or, behind trusted proxies, the last
+    /// address in `X-Forwarded-For` that is not one of them.
+    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let peer = peer?;
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect::<Vec<_>>()
+            .join(",");
+        forwarded
+            .rsplit(',')
+            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
+            .find(|ip| !self.trusted_proxies.contains(ip))
+            .or(Some(peer))
+    }
+
+    pub fn sweep(&self) {
+        self.rules.iter().for_each(Rule::sweep);
+    }
+
+    pub fn keys(&self) -> usize {
+        self.rules.iter().map(Rule::keys).sum()
+    }
+}
+
+/// The user name of a `Basic` Authorization header.
+fn principal(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(http::header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.trim().split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let user = text.split_once(':').map_or(text.as_str(), |(u, _)| u);
+    (!user.is_empty()).then(|| user.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use governor::clock::FakeRelativeClock;
+
+    fn spec(key: KeyKind, rate: u32, per_secs: u64, burst: u32) -> RuleSpec {
+        RuleSpec {
+            name: "test".into(),
+            methods: vec![Method::POST],
+            paths: vec![
+                PathPattern::parse("/orders").unwrap(),
+                PathPattern::parse("/order/*").unwrap(),
+            ],
+            key,
+            rate: NonZeroU32::new(rate).unwrap(),
+            per: Duration::from_secs(per_secs),
+            burst: NonZeroU32::new(burst).unwrap(),
+            max_keys: 1000,
+        }
+    }
+
+    fn ip(n: u8) -> Option<IpAddr> {
+        Some(IpAddr::from([10, 0, 0, n]))
+    }
+
+    #[test]
+    fn patterns() {
+        let p = PathPattern::parse("/order/*").unwrap();
+        assert!(p.matches("/order") && p.matches("/order/account") && !p.matches("/orders"));
+        let e = PathPattern::parse("/orders").unwrap();
+        assert!(e.matches("/orders") && e.matches("/orders/") && !e.matches("/orders/x"));
+        assert!(PathPattern::parse("*").unwrap().matches("/anything"));
+        for bad in ["orders", "/a*b", "/a/*/b/*", "/*x"] {
+            assert!(PathPattern::parse(bad).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn burst_then_refill_with_a_fake_clock() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(
+            vec![spec(KeyKind::ClientIp, 1, 10, 3)],
+            vec![],
+            clock.clone(),
+        );
+        let h = HeaderMap::new();
+        let check = || {
+            limits
+                .check(&Method::POST, "/orders", &h, ip(1))
+                .unwrap()
+                .decision
+        };
+        for left in [2, 1, 0] {
+            assert!(matches!(check(), Decision::Allowed { remaining, .. } if remaining == left));
+        }
+        let Decision::Denied { wait } = check() else {
+            panic!("fourth let through")
+        };
+        assert_eq!(wait, Duration::from_secs(10));
+        clock.advance(Duration::from_secs(10));
+        assert!(matches!(check(), Decision::Allowed { remaining: 0, .. }));
+        // Other routes and methods are not counted.
+        assert!(limits.check(&Method::GET, "/orders", &h, ip(1)).is_none());
+        assert!(
+            limits
+                .check(&Method::POST, "/accounts", &h, ip(1))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn keys_isolate_clients_and_bad_keys_fall_back_to_the_ip() {
+        let clock = FakeRelativeClock::default();
+        let limits = RateLimits::with_clock(vec![spec(KeyKind::Owner, 1, 60, 1)], vec![], clock);
+        let with = |cookie: &str| {
+            let mut h = HeaderMap::new();
+            h.insert(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
+            h
+        };
+        let a = with("OwnerId=4d84cd13-bbb3-46ba-a40c-8988351e3681");
+        let b = with("OwnerId=73adb746-2443-4cc8-879e-886348385b9a");
+        let bad = with("OwnerId=garbage");
+        let allowed = |h: &HeaderMap, n| {
+            matches!(
+                limits
+                    .check(&Method::POST, "/orders", h, ip(n))
+                    .unwrap()
+                    .decision,
+                Decision::Allowed { .. }
+            )
+        };
+        assert!(allowed(&a, 1));
+        assert!(
+            !allowed(&a, 2),
+            "same owner from another address is the same key"
+        );
+        assert!(allowed(&b, 1));
+        // A malformed key counts against the client's address.
+        assert!(allowed(&bad, 3));
+        assert!(!allowed(&bad, 3));
+        assert!(!allowed(&HeaderMap::new(), 3));
+        assert!(allowed(&HeaderMap::new(), 4));
+    }
+
+    #[test]
+    fn principal_and_header_keys() {
+        let limits = RateLimits::new(vec![], vec![]);
+        let mut h = HeaderMap::new();
+        // "alice:secret"
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0"),
+        );
+        let alice = limits.key(&KeyKind::Principal, &h, ip(1));
+        h.insert(
+            http::header::AUTHORIZATION,
+            HeaderValue::from_static("Basic YWxpY2U6b3RoZXI="),
+        ); // alice:other
+        assert_eq!(limits.key(&KeyKind::Principal, &h, ip(2)), alice);
+        for bad in ["Basic !!!notbase64", "Bearer abc", "Basic", "Basic Og=="] {
+            h.insert(http::header::AUTHORIZATION, HeaderValue::from_static(bad));
+            assert_eq!(
+                limits.key(&KeyKind::Principal, &h, ip(1)),
+                limits.key(&KeyKind::ClientIp, &h, ip(1)),
+                "{bad}"
+            );
+        }
+        let name = HeaderName::from_static("x-api-key");
+        h.insert(name.clone(), HeaderValue::from_static("k1"));
+        assert_ne!(
+            limits.key(&KeyKind::Header(name.clone()), &h, ip(1)),
+            limits.key(&KeyKind::ClientIp, &h, ip(1))
+        );
+    }
+
+    #[test]
+    fn forwarded_client_ip_is_believed_only_from_trusted_proxies() {
+        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
+        let limits = RateLimits::new(vec![], vec![proxy]);
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("203.0.113.7, 127.0.0.1"),
+        );
+        assert_eq!(
+            limits.client_ip(&h, Some(proxy)),
+            "203.0.113.7".parse().ok()
+        );
+        assert_eq!(limits.client_ip(&h, ip(9)), ip(9));
+        h.insert("x-forwarded-for", HeaderValue::from_static("not an ip"));
+        assert_eq!(limits.client_ip(&h, Some(proxy)), Some(proxy));
+    }
+
+    #[test]
+    fn key_memory_is_capped() {
+        let clock = FakeRelativeClock::default();
+        let mut s = spec(KeyKind::ClientIp, 1, 60, 1);
+        s.max_keys = 100;
+        let rule = Rule::new(s, clock);
+        for k in 0..10_000u64 {
+            rule.check(k);
+        }
+        assert!(rule.keys() <= 101, "{} keys", rule.keys());
+    }
+}
