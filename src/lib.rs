@@ -21,6 +21,7 @@
 pub mod backend;
 pub mod body;
 pub mod config;
+pub mod cors;
 pub mod faults;
 pub mod limits;
 pub mod orders;

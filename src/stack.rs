@@ -1,6 +1,7 @@
 //! The one place where the layers are ordered.
 
 use crate::config::Config;
+use crate::cors::{Cors, CorsLayer};
 use crate::faults::{FaultLayer, FaultService};
 use crate::limits::{BodyLimit, BodyLimitLayer, HeadLimits};
 use crate::orders::OrdersService;
@@ -13,7 +14,7 @@ use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
-pub type Gateway = RequestIdService<FaultService<RateLimit<BodyLimit<OrdersService>>>>;
+pub type Gateway = RequestIdService<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>;
 
 /// Builds the stack, outermost first.
 pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits>) -> Gateway {
@@ -29,6 +30,9 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
+        // CORS outside everything else: preflights need no cookie, limit or
+        // lookup, and every answer, faults included, carries the headers.
+        .layer(CorsLayer::new(config.cors.clone()))
         // Every error answer below, the gateway's or the upstream's, leaves
         // in the one fault shape with the request id as its guid.
         .layer(FaultLayer::new(

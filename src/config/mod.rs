@@ -87,6 +87,7 @@ pub struct Config {
     pub cookies: CookieConfig,
     pub faults: FaultsConfig,
     pub rate_limits: RateLimitsConfig,
+    pub cors: crate::cors::CorsConfig,
 }
 
 #[derive(Debug, Clone)]

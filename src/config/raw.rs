@@ -1,6 +1,7 @@
 //! The serde mirror of the TOML file, and its validation into [`Config`].
 
 use super::*;
+use http::HeaderValue;
 use serde::Deserialize;
 
 pub const DEFAULT_STORE_PATH: &str = "data/owners.redb";
@@ -36,6 +37,27 @@ pub struct Raw {
     faults: RawFaults,
     #[serde(default)]
     rate_limits: RawRateLimits,
+    #[serde(default)]
+    cors: RawCors,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    allow_headers: Option<Vec<String>>,
+    expose_headers: Option<Vec<String>>,
+    max_age_secs: Option<u64>,
+}
+
+fn header_list(key: &str, names: &[String]) -> Result<HeaderValue, ConfigError> {
+    for n in names {
+        HeaderName::try_from(n.as_str())
+            .map_err(|_| ConfigError::new(key, format!("`{n}` is not a header name")))?;
+    }
+    HeaderValue::from_str(&names.join(", "))
+        .map_err(|_| ConfigError::new(key, "not a valid header list"))
 }
 
 #[derive(Deserialize, Default)]
@@ -457,6 +479,28 @@ impl Raw {
                 .collect::<Result<_, _>>()?,
         };
 
+        let c = self.cors;
+        let mut cors = crate::cors::CorsConfig::default();
+        for origin in &c.allowed_origins {
+            let base = BaseUrl::parse("cors.allowed_origins", origin)?;
+            let value = HeaderValue::from_str(base.as_str()).map_err(|_| {
+                ConfigError::new(
+                    "cors.allowed_origins",
+                    format!("`{origin}` is not an origin"),
+                )
+            })?;
+            cors.allowed_origins.push(value);
+        }
+        if let Some(h) = &c.allow_headers {
+            cors.allow_headers = Some(header_list("cors.allow_headers", h)?);
+        }
+        if let Some(h) = &c.expose_headers {
+            cors.expose_headers = header_list("cors.expose_headers", h)?;
+        }
+        if let Some(age) = c.max_age_secs {
+            cors.max_age_secs = age;
+        }
+
         Ok(Config {
             server,
             upstream,
@@ -464,6 +508,7 @@ impl Raw {
             cookies,
             faults,
             rate_limits,
+            cors,
         })
     }
 }
