@@ -220,12 +220,13 @@ mod tests {
         Ok(r)
     }
 
-    fn svc() -> Cors<tower::util::ServiceFn<fn(Request<()>) -> _>> {
+    fn svc()
+    -> impl Service<Request<()>, Response = Response<Body>, Error = std::convert::Infallible> {
         let config = CorsConfig {
             allowed_origins: vec![HeaderValue::from_static("http://app.example")],
             ..Default::default()
         };
-        CorsLayer::new(config).layer(tower::service_fn(ok as fn(Request<()>) -> _))
+        CorsLayer::new(config).layer(tower::service_fn(ok))
     }
 
     #[tokio::test]
