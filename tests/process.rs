@@ -167,3 +167,42 @@ fn every_shipped_config_file_is_valid() {
     }
     assert!(n >= 2);
 }
+
+fn write_memory_config(
+    dir: &std::path::Path,
+    upstream: std::net::SocketAddr,
+) -> std::path::PathBuf {
+    let path = dir.join("ordergate.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\ndrain_timeout_secs = 20\n[upstream]\nurl = \"http://{upstream}\"\n[store]\nkind = \"memory\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
+    let upstream = misbehaving_upstream().await; // GET /slow answers after 3 s
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr) = start(&write_memory_config(dir.path(), upstream));
+    let client = HttpClient::new(format!("http://{addr}"));
+    let in_flight = tokio::spawn({
+        let client = client.clone();
+        async move { client.get("/slow", &[]).await }
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.text(), "ok");
+    let status = tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+    // Nothing listens any more.
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
