@@ -92,6 +92,7 @@ pub async fn run(
         shutdown,
         config.server.drain_timeout,
         config.server.limits,
+        config.server.tls.clone(),
     )
     .await;
     sweeper.abort();

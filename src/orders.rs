@@ -116,6 +116,7 @@ impl tower::Service<Request<Body>> for OrdersService {
 struct Delegate {
     headers: http::HeaderMap,
     addr: Option<ClientAddr>,
+    tls: Option<crate::server::Tls>,
 }
 
 fn is_action(rest: &str) -> bool {
@@ -269,6 +270,7 @@ impl Orders {
         Delegate {
             headers,
             addr: client.extensions().get::<ClientAddr>().copied(),
+            tls: client.extensions().get::<crate::server::Tls>().copied(),
         }
     }
 
@@ -289,6 +291,9 @@ impl Orders {
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(addr) = client.addr {
             req.extensions_mut().insert(addr);
+        }
+        if let Some(tls) = client.tls {
+            req.extensions_mut().insert(tls);
         }
         self.upstream.prepare(&mut req, Some(path));
         req

@@ -117,6 +117,8 @@ pub struct ServerConfig {
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
     pub limits: ServerLimits,
+    /// TLS termination, when `[server.tls]` is set.
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// What one client may ask of the server.

@@ -186,6 +186,14 @@ struct RawServer {
     header_read_timeout_ms: Option<u64>,
     body_idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    tls: Option<RawTls>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert_path: PathBuf,
+    key_path: PathBuf,
 }
 
 #[derive(Deserialize)]
@@ -293,6 +301,18 @@ impl Raw {
             drain_timeout: Duration::from_secs(
                 s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
             ),
+            tls: match &s.tls {
+                None => None,
+                Some(t) => Some(
+                    crate::server::tls::server_config(&t.cert_path, &t.key_path).map_err(|e| {
+                        let key = match e {
+                            crate::server::tls::TlsError::Cert(_) => "server.tls.cert_path",
+                            crate::server::tls::TlsError::Key(_) => "server.tls.key_path",
+                        };
+                        ConfigError::new(key, e.to_string())
+                    })?,
+                ),
+            },
             limits: ServerLimits {
                 max_header_bytes: {
                     let v = s.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);

@@ -169,6 +169,7 @@ impl Upstream {
         // The upstream speaks HTTP/1.1 whatever the client spoke.
         *req.version_mut() = http::Version::HTTP_11;
         let peer = req.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        let tls = req.extensions().get::<crate::server::Tls>().is_some();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
         let trusted = peer.is_some_and(|p| self.trusted_proxies.contains(&p));
@@ -192,7 +193,8 @@ impl Upstream {
             headers.remove(&X_FORWARDED_FOR);
         }
         if !headers.contains_key(&X_FORWARDED_PROTO) {
-            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+            let proto = if tls { "https" } else { "http" };
+            headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if !headers.contains_key(&X_FORWARDED_HOST) {
             if let Some(host) = headers.get(header::HOST).cloned() {

@@ -19,6 +19,12 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tower::{Service, ServiceExt};
 
+pub mod tls;
+
+/// Marks requests that came over TLS.
+#[derive(Clone, Copy, Debug)]
+pub struct Tls;
+
 /// Serves `service` on `listener` until `shutdown` completes, then waits up
 /// to `drain` for open connections to finish their requests. Past
 /// `limits.max_connections` open connections, new ones wait in the kernel's
@@ -29,6 +35,7 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     limits: ServerLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Clone
@@ -76,16 +83,46 @@ pub async fn serve<S>(
         };
         let _ = stream.set_nodelay(true);
         let svc = service.clone();
+        let secure = tls.is_some();
         let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(ClientAddr(peer));
+            if secure {
+                req.extensions_mut().insert(Tls);
+            }
             svc.clone().oneshot(req)
         });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), hyper_svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
+        let handshake_timeout = limits.header_read_timeout;
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), hyper_svc)
+                                .into_owned(),
+                        )
+                        .await
+                }
+                Some(acceptor) => {
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            watcher
+                                .watch(
+                                    builder
+                                        .serve_connection(TokioIo::new(stream), hyper_svc)
+                                        .into_owned(),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => Err(e.into()),
+                        Err(_) => Err("TLS handshake timed out".into()),
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(slot);
