@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ordergate::config::Config;
+use ordergate::config::{Config, LogFormat};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
@@ -69,21 +69,34 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
+    match format {
+        LogFormat::Text => fmt.init(),
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::EmulateBackend { listen, base_url }), _) => {
+            init_logging(LogFormat::Text);
             ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
         }
         (Some(Command::Demo { config, base_url }), _) => {
             let config = load(&config)?;
+            init_logging(config.log.format);
             let upstream = config.upstream.url.authority().as_str().to_owned();
             let addr: SocketAddr = upstream.parse().with_context(|| {
                 format!("upstream.url host `{upstream}` must be an ip:port for the demo")
@@ -102,6 +115,7 @@ async fn main() -> anyhow::Result<()> {
         }
         (None, Some(path)) => {
             let config = load(&path)?;
+            init_logging(config.log.format);
             let listener = bind(config.server.listen).await?;
             ordergate::run(config, listener, shutdown_signal()).await?;
         }

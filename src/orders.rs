@@ -23,6 +23,7 @@ use crate::proxy::rewrite::Rewriter;
 use crate::proxy::{ClientAddr, Upstream, finish_headers};
 use crate::shorthand::{self, Route, explicit_path};
 use crate::telemetry::RequestId;
+use crate::telemetry::access_log::Record;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -117,6 +118,11 @@ struct Delegate {
     headers: http::HeaderMap,
     addr: Option<ClientAddr>,
     tls: Option<crate::server::Tls>,
+    record: Option<Record>,
+}
+
+fn record_of<B>(req: &Request<B>) -> Option<Record> {
+    req.extensions().get::<Record>().cloned()
 }
 
 fn is_action(rest: &str) -> bool {
@@ -271,6 +277,7 @@ impl Orders {
             headers,
             addr: client.extensions().get::<ClientAddr>().copied(),
             tls: client.extensions().get::<crate::server::Tls>().copied(),
+            record: record_of(client),
         }
     }
 
@@ -294,6 +301,9 @@ impl Orders {
         }
         if let Some(tls) = client.tls {
             req.extensions_mut().insert(tls);
+        }
+        if let Some(record) = &client.record {
+            req.extensions_mut().insert(Arc::clone(record));
         }
         self.upstream.prepare(&mut req, Some(path));
         req
@@ -386,7 +396,14 @@ impl Orders {
         req: Request<Body>,
         rest: &str,
     ) -> Result<Response<Body>, GatewayError> {
+        let record = record_of(&req);
+        if let Some(r) = &record {
+            r.shorthand();
+        }
         let owner = owner_from_headers(req.headers())?;
+        if let (Some(r), Some(o)) = (&record, owner) {
+            r.owner(o);
+        }
         let method = req.method().clone();
         let itself = Route::is_order_itself(rest);
         if itself && method == Method::POST {
@@ -437,6 +454,10 @@ impl Orders {
         let (mut req, submit) = self.read_action(req, rest).await?;
         if implicit {
             owners::set_owner_cookie(req.headers_mut(), owner);
+            if let Some(r) = record_of(&req) {
+                r.implicit();
+                r.owner(owner);
+            }
         }
         self.upstream.prepare(&mut req, Some(&target));
         let resp = self.upstream.send(req).await?;

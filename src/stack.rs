@@ -9,12 +9,14 @@ use crate::owners::OwnerStore;
 use crate::policy::rate_limit::RateLimits;
 use crate::proxy::Upstream;
 use crate::rate_limit::{RateLimit, RateLimitLayer};
+use crate::telemetry::access_log::{AccessLog, AccessLogLayer};
 use crate::telemetry::{RequestIdLayer, RequestIdService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
-pub type Gateway = RequestIdService<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>;
+pub type Gateway =
+    RequestIdService<AccessLog<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>>;
 
 /// Builds the stack, outermost first.
 pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits>) -> Gateway {
@@ -30,6 +32,10 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
+        // The access log sees every answer, as the client gets it.
+        .layer(AccessLogLayer {
+            enabled: config.log.access_log,
+        })
         // CORS outside everything else: preflights need no cookie, limit or
         // lookup, and every answer, faults included, carries the headers.
         .layer(CorsLayer::new(config.cors.clone()))

@@ -14,7 +14,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_ordergate");
 
 /// Starts the binary and waits for its "serving" line; returns the child and
 /// the address it listens on.
-fn start(config: &std::path::Path) -> (Child, String) {
+fn start(config: &std::path::Path) -> (Running, String) {
+    let (child, addr, _lines) = start_logged(config);
+    (child, addr)
+}
+
+/// Like [`start`], and hands over every line the binary prints.
+fn start_logged(config: &std::path::Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap()])
         .env("RUST_LOG", "info")
@@ -24,21 +30,50 @@ fn start(config: &std::path::Path) -> (Child, String) {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
+    let (lines_tx, lines) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if let Some(rest) = line
-                .split("listen=")
-                .nth(1)
-                .filter(|_| line.contains("ordergate is serving"))
-            {
-                let _ = tx.send(rest.split_whitespace().next().unwrap().to_owned());
+            if line.contains("ordergate is serving") {
+                let listen = line.split("listen").nth(1).map(|r| {
+                    r.trim_start_matches(['=', '"', ':'])
+                        .split(['"', ' ', ','])
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                });
+                let _ = tx.send(listen.unwrap_or_default());
             }
+            let _ = lines_tx.send(line);
         }
     });
+    let child = Running(child);
     let addr = rx
         .recv_timeout(Duration::from_secs(20))
         .expect("the gateway started");
-    (child, addr)
+    (child, addr, lines)
+}
+
+/// A gateway process that is killed when the test ends, passed or not.
+struct Running(Child);
+
+impl std::ops::Deref for Running {
+    type Target = Child;
+    fn deref(&self) -> &Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Running {
+    fn deref_mut(&mut self) -> &mut Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 fn write_config(dir: &std::path::Path, upstream: std::net::SocketAddr) -> std::path::PathBuf {
@@ -174,7 +209,7 @@ fn write_memory_config(
 ) -> std::path::PathBuf {
     let path = dir.join("ordergate.toml");
     let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\ndrain_timeout_secs = 20\n[upstream]\nurl = \"http://{upstream}\"\n[store]\nkind = \"memory\"\n"
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\ndrain_timeout_secs = 20\n[upstream]\nurl = \"http://{upstream}\"\nrewrite_bases = [\"{INTERNAL}\"]\n[store]\nkind = \"memory\"\n"
     );
     std::fs::write(&path, text).unwrap();
     path
@@ -205,4 +240,75 @@ async fn sigterm_lets_the_request_in_flight_finish_and_exits_0() {
     assert!(status.success(), "{status:?}");
     // Nothing listens any more.
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
+
+#[tokio::test]
+async fn the_access_log_has_the_fields_and_no_credentials() {
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), backend.addr);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[log]\nformat = \"json\"\naccess_log = true\n");
+    std::fs::write(&path, text).unwrap();
+    let (mut child, addr, lines) = start_logged(&path);
+    let client = HttpClient::new(format!("http://{addr}"));
+    let owner = "4d84cd13-bbb3-46ba-a40c-8988351e3681";
+    let secret_auth = "Basic c2VjcmV0dXNlcjpzZWNyZXRwYXNz";
+    let put = client
+        .send(
+            Method::PUT,
+            "/order/account?token=query-secret",
+            &[("authorization", secret_auth), ("cookie", &cookie(owner))],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 200, "{}", put.text());
+    assert_eq!(
+        client
+            .get("/order", &[("cookie", "OwnerId=nonsense-cookie-value")])
+            .await
+            .status,
+        401
+    );
+    // Give the logger a moment to flush, then stop the process.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    tokio::task::spawn_blocking(move || child.wait().unwrap())
+        .await
+        .unwrap();
+    let lines: Vec<String> = lines.try_iter().collect();
+    let access: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "ordergate::access")
+        .collect();
+    assert_eq!(access.len(), 2, "{lines:#?}");
+    let put_line = &access[0];
+    assert_eq!(put_line["method"], "PUT");
+    assert_eq!(put_line["path"], "/order/account");
+    assert_eq!(put_line["status"], 200);
+    assert_eq!(put_line["shorthand"], true);
+    assert_eq!(put_line["implicit"], true);
+    assert!(put_line["latency_us"].as_u64().unwrap() >= put_line["upstream_us"].as_u64().unwrap());
+    assert!(put_line["upstream_us"].as_u64().unwrap() > 0);
+    assert_eq!(put_line["owner"].as_str().unwrap().len(), 16);
+    assert_eq!(put_line["request_id"], put.header("x-request-id").unwrap());
+    assert_eq!(access[1]["status"], 401);
+    let all = lines.join("\n");
+    for secret in [
+        owner,
+        "c2VjcmV0dXNlcjpzZWNyZXRwYXNz",
+        "secretuser",
+        "query-secret",
+        "nonsense-cookie-value",
+    ] {
+        assert!(
+            !all.contains(secret),
+            "`{secret}` leaked into the log:\n{all}"
+        );
+    }
 }

@@ -88,6 +88,20 @@ pub struct Config {
     pub faults: FaultsConfig,
     pub rate_limits: RateLimitsConfig,
     pub cors: crate::cors::CorsConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    /// One line per request (target `ordergate::access`).
+    pub access_log: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -39,6 +39,15 @@ pub struct Raw {
     rate_limits: RawRateLimits,
     #[serde(default)]
     cors: RawCors,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawLog {
+    format: Option<String>,
+    access_log: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -521,6 +530,20 @@ impl Raw {
             cors.max_age_secs = age;
         }
 
+        let log = LogConfig {
+            format: match self.log.format.as_deref().unwrap_or("text") {
+                "text" => LogFormat::Text,
+                "json" => LogFormat::Json,
+                other => {
+                    return Err(ConfigError::new(
+                        "log.format",
+                        format!("`{other}` is not \"text\" or \"json\""),
+                    ));
+                }
+            },
+            access_log: self.log.access_log.unwrap_or(true),
+        };
+
         Ok(Config {
             server,
             upstream,
@@ -529,6 +552,7 @@ impl Raw {
             faults,
             rate_limits,
             cors,
+            log,
         })
     }
 }

@@ -205,11 +205,21 @@ impl Upstream {
 
     /// Sends a prepared request; the answer's headers must come in time.
     pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        let record = req
+            .extensions()
+            .get::<crate::telemetry::access_log::Record>()
+            .cloned();
+        let started = std::time::Instant::now();
+        let out = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
+        {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(e)) => Err(classify_client_error(&e)),
+        };
+        if let Some(record) = record {
+            record.add_upstream(started.elapsed());
         }
+        out
     }
 
     /// Makes an upstream answer ready for the client, rewriting with

@@ -1,8 +1,10 @@
-//! Request ids: the first layer of the stack.
+//! Telemetry: request ids (the first layer of the stack) and the access log.
 //!
 //! Takes the id from the configured header when the client sent a usable one,
 //! or makes a UUIDv4; puts it on the request (so it goes upstream and into the
 //! fault `guid`) and on the response.
+
+pub mod access_log;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use std::future::Future;
