@@ -148,7 +148,7 @@ impl Orders {
             Owned::Other => self.passthrough(req).await,
             Owned::Orders if req.method() == Method::POST => {
                 let owner = owner_from_headers(req.headers()).ok().flatten();
-                self.create_explicit(req, owner, None).await
+                self.create_explicit(req, owner, false).await
             }
             Owned::Orders => self.passthrough(req).await,
             Owned::Order(id, rest) => self.explicit_order(req, id, &rest).await,
@@ -317,7 +317,7 @@ impl Orders {
         &self,
         mut req: Request<Body>,
         owner: Option<OwnerId>,
-        shorthand_cookies: Option<()>,
+        shorthand_cookies: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let _creating = match owner {
             Some(o) => Some(self.locks.lock(o).await),
@@ -334,7 +334,7 @@ impl Orders {
         let resp = self.upstream.send(req).await?;
         let learned = self.learn(&resp, owner).await;
         let mut out = self.upstream.finish(resp, self.upstream.rewriter());
-        if let (Some(()), Some((owner, _))) = (shorthand_cookies, learned) {
+        if let (true, Some((owner, _))) = (shorthand_cookies, learned) {
             out.headers_mut().remove(header::SET_COOKIE);
             self.set_owner_cookies(&mut out, owner);
         }
@@ -407,7 +407,7 @@ impl Orders {
         let method = req.method().clone();
         let itself = Route::is_order_itself(rest);
         if itself && method == Method::POST {
-            return self.create_explicit(req, owner, Some(())).await;
+            return self.create_explicit(req, owner, true).await;
         }
         let implicit = !itself && (method == Method::PUT || method == Method::POST);
         let order = match owner {
