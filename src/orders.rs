@@ -550,13 +550,16 @@ impl Orders {
                     limit: (cap as u64).min(self.max_request_body),
                 });
             }
-            // The request-size limit trips inside the body as it is read.
-            Err(body::ReadError::Failed(e)) if crate::proxy::caused_by::<body::TooLarge>(&*e) => {
-                return Err(GatewayError::BodyTooLarge {
-                    limit: self.max_request_body,
+            // The request limits trip inside the body as it is read.
+            Err(body::ReadError::Failed(e)) => {
+                return Err(match crate::proxy::client_body_error(&*e) {
+                    Some(UpstreamError::ClientBodyTooLarge) => GatewayError::BodyTooLarge {
+                        limit: self.max_request_body,
+                    },
+                    Some(other) => other.into(),
+                    None => GatewayError::BodyRead,
                 });
             }
-            Err(body::ReadError::Failed(_)) => return Err(GatewayError::BodyRead),
         };
         let submit = policy::is_submit(&bytes);
         parts.headers.remove(header::TRANSFER_ENCODING);

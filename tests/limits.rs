@@ -45,6 +45,13 @@ async fn a_body_that_never_finishes_gets_a_408() {
     let out = raw(gw.addr, &[head.as_bytes()], Duration::from_secs(10)).await;
     assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     assert!(out.contains("requestTimeout"), "{out}");
+    // The same when the gateway reads the body itself (an order action).
+    let head = format!(
+        "POST /orders/o1/action HTTP/1.1\r\nhost: {}\r\ncontent-length: 100\r\n\r\n{{\"act",
+        gw.addr
+    );
+    let out = raw(gw.addr, &[head.as_bytes()], Duration::from_secs(10)).await;
+    assert!(out.starts_with("HTTP/1.1 408"), "{out}");
     assert_eq!(client.get("/x", &[]).await.status, 200);
 }
 

@@ -271,15 +271,23 @@ pub fn is_json(headers: &HeaderMap) -> bool {
         })
 }
 
-fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
-    let msg = error_chain(e);
-    // The client's own body failed while it was being forwarded.
+/// Whether an error came from the client's own request body (over the size
+/// limit, or stalled) rather than from the upstream.
+pub fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamError> {
     if caused_by::<body::TooLarge>(e) {
-        return UpstreamError::ClientBodyTooLarge;
+        Some(UpstreamError::ClientBodyTooLarge)
+    } else if caused_by::<body::BodyTimeout>(e) {
+        Some(UpstreamError::ClientBodyTimeout)
+    } else {
+        None
     }
-    if caused_by::<body::BodyTimeout>(e) {
-        return UpstreamError::ClientBodyTimeout;
+}
+
+fn classify_client_error(e: &hyper_util::client::legacy::Error) -> UpstreamError {
+    if let Some(client) = client_body_error(e) {
+        return client;
     }
+    let msg = error_chain(e);
     if e.is_connect() {
         UpstreamError::Connect(msg)
     } else {
