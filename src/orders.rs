@@ -319,10 +319,7 @@ impl Orders {
         owner: Option<OwnerId>,
         shorthand_cookies: bool,
     ) -> Result<Response<Body>, GatewayError> {
-        let _creating = match owner {
-            Some(o) => Some(self.locks.lock(o).await),
-            None => None,
-        };
+        let _creating = self.locks.lock_if(owner).await;
         if let Some(o) = owner {
             if let Some(order) = self.open_order(o).await? {
                 if self.still_open(&order, &self.delegate(&req), o).await? {
@@ -420,10 +417,7 @@ impl Orders {
                 self.forward_shorthand(req, owner, order, rest, false).await
             }
             _ if implicit => {
-                let creating = match owner {
-                    Some(o) => Some(self.locks.lock(o).await),
-                    None => None,
-                };
+                let creating = self.locks.lock_if(owner).await;
                 // Someone may have created it while this call waited.
                 let found = match owner {
                     Some(o) => self.open_order(o).await?.map(|order| (o, order)),

@@ -38,6 +38,15 @@ impl CreationLocks {
         }
     }
 
+    /// Locks `owner` if there is one: a caller without an owner id has no
+    /// one to race with.
+    pub async fn lock_if(&self, owner: Option<OwnerId>) -> Option<CreationGuard> {
+        match owner {
+            Some(o) => Some(self.lock(o).await),
+            None => None,
+        }
+    }
+
     /// Owners with a creation under way or awaited.
     pub fn len(&self) -> usize {
         self.map.lock().unwrap_or_else(|p| p.into_inner()).len()
