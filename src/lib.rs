@@ -110,7 +110,7 @@ async fn sweep(
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let before = orders::now_ms().saturating_sub(idle_expiry.as_millis() as u64);
+        let before = policy::now_ms().saturating_sub(idle_expiry.as_millis() as u64);
         match store.expire(before).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(expired = n, "idle associations ended"),

@@ -18,7 +18,7 @@ use crate::faults::{self, GatewayError, JSON_UTF8, UpstreamError};
 use crate::owners::{
     self, OrderId, OwnerId, OwnerStore, owner_from_headers, owner_from_set_cookie,
 };
-use crate::policy::{self, CreationLocks};
+use crate::policy::{self, CreationLocks, now_ms};
 use crate::proxy::rewrite::Rewriter;
 use crate::proxy::{ClientAddr, Upstream, finish_headers};
 use crate::shorthand::{self, Route, explicit_path};
@@ -33,7 +33,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The orders phase as a tower service. Cheap to clone.
 #[derive(Clone)]
@@ -50,12 +50,6 @@ pub struct Orders {
     idle_expiry_ms: u64,
     max_request_body: u64,
     request_id_header: HeaderName,
-}
-
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Headers of the client's request that go with calls the gateway makes on

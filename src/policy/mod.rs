@@ -8,6 +8,14 @@ pub use single_flight::{CreationGuard, CreationLocks};
 
 use serde_json::{Map, Value};
 
+/// Wall-clock milliseconds since the Unix epoch: the stamp of associations
+/// and of rate-limit sweeps.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
 /// The `Status` of an order body (`{"order": {"Status": ...}}`), if it has one.
 /// Keys are matched case-insensitively: the upstream writes `Status`, child
 /// resources write `status`.

@@ -166,9 +166,7 @@ impl<C: Clock + Clone> Rule<C> {
 
     /// Evicts idle keys, at most once a second from the request path.
     fn make_room(&self) {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let now = super::now_ms();
         let last = self.last_sweep.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 1000
             && self
