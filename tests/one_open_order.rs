@@ -34,7 +34,7 @@ async fn second_order_gets_409_without_an_upstream_creation() {
         .send(Method::POST, "/orders", &[("cookie", &cookie(&owner))], "")
         .await;
     assert_eq!(again.status, 409);
-    let (kind, message) = again.gateway_fault();
+    let (kind, message) = again.fault();
     assert_eq!(
         (kind.as_str(), message.as_str()),
         (
@@ -253,5 +253,5 @@ async fn upstream_unreachable_is_a_502_fault() {
     let a = env.client.get("/orders/abc", &[]).await;
     // The listener is gone with the backend task: connection refused.
     assert_eq!(a.status, 502, "{a:?}");
-    assert_eq!(a.gateway_fault().0, "badGateway");
+    assert_eq!(a.fault().0, "badGateway");
 }

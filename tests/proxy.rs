@@ -140,7 +140,7 @@ async fn oversized_bodies_get_413_announced_or_streamed() {
         .send(Method::POST, "/echo", &[], &"y".repeat(65537))
         .await;
     assert_eq!(a.status, 413);
-    assert_eq!(a.gateway_fault().0, "requestEntityTooLarge");
+    assert_eq!(a.fault().0, "requestEntityTooLarge");
     // Chunked, no length announced: refused once the count passes the limit.
     let chunk = format!("{:x}\r\n{}\r\n", 40000, "z".repeat(40000));
     let head = format!(

@@ -214,7 +214,7 @@ async fn submit_through_the_shorthand_gives_the_explicit_location_and_ends_the_o
     // The order is no longer open: the shorthand has nothing.
     let g = env.client.get("/order", &[("cookie", &c)]).await;
     assert_eq!(g.status, 404);
-    assert_eq!(g.gateway_fault().0, "itemNotFound");
+    assert_eq!(g.fault().0, "itemNotFound");
     // Its explicit URL still works.
     let e = env
         .client
@@ -268,7 +268,7 @@ async fn without_an_open_order_reads_get_404_and_create_nothing() {
             .await;
         assert_eq!(a.status, 404, "{m} {path}");
         if m != Method::HEAD {
-            assert_eq!(a.gateway_fault().0, "itemNotFound");
+            assert_eq!(a.fault().0, "itemNotFound");
         }
     }
     assert_eq!(env.creations(), 0);
@@ -306,7 +306,7 @@ async fn bad_owner_cookies_get_401_and_reach_nothing() {
     for (m, path, headers) in cases {
         let r = env.client.send(m.clone(), path, &headers, "{}").await;
         assert_eq!(r.status, 401, "{m} {path} {headers:?}");
-        assert_eq!(r.gateway_fault().0, "unauthorized");
+        assert_eq!(r.fault().0, "unauthorized");
     }
     assert!(
         env.backend.state.seen().is_empty(),
@@ -349,7 +349,7 @@ async fn path_tricks_are_refused_and_look_alikes_pass_through() {
     ] {
         let r = env.client.get(&path, &[("cookie", &ac)]).await;
         assert_eq!(r.status, 400, "{path}: {r:?}");
-        assert_eq!(r.gateway_fault().0, "badRequest");
+        assert_eq!(r.fault().0, "badRequest");
     }
     assert_eq!(
         env.backend.state.seen().len(),
@@ -427,7 +427,7 @@ async fn post_order_creates_like_post_orders_then_409() {
         .send(Method::POST, "/order", &[("cookie", &cookie(&owner))], "")
         .await;
     assert_eq!(b.status, 409);
-    assert_eq!(b.gateway_fault().0, "conflict");
+    assert_eq!(b.fault().0, "conflict");
     assert_eq!(env.creations(), 1);
 }
 
