@@ -7,9 +7,10 @@
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
+use ordergate::faults::{FaultTypes, normalise};
 use ordergate::owners::{MemoryStore, OrderId, OwnerId, OwnerStore, RedbStore, owner_from_headers};
 use ordergate::proxy::rewrite::Rewriter;
-use ordergate::shorthand::classify;
+use ordergate::shorthand::{Route, classify, explicit_path};
 use std::hint::black_box;
 
 const INTERNAL: &str = "http://coreapi01.ote.chicago.hostway:8092";
@@ -36,6 +37,68 @@ fn resolve(c: &mut Criterion) {
         "/accounts/a/exchange/d/x",
     ] {
         g.bench_function(path, |b| b.iter(|| classify(black_box(path))));
+    }
+    g.finish();
+}
+
+/// Path + owner → target: the route, the owner's order from the cookie, the
+/// explicit path sent upstream.
+fn shorthand(c: &mut Criterion) {
+    let mut h = HeaderMap::new();
+    h.insert(
+        "cookie",
+        HeaderValue::from_static("OwnerId=4d84cd13-bbb3-46ba-a40c-8988351e3681"),
+    );
+    let order = OrderId::parse(ORDER).unwrap();
+    let mut g = c.benchmark_group("shorthand");
+    for path in ["/order", "/order/product/p1"] {
+        g.bench_function(format!("resolve {path}"), |b| {
+            b.iter(|| {
+                let Ok(Route::Shorthand { rest }) = classify(black_box(path)) else {
+                    unreachable!()
+                };
+                let owner = owner_from_headers(black_box(&h)).unwrap();
+                (owner, explicit_path(black_box(&order), rest, None))
+            })
+        });
+    }
+    g.finish();
+}
+
+fn faults(c: &mut Criterion) {
+    let types = FaultTypes::default();
+    let mut g = c.benchmark_group("fault_normalise");
+    let html = format!(
+        "<html><head><title>502 Bad Gateway</title></head><body>{}</body></html>",
+        "<p>upstream error</p>".repeat(20)
+    );
+    for (name, status, ct, body) in [
+        (
+            "documented json",
+            400,
+            Some("application/json"),
+            Some(&br#"{"computeFault":{"message":"Account has not been set","code":400,"details":"","guid":"a1b2"}}"#[..]),
+        ),
+        (
+            "other json",
+            409,
+            Some("application/json"),
+            Some(&br#"{"error":"conflict","message":"the order is locked"}"#[..]),
+        ),
+        ("html", 502, Some("text/html"), Some(html.as_bytes())),
+        (
+            "plain text",
+            503,
+            Some("text/plain"),
+            Some(&b"Service Unavailable: try again later"[..]),
+        ),
+        ("empty", 500, None, Some(&b""[..])),
+        ("over the cap", 500, None, None),
+    ] {
+        let status = http::StatusCode::from_u16(status).unwrap();
+        g.bench_function(name, |b| {
+            b.iter(|| normalise(status, black_box(ct), black_box(body), &types))
+        });
     }
     g.finish();
 }
@@ -114,5 +177,7 @@ fn stores(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, cookies, resolve, rewrite, stores);
+criterion_group!(
+    benches, cookies, resolve, shorthand, faults, rewrite, stores
+);
 criterion_main!(benches);

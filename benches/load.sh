@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The load benchmark: ordergate beside nginx, HAProxy and the direct upstream,
+# interleaved in one run of the shared harness (../shared/bench/run.sh, see its
+# README), for passthrough GET /orders/<id> at 64 and 1000 keep-alive
+# connections and with a new connection per request, and for the shorthand
+# GET /order with a valid OwnerId (the harness creates the association
+# before the load starts).
+#
+#   benches/load.sh                         # every scenario, 5 rounds (~20 min)
+#   ROUNDS=3 SCENARIOS=c64 benches/load.sh  # quicker
+#
+# Any harness setting (ROUNDS, DURATION, WORKERS, SCENARIOS, OUT, ...) passes
+# through. ordergate gets the same worker count as the anchors (WORKERS,
+# default 1) through TOKIO_WORKER_THREADS. Results: $OUT (default
+# target/bench-results/<timestamp>/), summary.md inside.
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+HARNESS=${HARNESS:-$ROOT/../shared/bench/run.sh}
+[[ -x $HARNESS ]] || { echo "load.sh: no harness at $HARNESS (set HARNESS=)" >&2; exit 1; }
+
+cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
+
+export SCENARIOS=${SCENARIOS:-c64 c1000 close shorthand}
+export OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)}
+export GATEWAY_NAME=ordergate
+export GATEWAY_PORT=18090
+export GATEWAY_CMD="$ROOT/target/release/ordergate --config $ROOT/config/bench.toml"
+exec "$HARNESS"
