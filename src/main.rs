@@ -86,42 +86,69 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+/// The runtime: with one worker everything runs on the main thread (no
+/// cross-thread wake-ups, the cheapest per request); with more, a
+/// multi-thread runtime of that many workers.
+fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
+    let workers = workers.or_else(|| std::env::var("TOKIO_WORKER_THREADS").ok()?.parse().ok());
+    let mut builder = match workers {
+        Some(1) => tokio::runtime::Builder::new_current_thread(),
+        Some(n) => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(n);
+            b
+        }
+        None => tokio::runtime::Builder::new_multi_thread(),
+    };
+    builder
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
         (Some(Command::EmulateBackend { listen, base_url }), _) => {
             init_logging(LogFormat::Text);
-            ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
+            runtime(None)?.block_on(async {
+                ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
+                Ok(())
+            })
         }
         (Some(Command::Demo { config, base_url }), _) => {
             let config = load(&config)?;
             init_logging(config.log.format);
-            let upstream = config.upstream.url.authority().as_str().to_owned();
-            let addr: SocketAddr = upstream.parse().with_context(|| {
-                format!("upstream.url host `{upstream}` must be an ip:port for the demo")
-            })?;
-            let base_url = base_url.or_else(|| {
-                config
-                    .upstream
-                    .rewrite_bases
-                    .first()
-                    .map(|b| b.as_str().to_owned())
-            });
-            let backend = ordergate::backend::Backend::start(bind(addr).await?, base_url)?;
-            tracing::info!(listen = %backend.addr, base = backend.state.base(), "emulated orders backend is serving");
-            let listener = bind(config.server.listen).await?;
-            ordergate::run(config, listener, shutdown_signal()).await?;
+            runtime(config.server.workers)?.block_on(async {
+                let upstream = config.upstream.url.authority().as_str().to_owned();
+                let addr: SocketAddr = upstream.parse().with_context(|| {
+                    format!("upstream.url host `{upstream}` must be an ip:port for the demo")
+                })?;
+                let base_url = base_url.or_else(|| {
+                    config
+                        .upstream
+                        .rewrite_bases
+                        .first()
+                        .map(|b| b.as_str().to_owned())
+                });
+                let backend = ordergate::backend::Backend::start(bind(addr).await?, base_url)?;
+                tracing::info!(listen = %backend.addr, base = backend.state.base(), "emulated orders backend is serving");
+                let listener = bind(config.server.listen).await?;
+                ordergate::run(config, listener, shutdown_signal()).await?;
+                Ok(())
+            })
         }
         (None, Some(path)) => {
             let config = load(&path)?;
             init_logging(config.log.format);
-            let listener = bind(config.server.listen).await?;
-            ordergate::run(config, listener, shutdown_signal()).await?;
+            runtime(config.server.workers)?.block_on(async {
+                let listener = bind(config.server.listen).await?;
+                ordergate::run(config, listener, shutdown_signal()).await?;
+                Ok(())
+            })
         }
         (None, None) => anyhow::bail!(
             "give --config PATH (see config/ordergate.toml), or a subcommand; --help tells more"
         ),
     }
-    Ok(())
 }

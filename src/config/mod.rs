@@ -128,6 +128,9 @@ pub struct ServerConfig {
     pub max_request_body: u64,
     /// Header carrying the request id, taken from the client or generated.
     pub request_id_header: HeaderName,
+    /// Worker threads; 1 serves everything on one thread. `None`: the
+    /// `TOKIO_WORKER_THREADS` environment variable, else one per CPU.
+    pub workers: Option<usize>,
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
     pub limits: ServerLimits,

@@ -195,6 +195,7 @@ struct RawServer {
     header_read_timeout_ms: Option<u64>,
     body_idle_timeout_ms: Option<u64>,
     max_connections: Option<usize>,
+    workers: Option<usize>,
     tls: Option<RawTls>,
 }
 
@@ -307,6 +308,12 @@ impl Raw {
                 DEFAULT_MAX_REQUEST_BODY,
             )?,
             request_id_header,
+            workers: match s.workers {
+                Some(0) => {
+                    return Err(ConfigError::new("server.workers", "must be greater than 0"));
+                }
+                w => w,
+            },
             drain_timeout: Duration::from_secs(
                 s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
             ),
