@@ -491,6 +491,22 @@ impl Orders {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
         let bytes = self.upstream.read_body(body).await?;
+        if !shorthand {
+            // The explicit path only needs the status: no JSON tree, and no
+            // copy of the body when there is nothing to rewrite.
+            let open = policy::body_is_open(&bytes);
+            if open == Some(false) {
+                self.end(order).await?;
+            }
+            let out = match open {
+                Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
+                _ => bytes,
+            };
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
+            return Ok(Some(Response::from_parts(parts, body::full(out))));
+        }
         let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let open = json
             .as_ref()

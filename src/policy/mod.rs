@@ -33,6 +33,145 @@ pub fn order_status(body: &Value) -> Option<&str> {
         .or_else(|| status_of(obj))
 }
 
+/// Whether an order body says the order is open, as
+/// `is_open(order_status(&json))` would, without building the JSON tree: the
+/// gateway reads the status of every tracked order that passes through.
+/// `None` when the body is not JSON.
+pub fn body_is_open(body: &[u8]) -> Option<bool> {
+    serde_json::from_slice::<StatusIn<true>>(body)
+        .ok()
+        .map(|s| s.open.unwrap_or(true))
+}
+
+/// A JSON value visited without keeping it: whether it is an object and, if
+/// so, `Some(open)` for its status as [`order_status`] finds it (with `ORDER`,
+/// the status in its first `order` object, else its own `status`; without,
+/// its own `status` only).
+struct StatusIn<const ORDER: bool> {
+    object: bool,
+    open: Option<bool>,
+}
+
+/// One JSON value, consumed: `Some(open)` if it is a string.
+struct StringOpen(Option<bool>);
+
+macro_rules! ignore_scalars {
+    ($out:expr) => {
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok($out)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok($out)
+        }
+    };
+}
+
+impl<'de> serde::Deserialize<'de> for StringOpen {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = StringOpen;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            ignore_scalars!(StringOpen(None));
+            fn visit_str<E>(self, s: &str) -> Result<StringOpen, E> {
+                Ok(StringOpen(Some(is_open(Some(s)))))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<StringOpen, A::Error> {
+                while map
+                    .next_entry::<serde::de::IgnoredAny, serde::de::IgnoredAny>()?
+                    .is_some()
+                {}
+                Ok(StringOpen(None))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A map key, borrowed when it has no escapes.
+struct Key<'a>(std::borrow::Cow<'a, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(s.to_owned())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+impl<'de, const ORDER: bool> serde::Deserialize<'de> for StatusIn<ORDER> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<const ORDER: bool>;
+        const NOT_AN_OBJECT: (bool, Option<bool>) = (false, None);
+        impl<'de, const ORDER: bool> serde::de::Visitor<'de> for V<ORDER> {
+            type Value = (bool, Option<bool>);
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("any JSON value")
+            }
+            ignore_scalars!(NOT_AN_OBJECT);
+            fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+                Ok(NOT_AN_OBJECT)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Self::Value, A::Error> {
+                // Only the first key of each name counts, as in order_status.
+                let mut status: Option<Option<bool>> = None;
+                let mut order: Option<Option<bool>> = None;
+                while let Some(Key(k)) = map.next_key::<Key>()? {
+                    if status.is_none() && k.eq_ignore_ascii_case("status") {
+                        status = Some(map.next_value::<StringOpen>()?.0);
+                    } else if ORDER && order.is_none() && k.eq_ignore_ascii_case("order") {
+                        let inner = map.next_value::<StatusIn<false>>()?;
+                        order = Some(inner.open.filter(|_| inner.object));
+                    } else {
+                        map.next_value::<serde::de::IgnoredAny>()?;
+                    }
+                }
+                Ok((true, order.flatten().or(status.flatten())))
+            }
+        }
+        let (object, open) = d.deserialize_any(V::<ORDER>)?;
+        Ok(StatusIn { object, open })
+    }
+}
+
 /// Whether an order with this status is open (`new`, in any case).
 pub fn is_open(status: Option<&str>) -> bool {
     status.is_none_or(|s| s.trim().eq_ignore_ascii_case("new"))
@@ -100,6 +239,32 @@ mod tests {
         assert!(is_open(Some("NEW")));
         assert!(is_open(None));
         assert!(!is_open(Some("Completed")));
+    }
+
+    #[test]
+    fn body_status_as_the_json_tree_says() {
+        for body in [
+            r#"{"order": {"Status": "Processing"}}"#,
+            r#"{"order": {"Status": "new"}, "status": "Completed"}"#,
+            r#"{"order": {"Status": 5}, "status": "Completed"}"#,
+            r#"{"order": {}, "status": "Completed"}"#,
+            r#"{"order": [1, {"status": "x"}], "Status": "NEW "}"#,
+            r#"{"ORDER": {"a": {"status": "done"}, "STATUS": "Done"}, "links": []}"#,
+            r#"{"order": {"Status": "new"}, "Order": {"Status": "Completed"}}"#,
+            r#"{"status": null}"#,
+            r#"{"st\u0061tus": "Completed"}"#,
+            r#"{}"#,
+            r#"[{"status": "Completed"}]"#,
+            r#""Completed""#,
+            "42",
+            "not json",
+            r#"{"order": {"Status": "new"}} trailing"#,
+            "",
+        ] {
+            let tree: Option<Value> = serde_json::from_slice(body.as_bytes()).ok();
+            let expected = tree.as_ref().map(|j| is_open(order_status(j)));
+            assert_eq!(body_is_open(body.as_bytes()), expected, "{body}");
+        }
     }
 
     #[test]
