@@ -491,43 +491,31 @@ impl Orders {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
         let bytes = self.upstream.read_body(body).await?;
-        if !shorthand {
-            // The explicit path only needs the status: no JSON tree, and no
-            // copy of the body when there is nothing to rewrite.
-            let open = policy::body_is_open(&bytes);
-            if open == Some(false) {
-                self.end(order).await?;
-            }
-            let out = match open {
-                Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
-                _ => bytes,
-            };
-            parts
-                .headers
-                .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-            return Ok(Some(Response::from_parts(parts, body::full(out))));
-        }
-        let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
-        let open = json
-            .as_ref()
-            .is_none_or(|j| policy::is_open(policy::order_status(j)));
-        if !open {
+        // Only the status and the links are read: no JSON tree of the order,
+        // and no copy of the body when there is nothing to change.
+        let open = policy::body_is_open(&bytes);
+        if open == Some(false) {
             self.end(order).await?;
             if shorthand {
                 return Ok(None);
             }
         }
-        let out: Bytes = match json {
-            Some(mut json) if shorthand => {
-                rewriter.rewrite_json(&mut json);
+        let out: Bytes = match open {
+            Some(_) if shorthand => {
+                let rewritten = rewriter.rewrite_bytes(&bytes);
                 let public = self.upstream.public_base();
-                policy::set_link(&mut json, "self", &format!("{public}/order/"));
-                policy::set_link(&mut json, "alternate", &format!("{public}/orders/{order}/"));
+                let links = [
+                    ("self", &*format!("{public}/order/")),
+                    ("alternate", &*format!("{public}/orders/{order}/")),
+                ];
                 parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
-                serde_json::to_vec(&json).unwrap_or_default().into()
+                match policy::with_links(&rewritten, &links) {
+                    Some(view) => view.into(),
+                    None => rewritten,
+                }
             }
-            Some(_) => rewriter.rewrite_bytes(&bytes),
-            None => bytes,
+            Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
+            _ => bytes,
         };
         parts
             .headers

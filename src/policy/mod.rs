@@ -172,6 +172,76 @@ impl<'de, const ORDER: bool> serde::Deserialize<'de> for StatusIn<ORDER> {
     }
 }
 
+/// An order body with links set by [`set_link`], `(rel, href)` in turn,
+/// without building the JSON tree of anything but its `links`: every other
+/// member passes through as it is. `None` when the body is not a JSON object.
+pub fn with_links(body: &[u8], links: &[(&str, &str)]) -> Option<Vec<u8>> {
+    let Members(members) = serde_json::from_slice(body).ok()?;
+    let at = members.iter().position(|(k, _)| k.0 == "links");
+    let mut holder = Value::Object(Map::new());
+    if let Some(i) = at {
+        let current: Value = serde_json::from_str(members[i].1.get()).ok()?;
+        holder.as_object_mut()?.insert("links".to_owned(), current);
+    }
+    for (rel, href) in links {
+        set_link(&mut holder, rel, href);
+    }
+    let new_links = holder.as_object_mut()?.remove("links")?;
+    let mut out = Vec::with_capacity(body.len() + 128);
+    out.push(b'{');
+    let mut first = true;
+    let mut member = |out: &mut Vec<u8>, key: &str, value: Result<&str, &Value>| {
+        if !std::mem::take(&mut first) {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key).ok()?;
+        out.push(b':');
+        match value {
+            Ok(raw) => out.extend_from_slice(raw.as_bytes()),
+            Err(v) => serde_json::to_writer(&mut *out, v).ok()?,
+        }
+        Some(())
+    };
+    for (i, (k, v)) in members.iter().enumerate() {
+        if Some(i) == at {
+            member(&mut out, &k.0, Err(&new_links))?;
+        } else {
+            member(&mut out, &k.0, Ok(v.get()))?;
+        }
+    }
+    if at.is_none() {
+        member(&mut out, "links", Err(&new_links))?;
+    }
+    out.push(b'}');
+    Some(out)
+}
+
+/// The members of a JSON object, values left as raw text.
+struct Members<'a>(Vec<(Key<'a>, &'a serde_json::value::RawValue)>);
+
+impl<'de> serde::Deserialize<'de> for Members<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Members<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Members<'de>, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
+                while let Some(entry) = map.next_entry()? {
+                    members.push(entry);
+                }
+                Ok(Members(members))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
 /// Whether an order with this status is open (`new`, in any case).
 pub fn is_open(status: Option<&str>) -> bool {
     status.is_none_or(|s| s.trim().eq_ignore_ascii_case("new"))
@@ -265,6 +335,33 @@ mod tests {
             let expected = tree.as_ref().map(|j| is_open(order_status(j)));
             assert_eq!(body_is_open(body.as_bytes()), expected, "{body}");
         }
+    }
+
+    #[test]
+    fn links_set_without_the_tree_as_with_it() {
+        let links = [("self", "/order/"), ("alternate", "/orders/1/")];
+        for body in [
+            r#"{"order": {"Status": "new", "n": [1, 2.5, null]}, "links": [{"href": "x", "rel": "self"}]}"#,
+            r#"{"links": {"self": {"href": "x", "rel": "self"}}, "z": "\u00e9\"q"}"#,
+            r#"{"order": {}}"#,
+            r#"{"links": 5, "a\"b": true}"#,
+            r#"{}"#,
+        ] {
+            let mut tree: Value = serde_json::from_str(body).unwrap();
+            for (rel, href) in links {
+                set_link(&mut tree, rel, href);
+            }
+            let fast = with_links(body.as_bytes(), &links).unwrap();
+            let fast: Value = serde_json::from_slice(&fast).unwrap();
+            assert_eq!(fast, tree, "{body}");
+            // Members keep their order.
+            assert_eq!(
+                fast.as_object().unwrap().keys().collect::<Vec<_>>(),
+                tree.as_object().unwrap().keys().collect::<Vec<_>>()
+            );
+        }
+        assert_eq!(with_links(b"[1]", &links), None);
+        assert_eq!(with_links(b"not json", &links), None);
     }
 
     #[test]
