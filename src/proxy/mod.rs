@@ -34,8 +34,28 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &PROXY_CONNECTION,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+    ]
+    .contains(&name)
+}
+
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a lookup
+    // of each hop-by-hop name.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Headers named by Connection are hop-by-hop too.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -183,10 +203,10 @@ impl Upstream {
                 .filter(|_| trusted)
                 .and_then(|v| v.to_str().ok())
             {
-                Some(prior) => format!("{prior}, {peer}"),
-                None => peer.to_string(),
+                Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+                None => ip_header_value(peer),
             };
-            if let Ok(v) = HeaderValue::from_str(&value) {
+            if let Ok(v) = value {
                 headers.insert(X_FORWARDED_FOR.clone(), v);
             }
         } else if !trusted {
@@ -258,6 +278,35 @@ pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
             headers.insert(header::LOCATION, new);
         }
     }
+}
+
+/// An IP address as a header value; IPv4, the common case on every request,
+/// without the formatting machinery.
+fn ip_header_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string());
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[len] = b'0' + d;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&buf[..len])
 }
 
 pub fn is_json(headers: &HeaderMap) -> bool {
@@ -338,6 +387,22 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn ip_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).unwrap(), ip.to_string().as_str());
+        }
     }
 
     #[test]
