@@ -454,7 +454,7 @@ impl Orders {
             self.end(&order).await?;
             return Err(GatewayError::NoOpenOrder);
         }
-        let rewriter = Arc::new(self.upstream.shorthand_rewriter(order.as_str()));
+        let rewriter = self.upstream.shorthand_rewriter(order.as_str());
         let mut out = if itself && method == Method::GET && status.is_success() {
             match self.order_view(resp, &order, &rewriter, true).await? {
                 Some(view) => view,
@@ -493,29 +493,38 @@ impl Orders {
         let bytes = self.upstream.read_body(body).await?;
         // Only the status and the links are read: no JSON tree of the order,
         // and no copy of the body when there is nothing to change.
-        let open = policy::body_is_open(&bytes);
-        if open == Some(false) {
-            self.end(order).await?;
-            if shorthand {
-                return Ok(None);
-            }
-        }
-        let out: Bytes = match open {
-            Some(_) if shorthand => {
-                let rewritten = rewriter.rewrite_bytes(&bytes);
-                let public = self.upstream.public_base();
-                let links = [
-                    ("self", &*format!("{public}/order/")),
-                    ("alternate", &*format!("{public}/orders/{order}/")),
-                ];
-                parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
-                match policy::with_links(&rewritten, &links) {
-                    Some(view) => view.into(),
-                    None => rewritten,
+        let out: Bytes = if shorthand {
+            // One pass over the rewritten body reads the status and sets the
+            // links; a body that is not JSON passes as it came.
+            let rewritten = rewriter.rewrite_bytes(&bytes);
+            let public = self.upstream.public_base();
+            let links = [
+                ("self", &*[public, "/order/"].concat()),
+                (
+                    "alternate",
+                    &*[public, "/orders/", order.as_str(), "/"].concat(),
+                ),
+            ];
+            match policy::order_view(&rewritten, &links) {
+                policy::View::NotJson => bytes,
+                policy::View::Closed => {
+                    self.end(order).await?;
+                    return Ok(None);
+                }
+                policy::View::Open(view) => {
+                    parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
+                    view.map_or(rewritten, Bytes::from)
                 }
             }
-            Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
-            _ => bytes,
+        } else {
+            let open = policy::body_is_open(&bytes);
+            if open == Some(false) {
+                self.end(order).await?;
+            }
+            match open {
+                Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
+                _ => bytes,
+            }
         };
         parts
             .headers

@@ -7,6 +7,7 @@ mod single_flight;
 pub use single_flight::{CreationGuard, CreationLocks};
 
 use serde_json::{Map, Value};
+use std::borrow::Cow;
 
 /// Wall-clock milliseconds since the Unix epoch: the stamp of associations
 /// and of rate-limit sweeps.
@@ -172,47 +173,190 @@ impl<'de, const ORDER: bool> serde::Deserialize<'de> for StatusIn<ORDER> {
     }
 }
 
+/// What an order body shows through the shorthand.
+#[derive(Debug, PartialEq, Eq)]
+pub enum View {
+    /// Not JSON: passed on as it is.
+    NotJson,
+    /// The order is no longer open.
+    Closed,
+    /// Open (or without a status): the body with its links set, `None` when
+    /// it is JSON but not an object (nothing to set).
+    Open(Option<Vec<u8>>),
+}
+
+/// Reads an order body once: its status as [`body_is_open`] does and, when
+/// the order is open, the body with links set as [`with_links`] does.
+pub fn order_view(body: &[u8], links: &[(&str, &str)]) -> View {
+    let Ok(Members(members)) = serde_json::from_slice(body) else {
+        return match body_is_open(body) {
+            None => View::NotJson,
+            Some(false) => View::Closed,
+            Some(true) => View::Open(None),
+        };
+    };
+    let first = |name: &str| {
+        members
+            .iter()
+            .find(|(k, _)| k.0.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.get())
+    };
+    let in_order = first("order")
+        .and_then(|raw| serde_json::from_str::<StatusIn<false>>(raw).ok())
+        .and_then(|s| s.open.filter(|_| s.object));
+    let open = match in_order {
+        Some(open) => open,
+        None => first("status")
+            .and_then(|raw| serde_json::from_str::<StringOpen>(raw).ok())
+            .and_then(|s| s.0)
+            .unwrap_or(true),
+    };
+    if !open {
+        return View::Closed;
+    }
+    View::Open(links_on(&members, body.len(), links))
+}
+
 /// An order body with links set by [`set_link`], `(rel, href)` in turn,
 /// without building the JSON tree of anything but its `links`: every other
 /// member passes through as it is. `None` when the body is not a JSON object.
 pub fn with_links(body: &[u8], links: &[(&str, &str)]) -> Option<Vec<u8>> {
     let Members(members) = serde_json::from_slice(body).ok()?;
+    links_on(&members, body.len(), links)
+}
+
+fn links_on(
+    members: &[(Key<'_>, &serde_json::value::RawValue)],
+    len: usize,
+    links: &[(&str, &str)],
+) -> Option<Vec<u8>> {
     let at = members.iter().position(|(k, _)| k.0 == "links");
-    let mut holder = Value::Object(Map::new());
-    if let Some(i) = at {
-        let current: Value = serde_json::from_str(members[i].1.get()).ok()?;
-        holder.as_object_mut()?.insert("links".to_owned(), current);
-    }
-    for (rel, href) in links {
-        set_link(&mut holder, rel, href);
-    }
-    let new_links = holder.as_object_mut()?.remove("links")?;
-    let mut out = Vec::with_capacity(body.len() + 128);
+    let new_links = match at.and_then(|i| links_array(members[i].1.get(), links)) {
+        Some(text) => text,
+        // Links as an object, or something else: through the JSON tree.
+        None => {
+            let mut holder = Value::Object(Map::new());
+            if let Some(i) = at {
+                let current: Value = serde_json::from_str(members[i].1.get()).ok()?;
+                holder.as_object_mut()?.insert("links".to_owned(), current);
+            }
+            for (rel, href) in links {
+                set_link(&mut holder, rel, href);
+            }
+            serde_json::to_vec(&holder.as_object_mut()?.remove("links")?).ok()?
+        }
+    };
+    let mut out = Vec::with_capacity(len + 128);
     out.push(b'{');
     let mut first = true;
-    let mut member = |out: &mut Vec<u8>, key: &str, value: Result<&str, &Value>| {
+    let mut member = |out: &mut Vec<u8>, key: &str, raw: &[u8]| {
         if !std::mem::take(&mut first) {
             out.push(b',');
         }
         serde_json::to_writer(&mut *out, key).ok()?;
         out.push(b':');
-        match value {
-            Ok(raw) => out.extend_from_slice(raw.as_bytes()),
-            Err(v) => serde_json::to_writer(&mut *out, v).ok()?,
-        }
+        out.extend_from_slice(raw);
         Some(())
     };
     for (i, (k, v)) in members.iter().enumerate() {
         if Some(i) == at {
-            member(&mut out, &k.0, Err(&new_links))?;
+            member(&mut out, &k.0, &new_links)?;
         } else {
-            member(&mut out, &k.0, Ok(v.get()))?;
+            member(&mut out, &k.0, v.get().as_bytes())?;
         }
     }
     if at.is_none() {
-        member(&mut out, "links", Err(&new_links))?;
+        member(&mut out, "links", &new_links)?;
     }
     out.push(b'}');
+    Some(out)
+}
+
+/// One element of a `links` array while links are set on it.
+enum LinkItem<'a> {
+    /// Passed on as it came.
+    Raw(&'a serde_json::value::RawValue),
+    /// A link object whose `href` becomes the given one.
+    Href(Vec<(Key<'a>, &'a serde_json::value::RawValue)>, &'a str),
+    /// A link added: `{"href", "rel"}`.
+    New(&'a str, &'a str),
+}
+
+/// [`set_link`] on a `links` array, on its raw text: only the link objects'
+/// members are read, no JSON tree is built. `None` when `raw` is not an array.
+fn links_array<'a>(raw: &'a str, links: &[(&'a str, &'a str)]) -> Option<Vec<u8>> {
+    let items: Vec<&serde_json::value::RawValue> = serde_json::from_str(raw).ok()?;
+    let mut items: Vec<LinkItem<'a>> = items.into_iter().map(LinkItem::Raw).collect();
+    // The last `rel` of a link object (the one a JSON map keeps), if a string.
+    fn rel_of<'a>(members: &[(Key<'a>, &'a serde_json::value::RawValue)]) -> Option<Cow<'a, str>> {
+        let raw = members.iter().rev().find(|(k, _)| k.0 == "rel")?.1;
+        serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()
+    }
+    for &(rel, href) in links {
+        let found = items.iter_mut().find_map(|item| {
+            let members = match item {
+                LinkItem::Raw(raw) => serde_json::from_str::<Members>(raw.get()).ok()?.0,
+                LinkItem::Href(members, _) => std::mem::take(members),
+                LinkItem::New(r, _) => return (*r == rel).then_some(item),
+            };
+            let hit = rel_of(&members).as_deref() == Some(rel);
+            if !hit {
+                if let LinkItem::Href(m, _) = item {
+                    *m = members;
+                }
+                return None;
+            }
+            *item = LinkItem::Href(members, href);
+            Some(item)
+        });
+        match found {
+            Some(LinkItem::Href(_, h) | LinkItem::New(_, h)) => *h = href,
+            _ => items.push(LinkItem::New(rel, href)),
+        }
+    }
+    let mut out = Vec::with_capacity(raw.len() + 128);
+    out.push(b'[');
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match item {
+            LinkItem::Raw(raw) => out.extend_from_slice(raw.get().as_bytes()),
+            LinkItem::Href(members, href) => {
+                out.push(b'{');
+                let mut has_href = false;
+                for (j, (k, v)) in members.iter().enumerate() {
+                    if j > 0 {
+                        out.push(b',');
+                    }
+                    serde_json::to_writer(&mut out, &*k.0).ok()?;
+                    out.push(b':');
+                    if k.0 == "href" {
+                        has_href = true;
+                        serde_json::to_writer(&mut out, href).ok()?;
+                    } else {
+                        out.extend_from_slice(v.get().as_bytes());
+                    }
+                }
+                if !has_href {
+                    if !members.is_empty() {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(b"\"href\":");
+                    serde_json::to_writer(&mut out, href).ok()?;
+                }
+                out.push(b'}');
+            }
+            LinkItem::New(rel, href) => {
+                out.extend_from_slice(b"{\"href\":");
+                serde_json::to_writer(&mut out, href).ok()?;
+                out.extend_from_slice(b",\"rel\":");
+                serde_json::to_writer(&mut out, rel).ok()?;
+                out.push(b'}');
+            }
+        }
+    }
+    out.push(b']');
     Some(out)
 }
 
@@ -345,6 +489,10 @@ mod tests {
             r#"{"links": {"self": {"href": "x", "rel": "self"}}, "z": "\u00e9\"q"}"#,
             r#"{"order": {}}"#,
             r#"{"links": 5, "a\"b": true}"#,
+            r#"{"links": [{"rel": "alternate", "href": "y", "type": "t"}, 3, {"rel": "self"}, {"rel": "self", "href": "z"}]}"#,
+            r#"{"links": [], "order": {"Status": "new"}}"#,
+            r#"{"links": [{"rel": 5}, {"href": "h"}, {"rel": "x", "rel": "self"}]}"#,
+            r#"{"links": [{"rel": "self", "href": "/order/"}]}"#,
             r#"{}"#,
         ] {
             let mut tree: Value = serde_json::from_str(body).unwrap();
@@ -361,6 +509,25 @@ mod tests {
             );
         }
         assert_eq!(with_links(b"[1]", &links), None);
+        // The one-pass view agrees with the status and the links.
+        for body in [
+            r#"{"order": {"Status": "new"}, "links": []}"#,
+            r#"{"order": {"Status": "Completed"}, "links": []}"#,
+            r#"{"order": 1, "STATUS": "done"}"#,
+            r#"{"order": {"status": 2}, "status": "new"}"#,
+            r#"{"x": 1}"#,
+            r#"[{"status": "done"}]"#,
+            r#"[]"#,
+            "not json",
+        ] {
+            let view = order_view(body.as_bytes(), &links);
+            let expected = match body_is_open(body.as_bytes()) {
+                None => View::NotJson,
+                Some(false) => View::Closed,
+                Some(true) => View::Open(with_links(body.as_bytes(), &links)),
+            };
+            assert_eq!(view, expected, "{body}");
+        }
         assert_eq!(with_links(b"not json", &links), None);
     }
 

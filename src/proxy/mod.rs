@@ -24,6 +24,9 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Most orders whose shorthand rewriter is kept.
+pub const SHORTHAND_REWRITERS: usize = 4096;
+
 /// The client's address, put in the request's extensions by the server.
 #[derive(Clone, Copy, Debug)]
 pub struct ClientAddr(pub SocketAddr);
@@ -95,6 +98,7 @@ pub struct Upstream {
     internal_bases: Arc<[String]>,
     public_base: Arc<str>,
     max_json_body: usize,
+    shorthand_rewriters: Arc<dashmap::DashMap<Arc<str>, Arc<Rewriter>>>,
 }
 
 impl Upstream {
@@ -125,6 +129,7 @@ impl Upstream {
             internal_bases: internal.into(),
             public_base: public.into(),
             max_json_body: u.max_json_body,
+            shorthand_rewriters: Arc::default(),
         }
     }
 
@@ -140,9 +145,26 @@ impl Upstream {
         self.max_json_body
     }
 
+    /// The rewriter for answers through the shorthand about `order`, made once
+    /// per order and kept (up to [`SHORTHAND_REWRITERS`] orders): an owner
+    /// reads its open order through `/order` again and again.
+    pub fn shorthand_rewriter(&self, order: &str) -> Arc<Rewriter> {
+        if let Some(r) = self.shorthand_rewriters.get(order) {
+            return Arc::clone(&r);
+        }
+        let made = Arc::new(self.make_shorthand_rewriter(order));
+        if self.shorthand_rewriters.len() >= SHORTHAND_REWRITERS {
+            // Crude but bounded: orders come and go, the cache refills.
+            self.shorthand_rewriters.clear();
+        }
+        self.shorthand_rewriters
+            .insert(order.into(), Arc::clone(&made));
+        made
+    }
+
     /// A rewriter for answers through the shorthand: the order's explicit URL
     /// (absolute on any base, or relative) becomes `/order`.
-    pub fn shorthand_rewriter(&self, order: &str) -> Rewriter {
+    fn make_shorthand_rewriter(&self, order: &str) -> Rewriter {
         let public = &*self.public_base;
         let short = format!("{public}/order");
         let extra = self
