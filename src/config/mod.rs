@@ -165,6 +165,9 @@ pub struct UpstreamConfig {
     pub response_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
+    /// Most requests in flight to the upstream at once (so most connections
+    /// open to it); more wait for a free one. `None`: no cap.
+    pub max_connections: Option<usize>,
     /// Cap on the JSON bodies the gateway must read (order status, actions).
     pub max_json_body: usize,
 }

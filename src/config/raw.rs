@@ -216,6 +216,7 @@ struct RawUpstream {
     response_timeout_ms: Option<u64>,
     pool_idle_timeout_secs: Option<u64>,
     pool_max_idle_per_host: Option<usize>,
+    max_connections: Option<usize>,
     max_json_body_bytes: Option<usize>,
 }
 
@@ -396,6 +397,15 @@ impl Raw {
             pool_max_idle_per_host: u
                 .pool_max_idle_per_host
                 .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
+            max_connections: match u.max_connections {
+                Some(0) => {
+                    return Err(ConfigError::new(
+                        "upstream.max_connections",
+                        "must be greater than 0",
+                    ));
+                }
+                n => n,
+            },
             max_json_body: positive(
                 "upstream.max_json_body_bytes",
                 u.max_json_body_bytes.map(|v| v as u64),

@@ -99,7 +99,15 @@ pub struct Upstream {
     public_base: Arc<str>,
     max_json_body: usize,
     shorthand_rewriters: Arc<dashmap::DashMap<Arc<str>, Arc<Rewriter>>>,
+    /// Slots for requests in flight to the upstream, when they are capped.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
 }
+
+/// A slot for a request in flight to the upstream, held by its answer until
+/// the answer's head is sent on: by then the upstream connection is, for
+/// most answers, back in the pool.
+#[derive(Clone)]
+struct UpstreamSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 impl Upstream {
     pub fn new(config: &Config) -> Self {
@@ -130,6 +138,9 @@ impl Upstream {
             public_base: public.into(),
             max_json_body: u.max_json_body,
             shorthand_rewriters: Arc::default(),
+            slots: u
+                .max_connections
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         }
     }
 
@@ -252,11 +263,26 @@ impl Upstream {
             .get::<crate::telemetry::access_log::Record>()
             .cloned();
         let started = std::time::Instant::now();
-        let out = match tokio::time::timeout(self.response_timeout, self.client.request(req)).await
-        {
+        let exchange = async {
+            let slot = match &self.slots {
+                Some(slots) => Some(Arc::clone(slots).acquire_owned().await.map_err(|_| {
+                    UpstreamError::Connect("the gateway is shutting down".to_owned())
+                })?),
+                None => None,
+            };
+            let mut resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| classify_client_error(&e))?;
+            if let Some(slot) = slot {
+                resp.extensions_mut().insert(UpstreamSlot(Arc::new(slot)));
+            }
+            Ok(resp)
+        };
+        let out = match tokio::time::timeout(self.response_timeout, exchange).await {
             Err(_) => Err(UpstreamError::Timeout),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(classify_client_error(&e)),
+            Ok(out) => out,
         };
         if let Some(record) = record {
             record.add_upstream(started.elapsed());
