@@ -193,3 +193,28 @@ async fn malformed_requests_get_a_4xx_and_the_gateway_stays_up() {
     assert!(out.is_empty() || out.starts_with("HTTP/1.1 400"), "{out}");
     assert_eq!(client.get("/x", &[]).await.status, 200);
 }
+
+#[tokio::test]
+async fn a_capped_upstream_serves_every_request_in_turn() {
+    let up = echo_upstream().await;
+    let gl = listener().await;
+    let text = config_text(
+        gl.local_addr().unwrap(),
+        up,
+        "max_connections = 1\n[store]\nkind = \"memory\"",
+    );
+    let gw = Gateway::start(ordergate::config::Config::parse(&text).unwrap(), gl).await;
+    let client = HttpClient::new(gw.base.clone());
+    // A streamed body holds no slot once its head is sent.
+    let big = client.get("/big", &[]).await;
+    assert_eq!(big.body.len(), 4 << 20);
+    let mut calls = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let client = client.clone();
+        calls.spawn(async move { client.get(&format!("/c/{i}"), &[]).await });
+    }
+    let answers = tokio::time::timeout(Duration::from_secs(20), calls.join_all())
+        .await
+        .expect("every call answered");
+    assert!(answers.iter().all(|a| a.status == 200));
+}

@@ -159,3 +159,20 @@ fn rate_limit_rules() {
         assert_eq!(err(&format!("{GOOD}{rule}")).key, key, "{rule}");
     }
 }
+
+#[test]
+fn workers_and_upstream_connection_cap() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(c.server.workers, None);
+    assert_eq!(c.upstream.max_connections, None);
+    let text = GOOD
+        .replace("[server]", "[server]\nworkers = 1")
+        .replace("[upstream]", "[upstream]\nmax_connections = 128");
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.server.workers, Some(1));
+    assert_eq!(c.upstream.max_connections, Some(128));
+    let e = err(&GOOD.replace("[server]", "[server]\nworkers = 0"));
+    assert_eq!(e.key, "server.workers");
+    let e = err(&GOOD.replace("[upstream]", "[upstream]\nmax_connections = 0"));
+    assert_eq!(e.key, "upstream.max_connections");
+}
