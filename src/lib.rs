@@ -15,6 +15,10 @@
 //!
 //! Every error a client sees is rendered by [`faults`].
 //!
+//! Several replicas scale out on one Redis ([`redis_pool`]): the owner store
+//! ([`owners::RedisStore`]), creation leases ([`policy::lease`]) and
+//! `scope = "global"` rate limits live there.
+//!
 //! [`backend`] is an emulation of the legacy orders API for trying the gateway
 //! and for tests; the gateway's own modules never use it.
 
@@ -29,13 +33,15 @@ pub mod owners;
 pub mod policy;
 pub mod proxy;
 pub mod rate_limit;
+pub mod redis_pool;
 pub mod server;
 pub mod shorthand;
 pub mod stack;
 pub mod telemetry;
 
 use config::{Config, StoreKind};
-use owners::{MemoryStore, OwnerStore, RedbStore, StoreError};
+use owners::{MemoryStore, OwnerStore, RedbStore, RedisStore, StoreError};
+use redis_pool::RedisPool;
 use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -49,10 +55,32 @@ pub enum StartError {
     Io(#[from] std::io::Error),
 }
 
-/// Opens the configured owner store.
-pub async fn open_store(config: &Config) -> Result<Arc<dyn OwnerStore>, StoreError> {
+/// The connections to the shared Redis, when the config has one. They open
+/// on first use: a Redis that is down at start is a Redis failure like any
+/// other, not a reason not to start.
+pub fn redis_pool(config: &Config) -> Result<Option<RedisPool>, StoreError> {
+    config
+        .store
+        .redis()
+        .map(RedisPool::new)
+        .transpose()
+        .map_err(|e| StoreError::Backend(e.to_string()))
+}
+
+/// Opens the configured owner store (on `redis`, for a Redis store).
+pub async fn open_store(
+    config: &Config,
+    redis: Option<&RedisPool>,
+) -> Result<Arc<dyn OwnerStore>, StoreError> {
     Ok(match &config.store.kind {
         StoreKind::Memory => Arc::new(MemoryStore::new()),
+        StoreKind::Redis(r) => {
+            let pool = match redis {
+                Some(pool) => pool.clone(),
+                None => RedisPool::new(r).map_err(|e| StoreError::Backend(e.to_string()))?,
+            };
+            Arc::new(RedisStore::new(pool, r))
+        }
         StoreKind::Redb { path } => {
             let path = path.clone();
             let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
@@ -70,11 +98,15 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
-    let store = open_store(&config).await?;
-    let limits = Arc::new(policy::rate_limit::RateLimits::new(
-        config.rate_limits.rules.clone(),
-        config.server.trusted_proxies.clone(),
-    ));
+    let redis = redis_pool(&config)?;
+    let store = open_store(&config, redis.as_ref()).await?;
+    let limits = Arc::new(
+        policy::rate_limit::RateLimits::new(
+            config.rate_limits.rules.clone(),
+            config.server.trusted_proxies.clone(),
+        )
+        .with_redis(redis, &config.rate_limits),
+    );
     let service = stack::build(&config, Arc::clone(&store), Arc::clone(&limits));
     let limit_sweeper = tokio::spawn(sweep_rate_limits(
         Arc::clone(&limits),

@@ -4,7 +4,7 @@ use crate::config::Config;
 use crate::cors::{Cors, CorsLayer};
 use crate::faults::{FaultLayer, FaultService};
 use crate::limits::{BodyLimit, BodyLimitLayer, HeadLimits};
-use crate::orders::OrdersService;
+use crate::orders::{OrdersService, OrdersSettings};
 use crate::owners::OwnerStore;
 use crate::policy::rate_limit::RateLimits;
 use crate::proxy::Upstream;
@@ -20,13 +20,24 @@ pub type Gateway =
 
 /// Builds the stack, outermost first.
 pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits>) -> Gateway {
+    let lease_ttl = config
+        .store
+        .redis()
+        .map_or(std::time::Duration::ZERO, |r| r.lease_ttl);
     let orders = OrdersService::new(
         Upstream::new(config),
         store,
-        config.cookies,
-        config.store.idle_expiry,
-        config.server.max_request_body,
-        config.server.request_id_header.clone(),
+        OrdersSettings {
+            cookies: config.cookies,
+            idle_expiry: config.store.idle_expiry,
+            max_request_body: config.server.max_request_body,
+            request_id_header: config.server.request_id_header.clone(),
+            // A creation lasts at most one upstream call; the lease may lapse
+            // once more if its holder died.
+            lease_wait: config.upstream.connect_timeout
+                + config.upstream.response_timeout
+                + lease_ttl * 2,
+        },
     );
     ServiceBuilder::new()
         // Request id first: every answer, a fault from any layer included,

@@ -108,6 +108,11 @@ pub struct LogConfig {
 pub struct RateLimitsConfig {
     /// How often idle keys are forgotten.
     pub sweep_interval: Duration,
+    /// What `scope = "global"` rules do while Redis cannot be used.
+    pub on_redis_error: OnRedisError,
+    /// Whether a global rule is first checked against this replica's own
+    /// count, so that obvious excess is refused without a Redis round trip.
+    pub local_precheck: bool,
     pub rules: Vec<crate::policy::rate_limit::RuleSpec>,
 }
 
@@ -169,7 +174,53 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    Redb { path: PathBuf },
+    Redb {
+        path: PathBuf,
+    },
+    /// Shared by every replica that points at the same Redis and prefix.
+    Redis(RedisConfig),
+}
+
+/// What a function that depends on Redis does while Redis cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Refuse with 503 serviceUnavailable.
+    FailClosed,
+    /// Carry on with this replica's local state, with a warning and a count.
+    FailOpen,
+}
+
+/// The Redis (or Valkey) server the replicas share.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, checked at load time.
+    pub url: String,
+    /// Every key the gateway writes starts with it.
+    pub key_prefix: String,
+    /// Multiplexed connections kept open; each carries many commands at once.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// Time one command (or script) has to answer.
+    pub command_timeout: Duration,
+    /// Life of the per-owner creation lease; the holder renews it while it
+    /// works, so it only bounds how long a replica that died blocks an owner.
+    pub lease_ttl: Duration,
+    /// What the owner store does while Redis is unreachable.
+    pub on_error: OnRedisError,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Without the URL: it may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -178,6 +229,16 @@ pub struct StoreConfig {
     /// An association unused for this long is forgotten.
     pub idle_expiry: Duration,
     pub sweep_interval: Duration,
+}
+
+impl StoreConfig {
+    /// The shared Redis, when the store is on one.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        match &self.kind {
+            StoreKind::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

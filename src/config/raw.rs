@@ -73,6 +73,8 @@ fn header_list(key: &str, names: &[String]) -> Result<HeaderValue, ConfigError> 
 #[serde(deny_unknown_fields)]
 struct RawRateLimits {
     sweep_interval_secs: Option<u64>,
+    on_redis_error: Option<String>,
+    local_precheck: Option<bool>,
     #[serde(default)]
     rules: Vec<RawRule>,
 }
@@ -89,13 +91,64 @@ struct RawRule {
     per_secs: u64,
     burst: Option<u32>,
     max_keys: Option<usize>,
+    scope: Option<String>,
 }
 
 pub const DEFAULT_RATE_LIMIT_SWEEP_SECS: u64 = 10;
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "ordergate:";
+pub const DEFAULT_REDIS_POOL_SIZE: usize = 4;
+pub const MAX_REDIS_POOL_SIZE: usize = 64;
+pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 500;
+pub const DEFAULT_REDIS_LEASE_TTL_MS: u64 = 10_000;
+
+fn on_redis_error(
+    key: &str,
+    v: Option<&str>,
+    default: OnRedisError,
+) -> Result<OnRedisError, ConfigError> {
+    match v {
+        None => Ok(default),
+        Some("fail_closed") => Ok(OnRedisError::FailClosed),
+        Some("fail_open") => Ok(OnRedisError::FailOpen),
+        Some(other) => Err(ConfigError::new(
+            key,
+            format!("`{other}` is not \"fail_closed\" or \"fail_open\""),
+        )),
+    }
+}
+
+/// Checks a Redis URL without connecting: the scheme this build speaks and
+/// what the client library accepts.
+fn redis_url(key: &str, url: &str) -> Result<String, ConfigError> {
+    let scheme = url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "redis+unix" | "unix")) {
+        return Err(ConfigError::new(
+            key,
+            "must start with redis:// (or redis+unix:// for a socket); TLS (rediss://) is not supported",
+        ));
+    }
+    // The message of a URL error never repeats the URL, which may hold a password.
+    redis::Client::open(url)
+        .map_err(|e| ConfigError::new(key, format!("not a usable Redis URL: {e}")))?;
+    Ok(url.to_owned())
+}
+
+/// A key prefix is written into every key: printable ASCII without spaces.
+fn key_prefix(key: &str, prefix: Option<String>) -> Result<String, ConfigError> {
+    let prefix = prefix.unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_owned());
+    if prefix.is_empty() || prefix.len() > 64 || !prefix.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            key,
+            format!("`{prefix}` must be 1 to 64 printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(prefix)
+}
 
 fn rule(i: usize, r: RawRule) -> Result<crate::policy::rate_limit::RuleSpec, ConfigError> {
-    use crate::policy::rate_limit::{KeyKind, PathPattern, RuleSpec};
+    use crate::policy::rate_limit::{KeyKind, PathPattern, RuleSpec, Scope};
     use std::num::NonZeroU32;
     let key = |field: &str| format!("rate_limits.rules[{i}].{field}");
     if r.name.is_empty()
@@ -160,6 +213,16 @@ fn rule(i: usize, r: RawRule) -> Result<crate::policy::rate_limit::RuleSpec, Con
     if max_keys == 0 {
         return Err(ConfigError::new(key("max_keys"), "must be greater than 0"));
     }
+    let scope = match r.scope.as_deref() {
+        None | Some("local") => Scope::Local,
+        Some("global") => Scope::Global,
+        Some(other) => {
+            return Err(ConfigError::new(
+                key("scope"),
+                format!("`{other}` is not \"local\" or \"global\""),
+            ));
+        }
+    };
     Ok(RuleSpec {
         name: r.name,
         methods,
@@ -169,6 +232,7 @@ fn rule(i: usize, r: RawRule) -> Result<crate::policy::rate_limit::RuleSpec, Con
         per: Duration::from_secs(r.per_secs),
         burst,
         max_keys,
+        scope,
     })
 }
 
@@ -223,6 +287,13 @@ struct RawUpstream {
 struct RawStore {
     kind: Option<String>,
     path: Option<PathBuf>,
+    url: Option<String>,
+    key_prefix: Option<String>,
+    pool_size: Option<usize>,
+    connect_timeout_ms: Option<u64>,
+    command_timeout_ms: Option<u64>,
+    lease_ttl_ms: Option<u64>,
+    on_redis_error: Option<String>,
     idle_expiry_secs: Option<u64>,
     sweep_interval_secs: Option<u64>,
 }
@@ -397,7 +468,22 @@ impl Raw {
         };
 
         let st = self.store;
-        let kind = match st.kind.as_deref().unwrap_or("redb") {
+        let kind_name = st.kind.as_deref().unwrap_or("redb");
+        if kind_name != "redis" {
+            let redis_only = [
+                ("store.url", st.url.is_some()),
+                ("store.key_prefix", st.key_prefix.is_some()),
+                ("store.pool_size", st.pool_size.is_some()),
+                ("store.connect_timeout_ms", st.connect_timeout_ms.is_some()),
+                ("store.command_timeout_ms", st.command_timeout_ms.is_some()),
+                ("store.lease_ttl_ms", st.lease_ttl_ms.is_some()),
+                ("store.on_redis_error", st.on_redis_error.is_some()),
+            ];
+            if let Some((key, _)) = redis_only.iter().find(|(_, set)| *set) {
+                return Err(ConfigError::new(*key, "only used with kind = \"redis\""));
+            }
+        }
+        let kind = match kind_name {
             "memory" => {
                 if st.path.is_some() {
                     return Err(ConfigError::new(
@@ -414,10 +500,59 @@ impl Raw {
                 }
                 StoreKind::Redb { path }
             }
+            "redis" => {
+                if st.path.is_some() {
+                    return Err(ConfigError::new(
+                        "store.path",
+                        "only used with kind = \"redb\"",
+                    ));
+                }
+                let url = st.url.ok_or_else(|| {
+                    ConfigError::new("store.url", "required with kind = \"redis\"")
+                })?;
+                let pool_size = positive(
+                    "store.pool_size",
+                    st.pool_size.map(|v| v as u64),
+                    DEFAULT_REDIS_POOL_SIZE as u64,
+                )? as usize;
+                if pool_size > MAX_REDIS_POOL_SIZE {
+                    return Err(ConfigError::new(
+                        "store.pool_size",
+                        format!("must be at most {MAX_REDIS_POOL_SIZE}"),
+                    ));
+                }
+                StoreKind::Redis(RedisConfig {
+                    url: redis_url("store.url", &url)?,
+                    key_prefix: key_prefix("store.key_prefix", st.key_prefix)?,
+                    pool_size,
+                    connect_timeout: Duration::from_millis(positive(
+                        "store.connect_timeout_ms",
+                        st.connect_timeout_ms,
+                        DEFAULT_REDIS_CONNECT_TIMEOUT_MS,
+                    )?),
+                    command_timeout: Duration::from_millis(positive(
+                        "store.command_timeout_ms",
+                        st.command_timeout_ms,
+                        DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+                    )?),
+                    lease_ttl: Duration::from_millis(positive(
+                        "store.lease_ttl_ms",
+                        st.lease_ttl_ms,
+                        DEFAULT_REDIS_LEASE_TTL_MS,
+                    )?),
+                    on_error: on_redis_error(
+                        "store.on_redis_error",
+                        st.on_redis_error.as_deref(),
+                        OnRedisError::FailClosed,
+                    )?,
+                })
+            }
             other => {
                 return Err(ConfigError::new(
                     "store.kind",
-                    format!("`{other}` is not a store kind; expected \"redb\" or \"memory\""),
+                    format!(
+                        "`{other}` is not a store kind; expected \"redb\", \"memory\" or \"redis\""
+                    ),
                 ));
             }
         };
@@ -500,6 +635,12 @@ impl Raw {
                 rl.sweep_interval_secs,
                 DEFAULT_RATE_LIMIT_SWEEP_SECS,
             )?),
+            on_redis_error: on_redis_error(
+                "rate_limits.on_redis_error",
+                rl.on_redis_error.as_deref(),
+                OnRedisError::FailOpen,
+            )?,
+            local_precheck: rl.local_precheck.unwrap_or(true),
             rules: rl
                 .rules
                 .into_iter()
@@ -507,6 +648,18 @@ impl Raw {
                 .map(|(i, r)| rule(i, r))
                 .collect::<Result<_, _>>()?,
         };
+        if store.redis().is_none() {
+            let global = rate_limits
+                .rules
+                .iter()
+                .position(|r| r.scope == crate::policy::rate_limit::Scope::Global);
+            if let Some(i) = global {
+                return Err(ConfigError::new(
+                    format!("rate_limits.rules[{i}].scope"),
+                    "\"global\" needs the shared store: store.kind = \"redis\"",
+                ));
+            }
+        }
 
         let c = self.cors;
         let mut cors = crate::cors::CorsConfig::default();

@@ -2,6 +2,8 @@
 //! ports, and a small HTTP client over real sockets.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -110,6 +112,39 @@ impl Env {
 
     pub fn public(&self) -> &str {
         &self.gateway.base
+    }
+
+    pub fn creations(&self) -> usize {
+        self.backend.state.count(&Method::POST, "/orders")
+    }
+}
+
+/// One emulated backend and `n` gateway replicas in front of it, each
+/// started with `extra` (a `[store]` table and whatever else).
+pub struct Replicas {
+    pub backend: Backend,
+    pub gateways: Vec<Gateway>,
+    pub clients: Vec<HttpClient>,
+}
+
+impl Replicas {
+    pub async fn start(n: usize, extra: &str) -> Self {
+        let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+        let mut gateways = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            let gl = listener().await;
+            let config =
+                Config::parse(&config_text(gl.local_addr().unwrap(), backend.addr, extra)).unwrap();
+            let gateway = Gateway::start(config, gl).await;
+            clients.push(HttpClient::new(gateway.base.clone()));
+            gateways.push(gateway);
+        }
+        Self {
+            backend,
+            gateways,
+            clients,
+        }
     }
 
     pub fn creations(&self) -> usize {
