@@ -541,3 +541,75 @@ async fn a_bad_owner_id_never_reaches_a_key() {
     }
     assert!(keys.contains(&format!("og:owner:{good}")), "{keys:?}");
 }
+
+#[tokio::test]
+async fn global_rules_count_fail_open_and_refuse_fail_closed_while_redis_is_down() {
+    use ordergate::config::Config;
+    use ordergate::policy::rate_limit::{Decision, RateLimits};
+    let mut redis = RedisServer::start().await;
+    let text = |on_error: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\npublic_base_url = \"http://127.0.0.1:1\"\n[upstream]\nurl = \"http://127.0.0.1:2\"\n{}[rate_limits]\non_redis_error = \"{on_error}\"\nlocal_precheck = false\n{}",
+            store_table(&redis, "fail_closed"),
+            global_rule(2, "global")
+        )
+    };
+    let limits = |on_error: &str| {
+        let config = Config::parse(&text(on_error)).unwrap();
+        let pool = ordergate::redis_pool(&config).unwrap();
+        RateLimits::new(config.rate_limits.rules.clone(), vec![])
+            .with_redis(pool, &config.rate_limits)
+    };
+    let (open, closed) = (limits("fail_open"), limits("fail_closed"));
+    let headers = http::HeaderMap::new();
+    let peer = Some("127.0.0.1".parse().unwrap());
+    async fn check(
+        l: &RateLimits,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Option<ordergate::policy::rate_limit::Verdict>, impl std::fmt::Debug> {
+        let eval = l.evaluate(&Method::GET, "/order", headers, peer);
+        assert_eq!(eval.global.len(), 1, "asked of Redis");
+        l.finish(eval).await
+    }
+    assert!(matches!(
+        check(&open, &headers, peer)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision,
+        Decision::Allowed { remaining: 1, .. }
+    ));
+    open.ping().await.unwrap();
+    redis.stop().await;
+    assert!(open.ping().await.is_err());
+    // Fail-open: this replica's own limiter, and a count of each such call.
+    let mut allowed = 0;
+    for _ in 0..4 {
+        if matches!(
+            check(&open, &headers, peer)
+                .await
+                .unwrap()
+                .unwrap()
+                .decision,
+            Decision::Allowed { .. }
+        ) {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, 2);
+    assert_eq!(open.fail_open_count(), 4);
+    assert!(check(&closed, &headers, peer).await.is_err());
+    assert_eq!(closed.fail_open_count(), 0);
+    redis.restart().await;
+    // Redis's count from before the outage is back: one left.
+    assert!(matches!(
+        check(&open, &headers, peer)
+            .await
+            .unwrap()
+            .unwrap()
+            .decision,
+        Decision::Allowed { remaining: 0, .. }
+    ));
+    assert!(check(&closed, &headers, peer).await.is_ok());
+}
