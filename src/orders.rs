@@ -339,13 +339,13 @@ impl Orders {
             {
                 lease = Some(l);
             }
-            if let Some(order) = self.open_order(o).await? {
-                if self.still_open(&order, &self.delegate(&req), o).await? {
-                    if let Some(l) = lease {
-                        l.release().await;
-                    }
-                    return Err(GatewayError::OpenOrderExists);
+            if let Some(order) = self.open_order(o).await?
+                && self.still_open(&order, &self.delegate(&req), o).await?
+            {
+                if let Some(l) = lease {
+                    l.release().await;
                 }
+                return Err(GatewayError::OpenOrderExists);
             }
         }
         self.upstream.prepare(&mut req, Some("/orders"));

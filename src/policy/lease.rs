@@ -102,10 +102,8 @@ pub async fn acquire(
                 }),
             }));
         }
-        if watch {
-            if let Some(a) = store.get(owner).await? {
-                return Ok(Acquired::Found(a));
-            }
+        if watch && let Some(a) = store.get(owner).await? {
+            return Ok(Acquired::Found(a));
         }
         if start.elapsed() >= max_wait {
             return Err(LeaseError::Busy);

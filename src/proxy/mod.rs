@@ -196,10 +196,10 @@ impl Upstream {
             let proto = if tls { "https" } else { "http" };
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(host) = headers.get(header::HOST).cloned() {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
-            }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = headers.get(header::HOST).cloned()
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     }
 
@@ -250,13 +250,12 @@ impl Upstream {
 /// removed, `Location` rewritten.
 pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
     strip_hop_by_hop(headers);
-    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-        if let Some(new) = rewriter
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok())
+        && let Some(new) = rewriter
             .rewrite(loc)
             .and_then(|l| HeaderValue::from_str(&l).ok())
-        {
-            headers.insert(header::LOCATION, new);
-        }
+    {
+        headers.insert(header::LOCATION, new);
     }
 }
 

@@ -66,13 +66,12 @@ impl RedisServer {
     /// Stops the server, saving its data for [`Self::restart`].
     pub async fn stop(&mut self) {
         let _ = self.command(&["SHUTDOWN", "SAVE"]).await;
-        if let Some(mut child) = self.child.take() {
-            if tokio::time::timeout(Duration::from_secs(5), child.wait())
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(5), child.wait())
                 .await
                 .is_err()
-            {
-                let _ = child.kill().await;
-            }
+        {
+            let _ = child.kill().await;
         }
     }
 
