@@ -8,6 +8,7 @@ use crate::body::Body;
 use crate::faults;
 use crate::policy::rate_limit::{Decision, RateLimits};
 use crate::proxy::ClientAddr;
+use crate::telemetry::metrics::Metrics;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::future::Future;
@@ -23,11 +24,12 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 #[derive(Clone)]
 pub struct RateLimitLayer {
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 impl RateLimitLayer {
-    pub fn new(limits: Arc<RateLimits>) -> Self {
-        Self { limits }
+    pub fn new(limits: Arc<RateLimits>, metrics: Arc<Metrics>) -> Self {
+        Self { limits, metrics }
     }
 }
 
@@ -37,6 +39,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limits: Arc::clone(&self.limits),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -45,6 +48,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -121,6 +125,7 @@ where
             (RATELIMIT.clone(), state),
         ];
         if let Decision::Denied { wait } = verdict.decision {
+            self.metrics.rate_limited(name);
             let mut resp = faults::fault(
                 StatusCode::TOO_MANY_REQUESTS,
                 format!("Too many requests: over the \"{name}\" limit"),

@@ -80,6 +80,16 @@ pub trait OwnerStore: Send + Sync + 'static {
     /// Ends every association not used since `before_ms`; returns how many.
     async fn expire(&self, before_ms: u64) -> Result<usize, StoreError>;
 
+    /// How many associations are held, where the store can tell cheaply.
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
+    /// Whether the store can serve requests now (readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Flushes and closes whatever the store holds open.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
@@ -135,6 +145,10 @@ pub(crate) mod conformance {
         assert_eq!(store.get(owner(3)).await.unwrap(), None);
         assert_eq!(store.owner_of(&order("o3")).await.unwrap(), None);
         assert!(store.get(owner(4)).await.unwrap().is_some());
+        if let Some(n) = store.count().await.unwrap() {
+            assert_eq!(n, 1);
+        }
+        store.ping().await.unwrap();
     }
 }
 
