@@ -243,7 +243,7 @@ impl Config {
 
     /// Validates TOML text, with every problem found.
     pub fn check(text: &str) -> Result<Self, Vec<ConfigError>> {
-        raw::Raw::parse(text)?.validate()
+        raw::Raw::check(text)
     }
 }
 

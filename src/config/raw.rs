@@ -233,15 +233,31 @@ fn ignored_key(path: &serde_ignored::Path) -> String {
 }
 
 impl Raw {
-    /// Reads the TOML text; every unknown key is a problem, and so is the
-    /// first syntax or type error.
-    pub fn parse(text: &str) -> Result<Self, Vec<ConfigError>> {
-        let de = toml::de::Deserializer::parse(text).map_err(|e| {
-            vec![ConfigError::new(
-                "(file)",
-                format!("invalid TOML: {}", e.message()),
-            )]
-        })?;
+    /// Reads the TOML text and validates it. Every unknown key is a problem,
+    /// and so is the first syntax or type error (which stops the reading);
+    /// validation reports every problem it finds.
+    pub fn check(text: &str) -> Result<Config, Vec<ConfigError>> {
+        let (raw, mut problems) = Self::parse(text);
+        let validated = raw.map(Raw::validate);
+        match validated {
+            Some(Ok(config)) if problems.is_empty() => Ok(config),
+            Some(Err(more)) => {
+                problems.extend(more);
+                Err(problems)
+            }
+            _ => Err(problems),
+        }
+    }
+
+    /// The file's values, if it can be read, and the problems found.
+    fn parse(text: &str) -> (Option<Self>, Vec<ConfigError>) {
+        let de = match toml::de::Deserializer::parse(text) {
+            Ok(de) => de,
+            Err(e) => {
+                let problem = ConfigError::new("(file)", format!("invalid TOML: {}", e.message()));
+                return (None, vec![problem]);
+            }
+        };
         let mut unknown = Vec::new();
         let mut note = |path: serde_ignored::Path| {
             unknown.push(ConfigError::new(ignored_key(&path), "unknown field"));
@@ -265,16 +281,15 @@ impl Raw {
             ConfigError::new(key, reason)
         });
         match parsed {
-            Ok(raw) if unknown.is_empty() => Ok(raw),
-            Ok(_) => Err(unknown),
+            Ok(raw) => (Some(raw), unknown),
             Err(e) => {
                 unknown.push(e);
-                Err(unknown)
+                (None, unknown)
             }
         }
     }
 
-    pub fn validate(self) -> Result<Config, Vec<ConfigError>> {
+    fn validate(self) -> Result<Config, Vec<ConfigError>> {
         let mut p = Problems::default();
         let server = server(&mut p, self.server);
         let admin = self
