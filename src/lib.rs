@@ -142,11 +142,26 @@ struct Generation {
 }
 
 impl Generation {
-    fn build(config: &Config, store: &Arc<dyn OwnerStore>, metrics: &Arc<Metrics>) -> Self {
-        let limits = Arc::new(RateLimits::new(
-            config.rate_limits.rules.clone(),
-            config.server.trusted_proxies.clone(),
-        ));
+    /// Builds the stack for `config`; the rate limits (and their counts) of
+    /// `previous` are kept when its rules are the same.
+    fn build(
+        config: &Config,
+        store: &Arc<dyn OwnerStore>,
+        metrics: &Arc<Metrics>,
+        previous: Option<(&Config, &Arc<RateLimits>)>,
+    ) -> Self {
+        let limits = match previous {
+            Some((old, limits))
+                if old.rate_limits.rules == config.rate_limits.rules
+                    && old.server.trusted_proxies == config.server.trusted_proxies =>
+            {
+                Arc::clone(limits)
+            }
+            _ => Arc::new(RateLimits::new(
+                config.rate_limits.rules.clone(),
+                config.server.trusted_proxies.clone(),
+            )),
+        };
         let gateway = stack::build(
             config,
             Arc::clone(store),
@@ -170,10 +185,10 @@ pub async fn run(
 ) -> Result<(), StartError> {
     let store = open_store(&config).await?;
     let metrics = Arc::new(Metrics::new());
-    let first = Generation::build(&config, &store, &metrics);
+    let first = Generation::build(&config, &store, &metrics, None);
     let current = Arc::new(ArcSwap::from_pointee(first.gateway));
     let mut limit_sweeper = Background(tokio::spawn(sweep_rate_limits(
-        first.limits,
+        Arc::clone(&first.limits),
         config.rate_limits.sweep_interval,
     )));
     let sweeper = Background(tokio::spawn(sweep(
@@ -212,18 +227,23 @@ pub async fn run(
         let current = Arc::clone(&current);
         let store = Arc::clone(&store);
         let metrics = Arc::clone(&metrics);
-        let running = config.clone();
+        let mut running = config.clone();
+        let mut limits = first.limits;
         async move {
             while let Some(new) = reloads.recv().await {
                 warn_unreloadable(&running, &new);
-                let next = Generation::build(&new, &store, &metrics);
+                let next = Generation::build(&new, &store, &metrics, Some((&running, &limits)));
                 current.store(Arc::new(next.gateway));
-                limit_sweeper.replace(tokio::spawn(sweep_rate_limits(
-                    next.limits,
-                    new.rate_limits.sweep_interval,
-                )));
+                if !Arc::ptr_eq(&limits, &next.limits) {
+                    limits = next.limits;
+                    limit_sweeper.replace(tokio::spawn(sweep_rate_limits(
+                        Arc::clone(&limits),
+                        new.rate_limits.sweep_interval,
+                    )));
+                }
+                running = new;
                 tracing::info!(
-                    upstream = new.upstream.url.as_str(),
+                    upstream = running.upstream.url.as_str(),
                     "configuration reloaded"
                 );
             }

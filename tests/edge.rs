@@ -651,6 +651,21 @@ async fn a_new_configuration_applies_without_dropping_connections() {
         );
         r.into_body().collect().await.unwrap();
     }
+    // The same rules with another change: the counts carry on.
+    let remaining = |r: &http::Response<hyper::body::Incoming>| -> String {
+        let state = r.headers()["ratelimit"].to_str().unwrap();
+        state.split(';').nth(1).unwrap().to_owned()
+    };
+    let same_rules = text(1000).replace("response_timeout_ms = 5000", "response_timeout_ms = 4000");
+    gw.reload
+        .send(Config::parse(&same_rules).unwrap())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let r = conn.send_request(get()).await.unwrap();
+    assert_eq!(remaining(&r), "r=996");
+    r.into_body().collect().await.unwrap();
+    // A changed rule starts afresh, with its new quota.
     gw.reload
         .send(Config::parse(&text(1)).unwrap())
         .await
