@@ -83,21 +83,21 @@ pub struct Bound {
 impl Bound {
     /// Binds every address the configuration names.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
+        async fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+        }
         let mut listeners = Vec::new();
         for l in &config.server.listeners {
-            let tcp = TcpListener::bind(l.addr).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
-            })?;
             listeners.push(server::Listener {
-                tcp,
+                tcp: listen(l.addr).await?,
                 tls: l.tls.clone(),
             });
         }
         let admin = match &config.admin {
             None => None,
-            Some(a) => Some(TcpListener::bind(a.listen).await.map_err(|e| {
-                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", a.listen))
-            })?),
+            Some(a) => Some(listen(a.listen).await?),
         };
         Ok(Self { listeners, admin })
     }
