@@ -257,7 +257,8 @@ impl Orders {
         let resp = self.upstream.send(req).await?;
         let status = resp.status();
         let open = if status.is_success() {
-            let body = self.upstream.read_body(resp.into_body()).await?;
+            let (parts, body) = resp.into_parts();
+            let body = self.upstream.read_body(body, &parts.extensions).await?;
             // An answer without a readable status cannot say the order is closed.
             let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             policy::is_open(policy::order_status(&json))
@@ -342,6 +343,7 @@ impl Orders {
             if let Some(order) = self.open_order(o).await?
                 && self.still_open(&order, &self.delegate(&req), o).await?
             {
+                self.upstream.metrics().conflict();
                 if let Some(l) = lease {
                     l.release().await;
                 }
@@ -389,6 +391,7 @@ impl Orders {
             .or_else(|| owner_from_set_cookie(resp.headers()))
             .unwrap_or_else(OwnerId::mint);
         self.store.put(owner, &order, now_ms()).await?;
+        self.upstream.metrics().implicit_creation();
         Ok((owner, order))
     }
 
@@ -549,7 +552,7 @@ impl Orders {
     ) -> Result<Option<Response<Body>>, GatewayError> {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
-        let bytes = self.upstream.read_body(body).await?;
+        let bytes = self.upstream.read_body(body, &parts.extensions).await?;
         let json: Option<serde_json::Value> = serde_json::from_slice(&bytes).ok();
         let open = json
             .as_ref()

@@ -13,6 +13,7 @@ use crate::body::Body;
 use crate::faults;
 use crate::policy::rate_limit::{Decision, RateLimits, Verdict};
 use crate::proxy::ClientAddr;
+use crate::telemetry::metrics::Metrics;
 use http::header::{HeaderName, HeaderValue, RETRY_AFTER};
 use http::{Request, Response, StatusCode};
 use std::future::Future;
@@ -28,11 +29,12 @@ static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 #[derive(Clone)]
 pub struct RateLimitLayer {
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 impl RateLimitLayer {
-    pub fn new(limits: Arc<RateLimits>) -> Self {
-        Self { limits }
+    pub fn new(limits: Arc<RateLimits>, metrics: Arc<Metrics>) -> Self {
+        Self { limits, metrics }
     }
 }
 
@@ -42,6 +44,7 @@ impl<S> Layer<S> for RateLimitLayer {
         RateLimit {
             inner,
             limits: Arc::clone(&self.limits),
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -50,6 +53,7 @@ impl<S> Layer<S> for RateLimitLayer {
 pub struct RateLimit<S> {
     inner: S,
     limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -101,7 +105,7 @@ enum Outcome {
     Refuse(Response<Body>),
 }
 
-fn outcome(limits: &RateLimits, verdict: &Verdict) -> Outcome {
+fn outcome(limits: &RateLimits, metrics: &Metrics, verdict: &Verdict) -> Outcome {
     let rule = &limits.rules[verdict.rule];
     let name = &rule.spec.name;
     let (remaining, reset) = match verdict.decision {
@@ -115,6 +119,7 @@ fn outcome(limits: &RateLimits, verdict: &Verdict) -> Outcome {
         (RATELIMIT.clone(), state),
     ];
     if let Decision::Denied { wait } = verdict.decision {
+        metrics.rate_limited(name);
         let mut resp = faults::fault(
             StatusCode::TOO_MANY_REQUESTS,
             format!("Too many requests: over the \"{name}\" limit"),
@@ -155,6 +160,7 @@ where
             let clone = self.inner.clone();
             let mut inner = std::mem::replace(&mut self.inner, clone);
             let limits = Arc::clone(&self.limits);
+            let metrics = Arc::clone(&self.metrics);
             return RateLimitFuture::Global {
                 future: Box::pin(async move {
                     let verdict = match limits.finish(eval).await {
@@ -167,7 +173,7 @@ where
                             ));
                         }
                     };
-                    let headers = match verdict.map(|v| outcome(&limits, &v)) {
+                    let headers = match verdict.map(|v| outcome(&limits, &metrics, &v)) {
                         None => None,
                         Some(Outcome::Pass(headers)) => Some(headers),
                         Some(Outcome::Refuse(refusal)) => return Ok(refusal),
@@ -180,7 +186,10 @@ where
                 }),
             };
         }
-        match eval.verdict.map(|v| outcome(&self.limits, &v)) {
+        match eval
+            .verdict
+            .map(|v| outcome(&self.limits, &self.metrics, &v))
+        {
             None => RateLimitFuture::Inner {
                 future: self.inner.call(req),
                 headers: None,

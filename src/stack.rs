@@ -10,6 +10,7 @@ use crate::policy::rate_limit::RateLimits;
 use crate::proxy::Upstream;
 use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::telemetry::access_log::{AccessLog, AccessLogLayer};
+use crate::telemetry::metrics::Metrics;
 use crate::telemetry::{RequestIdLayer, RequestIdService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
@@ -19,13 +20,18 @@ pub type Gateway =
     RequestIdService<AccessLog<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>>;
 
 /// Builds the stack, outermost first.
-pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits>) -> Gateway {
+pub fn build(
+    config: &Config,
+    store: Arc<dyn OwnerStore>,
+    limits: Arc<RateLimits>,
+    metrics: Arc<Metrics>,
+) -> Gateway {
     let lease_ttl = config
         .store
         .redis()
         .map_or(std::time::Duration::ZERO, |r| r.lease_ttl);
     let orders = OrdersService::new(
-        Upstream::new(config),
+        Upstream::new(config, Arc::clone(&metrics)),
         store,
         OrdersSettings {
             cookies: config.cookies,
@@ -43,9 +49,11 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
-        // The access log sees every answer, as the client gets it.
+        // The access log and the request metrics see every answer, as the
+        // client gets it.
         .layer(AccessLogLayer {
             enabled: config.log.access_log,
+            metrics: Arc::clone(&metrics),
         })
         // CORS outside everything else: preflights need no cookie, limit or
         // lookup, and every answer, faults included, carries the headers.
@@ -58,7 +66,7 @@ pub fn build(config: &Config, store: Arc<dyn OwnerStore>, limits: Arc<RateLimits
         ))
         // Size limits before any work is done for the request.
         // Rate limits next: the cheapest refusal, before any body is read.
-        .layer(RateLimitLayer::new(limits))
+        .layer(RateLimitLayer::new(limits, metrics))
         .layer(BodyLimitLayer::new(
             config.server.max_request_body,
             config.server.limits.body_idle_timeout,

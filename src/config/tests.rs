@@ -17,7 +17,7 @@ fn err(text: &str) -> ConfigError {
 #[test]
 fn good_file_gets_defaults() {
     let c = Config::parse(GOOD).unwrap();
-    assert_eq!(c.server.listen.port(), 8080);
+    assert_eq!(c.server.listeners[0].addr.port(), 8080);
     assert_eq!(c.server.public_base_url.as_str(), "http://127.0.0.1:8080");
     assert_eq!(c.store.kind, StoreKind::Memory);
     assert_eq!(c.server.request_id_header, "x-request-id");

@@ -120,6 +120,10 @@ impl OwnerStore for MemoryStore {
         }
         Ok(idle.len())
     }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.len() as u64))
+    }
 }
 
 #[cfg(test)]

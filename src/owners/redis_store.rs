@@ -410,6 +410,23 @@ impl OwnerStore for RedisStore {
         }
     }
 
+    /// The associations in Redis (`ZCARD` of the touched set), plus any held
+    /// locally during an outage.
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        let local = self.local.len() as u64;
+        match self
+            .pool
+            .query::<u64>(redis::cmd("ZCARD").arg(self.touched_key()))
+            .await
+        {
+            Ok(n) => Ok(Some(self.ok(n) + local)),
+            Err(e) => {
+                self.degrade("count", e)?;
+                Ok(Some(local))
+            }
+        }
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         self.pool
             .ping()

@@ -98,12 +98,17 @@ pub trait OwnerStore: Send + Sync + 'static {
         }
     }
 
+    /// How many associations are held, where the store can tell cheaply.
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Flushes and closes whatever the store holds open.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
 
-    /// Whether the store's backend answers (for readiness).
+    /// Whether the store can serve requests now (readiness).
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
     }
@@ -191,6 +196,9 @@ pub mod conformance {
         assert_eq!(store.get(owner(3)).await.unwrap(), None);
         assert_eq!(store.owner_of(&order("o3")).await.unwrap(), None);
         assert!(store.get(owner(4)).await.unwrap().is_some());
+        if let Some(n) = store.count().await.unwrap() {
+            assert_eq!(n, 1);
+        }
 
         // Touch refreshes a live association only.
         assert!(store.touch(owner(4), &order("o4"), 300).await.unwrap());

@@ -90,7 +90,7 @@ impl PathPattern {
 }
 
 /// One configured rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSpec {
     pub name: String,
     /// Empty: every method.

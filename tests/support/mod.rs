@@ -23,26 +23,41 @@ pub const INTERNAL: &str = "http://coreapi01.ote.chicago.hostway:8092";
 pub struct Gateway {
     pub addr: SocketAddr,
     pub base: String,
+    /// Sends a new configuration, as SIGHUP does in the binary.
+    pub reload: tokio::sync::mpsc::Sender<Config>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
-    /// Starts the gateway in-process with `config_toml` (`{listen}`-free: the
-    /// listener is bound here on port 0).
+    /// Starts the gateway in-process on `listener` (bound by the caller, on
+    /// port 0), with the config's TLS if it has one.
     pub async fn start(config: Config, listener: TcpListener) -> Self {
-        let addr = listener.local_addr().unwrap();
+        let bound = ordergate::Bound::single(listener, &config);
+        Self::start_bound(config, bound).await
+    }
+
+    /// Starts the gateway in-process on listeners bound by the caller.
+    pub async fn start_bound(config: Config, bound: ordergate::Bound) -> Self {
+        let addr = bound.listeners[0].tcp.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
-            ordergate::run(config, listener, async {
-                let _ = rx.await;
-            })
+            ordergate::run(
+                config,
+                bound,
+                async {
+                    let _ = rx.await;
+                },
+                reloads,
+            )
             .await
             .unwrap();
         });
         Self {
             addr,
             base: format!("http://{addr}"),
+            reload,
             stop: Some(tx),
             task,
         }
