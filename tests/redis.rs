@@ -613,3 +613,103 @@ async fn global_rules_count_fail_open_and_refuse_fail_closed_while_redis_is_down
     ));
     assert!(check(&closed, &headers, peer).await.is_ok());
 }
+
+#[tokio::test]
+async fn readiness_and_the_open_orders_gauge_follow_redis() {
+    use ordergate::config::Config;
+    let mut redis = RedisServer::start().await;
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let gl = listener().await;
+    let text = config_text(
+        gl.local_addr().unwrap(),
+        backend.addr,
+        &store_table(&redis, "fail_open"),
+    );
+    let config = Config::parse(&text).unwrap();
+    let mut bound = ordergate::Bound::single(gl, &config);
+    let al = listener().await;
+    let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
+    bound.admin = Some(al);
+    let gw = Gateway::start_bound(config, bound).await;
+    let client = HttpClient::new(gw.base.clone());
+    assert_eq!(admin.get("/readyz", &[]).await.status, 200);
+    let put = client
+        .send(
+            Method::PUT,
+            "/order/account",
+            &[("cookie", &cookie(&OwnerId::mint().to_string()))],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 200);
+    let metrics = admin.get("/metrics", &[]).await.text();
+    assert!(
+        metrics.lines().any(|l| l == "ordergate_open_orders 1"),
+        "{metrics}"
+    );
+
+    redis.stop().await;
+    // Fail-open serves requests, but readiness says Redis is gone.
+    let ready = timed(admin.get("/readyz", &[])).await;
+    assert_eq!(ready.status, 503, "{ready:?}");
+    assert!(
+        ready.text().contains("owner store unavailable"),
+        "{ready:?}"
+    );
+
+    redis.restart().await;
+    let start = Instant::now();
+    while admin.get("/readyz", &[]).await.status != 200 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "never ready again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_reload_can_make_a_rule_global() {
+    use ordergate::config::Config;
+    let redis = RedisServer::start().await;
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let gl = listener().await;
+    let addr = gl.local_addr().unwrap();
+    let text = |scope: &str| {
+        config_text(
+            addr,
+            backend.addr,
+            &format!(
+                "{}{}",
+                store_table(&redis, "fail_closed"),
+                global_rule(3, scope)
+            ),
+        )
+    };
+    let gw = Gateway::start(Config::parse(&text("local")).unwrap(), gl).await;
+    let client = HttpClient::new(gw.base.clone());
+    assert_eq!(client.get("/order", &[]).await.status, 401);
+    assert!(redis.keys().await.iter().all(|k| !k.starts_with("og:rl:")));
+    gw.reload
+        .send(Config::parse(&text("global")).unwrap())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    while redis.keys().await.iter().all(|k| !k.starts_with("og:rl:")) {
+        assert!(start.elapsed() < Duration::from_secs(5), "never reloaded");
+        client.get("/order", &[]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The rule now counts in Redis: new counts, three at most.
+    let mut allowed = 0;
+    for _ in 0..6 {
+        if client.get("/order", &[]).await.status == 401 {
+            allowed += 1;
+        }
+    }
+    assert!(allowed < 3, "{allowed} more after the first global one");
+    gw.stop().await;
+}
