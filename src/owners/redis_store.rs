@@ -411,20 +411,15 @@ impl OwnerStore for RedisStore {
     }
 
     /// The associations in Redis (`ZCARD` of the touched set), plus any held
-    /// locally during an outage.
+    /// locally since an outage. Without Redis there is no count: this is a
+    /// scrape, not a request served locally.
     async fn count(&self) -> Result<Option<u64>, StoreError> {
-        let local = self.local.len() as u64;
-        match self
+        let n = self
             .pool
             .query::<u64>(redis::cmd("ZCARD").arg(self.touched_key()))
             .await
-        {
-            Ok(n) => Ok(Some(self.ok(n) + local)),
-            Err(e) => {
-                self.degrade("count", e)?;
-                Ok(Some(local))
-            }
-        }
+            .map_err(|e| StoreError::Backend(e.to_string()))?;
+        Ok(Some(self.ok(n) + self.local.len() as u64))
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
