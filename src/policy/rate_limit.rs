@@ -757,6 +757,46 @@ mod tests {
     }
 
     #[test]
+    fn without_redis_global_rules_count_locally() {
+        let mut s = spec(KeyKind::ClientIp, 1, 60, 1);
+        s.scope = Scope::Global;
+        let limits = RateLimits::with_clock(vec![s], vec![], FakeRelativeClock::default());
+        let h = HeaderMap::new();
+        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        assert!(eval.global.is_empty());
+        assert!(matches!(
+            eval.verdict.unwrap().decision,
+            Decision::Allowed { .. }
+        ));
+        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        assert!(matches!(
+            eval.verdict.unwrap().decision,
+            Decision::Denied { .. }
+        ));
+    }
+
+    #[test]
+    fn redis_keys_name_the_rule_and_hide_the_client() {
+        let limits = RateLimits::new(vec![], vec![]);
+        let h = HeaderMap::new();
+        let a = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(7)));
+        let b = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(8)));
+        assert!(
+            a.starts_with("rl:r:") && a.len() == "rl:r:".len() + 40,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(!a.contains("10.0.0.7"));
+        // Stable across processes: the same client is the same bucket on
+        // every replica.
+        let again = RateLimits::new(vec![], vec![]);
+        assert_eq!(
+            again.global_key("r", &again.source(&KeyKind::ClientIp, &h, ip(7))),
+            a
+        );
+    }
+
+    #[test]
     fn key_memory_is_capped() {
         let clock = FakeRelativeClock::default();
         let mut s = spec(KeyKind::ClientIp, 1, 60, 1);
