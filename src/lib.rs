@@ -195,7 +195,8 @@ impl Generation {
                     config.rate_limits.rules.clone(),
                     config.server.trusted_proxies.clone(),
                 )
-                .with_redis(redis.cloned(), &config.rate_limits),
+                .with_redis(redis.cloned(), &config.rate_limits)
+                .counting_fail_opens_in(metrics.rate_limit_fail_opens()),
             ),
         };
         let gateway = stack::build(

@@ -657,6 +657,21 @@ async fn readiness_and_the_open_orders_gauge_follow_redis() {
         ready.text().contains("owner store unavailable"),
         "{ready:?}"
     );
+    // A request served from the replica's own store while Redis is down is
+    // counted as a fail-open.
+    let during = timed(client.get(
+        "/order",
+        &[("cookie", &cookie(&OwnerId::mint().to_string()))],
+    ))
+    .await;
+    assert_eq!(during.status, 404, "{during:?}");
+    let metrics = admin.get("/metrics", &[]).await.text();
+    let fail_opens = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("ordergate_redis_fail_open_total{function=\"store\"} "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(fail_opens >= 1, "{metrics}");
 
     redis.restart().await;
     let start = Instant::now();

@@ -31,6 +31,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -240,7 +241,7 @@ struct Global {
     pool: RedisPool,
     on_error: OnRedisError,
     local_precheck: bool,
-    fail_open: AtomicU64,
+    fail_open: Arc<AtomicU64>,
     warn: Throttle,
 }
 
@@ -327,9 +328,18 @@ impl<C: Clock + Clone> RateLimits<C> {
             pool,
             on_error: config.on_redis_error,
             local_precheck: config.local_precheck,
-            fail_open: AtomicU64::new(0),
+            fail_open: Arc::default(),
             warn: Throttle::new(Duration::from_secs(10)),
         });
+        self
+    }
+
+    /// Counts fail-open requests in `counter` (shared with the rate limits
+    /// of other configurations, so the count survives a reload).
+    pub fn counting_fail_opens_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        if let Some(g) = &mut self.global {
+            g.fail_open = counter;
+        }
         self
     }
 

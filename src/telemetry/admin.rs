@@ -31,8 +31,11 @@ impl Admin {
         }
         match req.uri().path() {
             "/metrics" => {
-                let open = self.store.count().await.ok().flatten();
-                let mut resp = text(StatusCode::OK, self.metrics.render(open));
+                let reading = super::metrics::StoreReading {
+                    open_orders: self.store.count().await.ok().flatten(),
+                    fail_opens: self.store.fail_open_count(),
+                };
+                let mut resp = text(StatusCode::OK, self.metrics.render(reading));
                 resp.headers_mut().insert(
                     header::CONTENT_TYPE,
                     http::HeaderValue::from_static(

@@ -14,6 +14,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The part of the orders API a request was for.
@@ -77,6 +79,18 @@ struct KindLabels {
     kind: ErrorKind,
 }
 
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum Function {
+    store,
+    rate_limits,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: Function,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
     rule: String,
@@ -100,6 +114,18 @@ pub struct Metrics {
     implicit_creations: Counter,
     conflicts: Counter,
     open_orders: Gauge,
+    redis_fail_opens: Family<FunctionLabels, Counter>,
+    /// Counted by the rate limits of every configuration in turn.
+    rate_limit_fail_opens: Arc<AtomicU64>,
+}
+
+/// What the owner store tells at a scrape.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreReading {
+    /// Associations held, when the store can tell.
+    pub open_orders: Option<u64>,
+    /// Operations served locally because Redis failed (fail-open), so far.
+    pub fail_opens: u64,
 }
 
 impl Default for Metrics {
@@ -163,8 +189,16 @@ impl Metrics {
             "Owner to open order associations held by the store",
             open_orders.clone(),
         );
+        let redis_fail_opens = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "redis_fail_open",
+            "Operations served by this replica alone because Redis failed (fail-open), by function",
+            redis_fail_opens.clone(),
+        );
         Self {
             registry,
+            redis_fail_opens,
+            rate_limit_fail_opens: Arc::default(),
             requests,
             latency,
             upstream_latency,
@@ -218,11 +252,28 @@ impl Metrics {
         self.conflicts.inc();
     }
 
-    /// The text exposition, with `open_orders` as given (when the store can
-    /// tell).
-    pub fn render(&self, open_orders: Option<u64>) -> String {
-        if let Some(n) = open_orders {
+    /// The counter the rate limits count their fail-open requests in.
+    pub fn rate_limit_fail_opens(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rate_limit_fail_opens)
+    }
+
+    /// The text exposition, with what the store tells.
+    pub fn render(&self, store: StoreReading) -> String {
+        if let Some(n) = store.open_orders {
             self.open_orders.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for (function, total) in [
+            (Function::store, store.fail_opens),
+            (
+                Function::rate_limits,
+                self.rate_limit_fail_opens.load(Ordering::Relaxed),
+            ),
+        ] {
+            // Both totals only grow: bring the counter up to them.
+            let counter = self
+                .redis_fail_opens
+                .get_or_create(&FunctionLabels { function });
+            counter.inc_by(total.saturating_sub(counter.get()));
         }
         let mut out = String::new();
         if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
@@ -263,7 +314,11 @@ mod tests {
         m.upstream_answered(Duration::ZERO, Some(&UpstreamError::Timeout));
         m.rate_limited("per-owner");
         m.conflict();
-        let text = m.render(Some(7));
+        m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);
+        let text = m.render(StoreReading {
+            open_orders: Some(7),
+            fail_opens: 3,
+        });
         for line in [
             "ordergate_requests_total{route=\"shorthand\",status=\"200\"} 2",
             "ordergate_upstream_errors_total{kind=\"timeout\"} 1",
@@ -271,6 +326,8 @@ mod tests {
             "ordergate_open_order_conflicts_total 1",
             "ordergate_implicit_creations_total 0",
             "ordergate_open_orders 7",
+            "ordergate_redis_fail_open_total{function=\"store\"} 3",
+            "ordergate_redis_fail_open_total{function=\"rate_limits\"} 2",
             "ordergate_request_duration_seconds_count{route=\"shorthand\"} 2",
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
