@@ -113,7 +113,8 @@ fn whole_stack(c: &mut Criterion) {
     ))
     .unwrap();
     let limits = Arc::new(RateLimits::new(Vec::new(), Vec::new()));
-    let gateway = rt.block_on(async { stack::build(&config, store, limits) });
+    let metrics = Arc::new(ordergate::telemetry::metrics::Metrics::new());
+    let gateway = rt.block_on(async { stack::build(&config, store, limits, metrics) });
 
     let mut g = c.benchmark_group("stack");
     for (name, path, cookie, status) in [

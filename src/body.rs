@@ -150,3 +150,67 @@ where
         self.inner.size_hint()
     }
 }
+
+/// The error a [`Deadline`] body yields when its time is up.
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the upstream did not finish its answer in time")]
+pub struct DeadlinePassed;
+
+pin_project_lite::pin_project! {
+    /// A body that fails with [`DeadlinePassed`] if it has not ended by
+    /// `deadline`. The timer is made on the first wait only.
+    pub struct Deadline<B> {
+        #[pin]
+        inner: B,
+        deadline: tokio::time::Instant,
+        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+    }
+}
+
+impl<B> Deadline<B> {
+    pub fn new(inner: B, deadline: tokio::time::Instant) -> Self {
+        Self {
+            inner,
+            deadline,
+            timer: None,
+        }
+    }
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = self.project();
+        match this.inner.poll_frame(cx) {
+            Poll::Pending => {
+                let deadline = *this.deadline;
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlinePassed)))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+            Poll::Ready(frame) => Poll::Ready(frame.map(|f| f.map_err(Into::into))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

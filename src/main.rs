@@ -38,6 +38,12 @@ enum Command {
         #[arg(long)]
         base_url: Option<String>,
     },
+    /// Check a configuration file: print every problem with its key (exit
+    /// status 1), or a one-line summary (exit status 0).
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
 }
 
 async fn shutdown_signal() {
@@ -60,7 +66,91 @@ async fn shutdown_signal() {
 }
 
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Config::load(path).map_err(|e| anyhow::anyhow!("invalid configuration {}: {e}", path.display()))
+    Config::check_file(path).map_err(|problems| {
+        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+        anyhow::anyhow!(
+            "invalid configuration {}:\n{}",
+            path.display(),
+            lines.join("\n")
+        )
+    })
+}
+
+/// `ordergate check`: every problem, or a summary.
+fn check(path: &std::path::Path) -> std::process::ExitCode {
+    match Config::check_file(path) {
+        Ok(c) => {
+            let tls = c
+                .server
+                .listeners
+                .iter()
+                .filter(|l| l.tls.is_some())
+                .count();
+            let store = match &c.store.kind {
+                ordergate::config::StoreKind::Memory => "memory".to_owned(),
+                ordergate::config::StoreKind::Redb { path } => format!("redb {}", path.display()),
+                // Not the URL: it may carry a password.
+                ordergate::config::StoreKind::Redis(r) => {
+                    format!("redis (key prefix {})", r.key_prefix)
+                }
+            };
+            println!(
+                "{}: ok: {} listener(s) ({tls} TLS), upstream {}, store {store}, {} rate-limit rule(s), admin {}",
+                path.display(),
+                c.server.listeners.len(),
+                c.upstream.url.as_str(),
+                c.rate_limits.rules.len(),
+                c.admin
+                    .map_or_else(|| "off".to_owned(), |a| a.listen.to_string()),
+            );
+            std::process::ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{}: {p}", path.display());
+            }
+            println!("{}: {} problem(s)", path.display(), problems.len());
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Reads the file again on every SIGHUP; a good configuration goes to the
+/// gateway, a bad one is refused with its problems in the log.
+fn reload_on_hangup(path: PathBuf) -> tokio::sync::mpsc::Receiver<Config> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    #[cfg(unix)]
+    tokio::spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP; reload is off");
+            return;
+        };
+        while hup.recv().await.is_some() {
+            match Config::check_file(&path) {
+                Ok(config) => {
+                    if tx.send(config).await.is_err() {
+                        return;
+                    }
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        tracing::error!(problem = %p, "reload refused; the running configuration stays");
+                    }
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    drop((path, tx));
+    rx
+}
+
+async fn serve(config: Config, path: PathBuf) -> anyhow::Result<()> {
+    let bound = ordergate::Bound::bind(&config).await?;
+    let reloads = reload_on_hangup(path);
+    ordergate::run(config, bound, shutdown_signal(), reloads).await?;
+    Ok(())
 }
 
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
@@ -106,18 +196,25 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     let cli = Cli::parse();
     match (cli.command, cli.config) {
+        (Some(Command::Check { config }), _) => return Ok(check(&config)),
         (Some(Command::EmulateBackend { listen, base_url }), _) => {
             init_logging(LogFormat::Text);
             runtime(None)?.block_on(async {
                 ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
-                Ok(())
-            })
+                anyhow::Ok(())
+            })?;
         }
-        (Some(Command::Demo { config, base_url }), _) => {
-            let config = load(&config)?;
+        (
+            Some(Command::Demo {
+                config: path,
+                base_url,
+            }),
+            _,
+        ) => {
+            let config = load(&path)?;
             init_logging(config.log.format);
             runtime(config.server.workers)?.block_on(async {
                 let upstream = config.upstream.url.authority().as_str().to_owned();
@@ -133,22 +230,17 @@ fn main() -> anyhow::Result<()> {
                 });
                 let backend = ordergate::backend::Backend::start(bind(addr).await?, base_url)?;
                 tracing::info!(listen = %backend.addr, base = backend.state.base(), "emulated orders backend is serving");
-                let listener = bind(config.server.listen).await?;
-                ordergate::run(config, listener, shutdown_signal()).await?;
-                Ok(())
-            })
+                serve(config, path).await
+            })?;
         }
         (None, Some(path)) => {
             let config = load(&path)?;
             init_logging(config.log.format);
-            runtime(config.server.workers)?.block_on(async {
-                let listener = bind(config.server.listen).await?;
-                ordergate::run(config, listener, shutdown_signal()).await?;
-                Ok(())
-            })
+            runtime(config.server.workers)?.block_on(serve(config, path))?;
         }
         (None, None) => anyhow::bail!(
             "give --config PATH (see config/ordergate.toml), or a subcommand; --help tells more"
         ),
     }
+    Ok(std::process::ExitCode::SUCCESS)
 }

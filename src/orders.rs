@@ -18,6 +18,7 @@ use crate::faults::{self, GatewayError, JSON_UTF8, UpstreamError};
 use crate::owners::{
     self, OrderId, OwnerId, OwnerStore, owner_from_headers, owner_from_set_cookie,
 };
+use crate::policy::lease::{self, Acquired};
 use crate::policy::{self, CreationLocks, now_ms};
 use crate::proxy::rewrite::Rewriter;
 use crate::proxy::{ClientAddr, Upstream, finish_headers};
@@ -50,6 +51,8 @@ pub struct Orders {
     idle_expiry_ms: u64,
     max_request_body: u64,
     request_id_header: HeaderName,
+    /// Longest wait for an owner's creation lease held by another replica.
+    lease_wait: Duration,
 }
 
 /// Headers of the client's request that go with calls the gateway makes on
@@ -61,15 +64,27 @@ const DELEGATED: [HeaderName; 4] = [
     header::USER_AGENT,
 ];
 
+/// What [`OrdersService`] needs beside the upstream and the store.
+#[derive(Clone)]
+pub struct OrdersSettings {
+    pub cookies: CookieConfig,
+    pub idle_expiry: Duration,
+    pub max_request_body: u64,
+    pub request_id_header: HeaderName,
+    /// Longest wait for an owner's creation lease held by another replica:
+    /// longer than a creation can take.
+    pub lease_wait: Duration,
+}
+
 impl OrdersService {
-    pub fn new(
-        upstream: Upstream,
-        store: Arc<dyn OwnerStore>,
-        cookies: CookieConfig,
-        idle_expiry: Duration,
-        max_request_body: u64,
-        request_id_header: HeaderName,
-    ) -> Self {
+    pub fn new(upstream: Upstream, store: Arc<dyn OwnerStore>, settings: OrdersSettings) -> Self {
+        let OrdersSettings {
+            cookies,
+            idle_expiry,
+            max_request_body,
+            request_id_header,
+            lease_wait,
+        } = settings;
         Self {
             shared: Arc::new(Orders {
                 upstream,
@@ -79,6 +94,7 @@ impl OrdersService {
                 idle_expiry_ms: idle_expiry.as_millis() as u64,
                 max_request_body,
                 request_id_header,
+                lease_wait,
             }),
         }
     }
@@ -211,9 +227,10 @@ impl Orders {
             self.store.end_order(&a.order).await?;
             return Ok(None);
         }
-        // Refresh the stamp now and then, not on every use.
-        if idle > self.idle_expiry_ms / 16 {
-            self.store.put(owner, &a.order, now).await?;
+        // Refresh the stamp now and then, not on every use; an association
+        // ended meanwhile (on another replica) is not brought back.
+        if idle > self.idle_expiry_ms / 16 && !self.store.touch(owner, &a.order, now).await? {
+            return Ok(None);
         }
         Ok(Some(a.order))
     }
@@ -240,7 +257,8 @@ impl Orders {
         let resp = self.upstream.send(req).await?;
         let status = resp.status();
         let open = if status.is_success() {
-            let body = self.upstream.read_body(resp.into_body()).await?;
+            let (parts, body) = resp.into_parts();
+            let body = self.upstream.read_body(body, &parts.extensions).await?;
             // An answer without a readable status cannot say the order is closed.
             let json = serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null);
             policy::is_open(policy::order_status(&json))
@@ -314,16 +332,34 @@ impl Orders {
         shorthand_cookies: bool,
     ) -> Result<Response<Body>, GatewayError> {
         let _creating = self.locks.lock_if(owner).await;
+        let mut lease = None;
         if let Some(o) = owner {
-            if let Some(order) = self.open_order(o).await? {
-                if self.still_open(&order, &self.delegate(&req), o).await? {
-                    return Err(GatewayError::OpenOrderExists);
+            // Other replicas too: the check and the creation under the lease.
+            if let Acquired::Leased(l) =
+                lease::acquire(&self.store, o, false, self.lease_wait).await?
+            {
+                lease = Some(l);
+            }
+            if let Some(order) = self.open_order(o).await?
+                && self.still_open(&order, &self.delegate(&req), o).await?
+            {
+                self.upstream.metrics().conflict();
+                if let Some(l) = lease {
+                    l.release().await;
                 }
+                return Err(GatewayError::OpenOrderExists);
             }
         }
         self.upstream.prepare(&mut req, Some("/orders"));
-        let resp = self.upstream.send(req).await?;
-        let learned = self.learn(&resp, owner).await;
+        let sent = self.upstream.send(req).await;
+        let learned = match &sent {
+            Ok(resp) => self.learn(resp, owner).await,
+            Err(_) => None,
+        };
+        if let Some(l) = lease {
+            l.release().await;
+        }
+        let resp = sent?;
         let mut out = self.upstream.finish(resp, self.upstream.rewriter());
         if let (true, Some((owner, _))) = (shorthand_cookies, learned) {
             out.headers_mut().remove(header::SET_COOKIE);
@@ -355,7 +391,36 @@ impl Orders {
             .or_else(|| owner_from_set_cookie(resp.headers()))
             .unwrap_or_else(OwnerId::mint);
         self.store.put(owner, &order, now_ms()).await?;
+        self.upstream.metrics().implicit_creation();
         Ok((owner, order))
+    }
+
+    /// Implicit creation for a known owner, under the owner's creation lease
+    /// when the store is shared: a creation that another replica finishes
+    /// while this one waits is used, not repeated.
+    async fn create_leased(
+        &self,
+        client: &Delegate,
+        owner: OwnerId,
+    ) -> Result<(OwnerId, OrderId), GatewayError> {
+        if self.store.lease_ttl().is_none() {
+            // This process is the store's only user: its creation lock,
+            // held by the caller, is all the exclusion there is to have.
+            return self.create_for(client, Some(owner)).await;
+        }
+        match lease::acquire(&self.store, owner, true, self.lease_wait).await? {
+            Acquired::Found(a) => Ok((owner, a.order)),
+            Acquired::Leased(lease) => {
+                // The holder before this one may have finished just now.
+                let created = match self.open_order(owner).await {
+                    Ok(Some(order)) => Ok((owner, order)),
+                    Ok(None) => self.create_for(client, Some(owner)).await,
+                    Err(e) => Err(e),
+                };
+                lease.release().await;
+                created
+            }
+        }
     }
 
     fn set_owner_cookies(&self, resp: &mut Response<Body>, owner: OwnerId) {
@@ -417,9 +482,11 @@ impl Orders {
                     Some(o) => self.open_order(o).await?.map(|order| (o, order)),
                     None => None,
                 };
-                let (owner, order) = match found {
-                    Some(found) => found,
-                    None => self.create_for(&self.delegate(&req), owner).await?,
+                let (owner, order) = match (found, owner) {
+                    (Some(found), _) => found,
+                    // Without an owner id there is no one to race with.
+                    (None, None) => self.create_for(&self.delegate(&req), None).await?,
+                    (None, Some(o)) => self.create_leased(&self.delegate(&req), o).await?,
                 };
                 drop(creating);
                 self.forward_shorthand(req, owner, order, rest, true).await
@@ -490,7 +557,7 @@ impl Orders {
     ) -> Result<Option<Response<Body>>, GatewayError> {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
-        let bytes = self.upstream.read_body(body).await?;
+        let bytes = self.upstream.read_body(body, &parts.extensions).await?;
         // Only the status and the links are read: no JSON tree of the order,
         // and no copy of the body when there is nothing to change.
         let out: Bytes = if shorthand {

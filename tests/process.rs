@@ -312,3 +312,141 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
         );
     }
 }
+
+/// Waits up to 10 s for a log line containing `text`.
+fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => return line,
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with `{text}`");
+}
+
+fn hangup(child: &Running) {
+    let hup = Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(hup.success());
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_the_new_is_broken() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), upstream);
+    let base = std::fs::read_to_string(&path).unwrap();
+    let with_rate = |rate: &str| {
+        format!(
+            "{base}[[rate_limits.rules]]\nname = \"reads\"\npaths = [\"/status\"]\nkey = \"client_ip\"\nrate = {rate}\nper_secs = 3600\n"
+        )
+    };
+    std::fs::write(&path, with_rate("1000")).unwrap();
+    let (child, addr, lines) = start_logged(&path);
+    let client = HttpClient::new(format!("http://{addr}"));
+    for _ in 0..3 {
+        let r = client.get("/status", &[]).await;
+        assert_eq!(r.status, 200);
+        assert!(r.header("ratelimit-policy").unwrap().contains("q=1000"));
+    }
+
+    // A tighter limit: applied on SIGHUP, without a restart.
+    std::fs::write(&path, with_rate("1")).unwrap();
+    hangup(&child);
+    wait_for_line(&lines, "configuration reloaded");
+    let first = client.get("/status", &[]).await;
+    assert_eq!(first.status, 200);
+    assert!(first.header("ratelimit-policy").unwrap().contains("q=1;"));
+    assert_eq!(client.get("/status", &[]).await.status, 429);
+
+    // A broken file: refused, with the problem in the log; the tight limit
+    // stays in force and the gateway keeps serving.
+    std::fs::write(&path, with_rate("\"plenty\"")).unwrap();
+    hangup(&child);
+    let refused = wait_for_line(&lines, "reload refused");
+    assert!(refused.contains("rate_limits.rules[0].rate"), "{refused}");
+    let still = client.get("/status", &[]).await;
+    assert_eq!(still.status, 429);
+    assert!(still.header("ratelimit-policy").unwrap().contains("q=1;"));
+    assert_eq!(client.get("/other", &[]).await.status, 200);
+}
+
+fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checked.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(path.to_str().unwrap(), "FILE");
+    (out.status.success(), stdout)
+}
+
+#[test]
+fn check_prints_a_summary_for_a_good_file() {
+    let (ok, out) = check(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://x\"\n[[server.listeners]]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\nkind = \"memory\"\n",
+    );
+    assert!(ok, "{out}");
+    assert_eq!(
+        out,
+        "FILE: ok: 2 listener(s) (0 TLS), upstream http://127.0.0.1:1, store memory, 0 rate-limit rule(s), admin 127.0.0.1:0\n"
+    );
+}
+
+#[test]
+fn check_reports_every_problem_with_its_key() {
+    let (ok, out) = check(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_base_url = "http://x"
+colour = "blue"
+tls = { cert_path = "/nonexistent/cert.pem", key_path = "/nonexistent/key.pem" }
+[upstream]
+url = "http://127.0.0.1:1"
+ca_file = "/nonexistent/ca.pem"
+connect_timeout_ms = 0
+[store]
+kind = "cassandra"
+[[rate_limits.rules]]
+name = "reads"
+paths = ["/orders?page=2"]
+key = "owner"
+rate = 5
+per_secs = 60
+[[rate_limits.rules]]
+name = "reads"
+paths = ["/orders"]
+key = "nobody"
+rate = 5
+per_secs = 60
+shape = "round"
+"#,
+    );
+    assert!(!ok, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    for key in [
+        "server.colour: unknown field",
+        "rate_limits.rules[1].shape: unknown field",
+        "server.tls.cert_path: cannot read certificates from /nonexistent/cert.pem",
+        "upstream.ca_file: only used with an https:// upstream.url",
+        "upstream.connect_timeout_ms: must be greater than 0",
+        "store.kind: `cassandra` is not a store kind",
+        "rate_limits.rules[0].paths: `/orders?page=2` can never match",
+        "rate_limits.rules[1].name: `reads` names another rule too",
+        "rate_limits.rules[1].key: `nobody` is not",
+    ] {
+        assert!(
+            lines.iter().any(|l| l.starts_with(&format!("FILE: {key}"))),
+            "`{key}` not in:\n{out}"
+        );
+    }
+    assert_eq!(lines.len(), 10, "one line per problem and a count:\n{out}");
+    assert_eq!(lines.last(), Some(&"FILE: 9 problem(s)"), "{out}");
+}

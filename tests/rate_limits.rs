@@ -202,7 +202,7 @@ fn rss_kib() -> u64 {
 /// and after (`cargo test --test rate_limits million -- --nocapture`).
 #[test]
 fn a_million_distinct_keys_stay_bounded() {
-    use ordergate::policy::rate_limit::{KeyKind, PathPattern, RateLimits, RuleSpec};
+    use ordergate::policy::rate_limit::{KeyKind, PathPattern, RateLimits, RuleSpec, Scope};
     use std::num::NonZeroU32;
     let spec = RuleSpec {
         name: "ip".into(),
@@ -213,6 +213,7 @@ fn a_million_distinct_keys_stay_bounded() {
         per: Duration::from_secs(60),
         burst: NonZeroU32::new(10).unwrap(),
         max_keys: 100_000,
+        scope: Scope::Local,
     };
     let limits = RateLimits::new(vec![spec], vec![]);
     let before = rss_kib();

@@ -2,7 +2,8 @@
 //!
 //! [`raw`] mirrors the file with serde (unknown keys refused); [`Config`] holds
 //! the validated, typed values the gateway runs on. Every problem is reported
-//! as a [`ConfigError`] naming the key and the reason, and stops the start.
+//! as a [`ConfigError`] naming the key and the reason, and stops the start;
+//! [`Config::check`] reports all of a file's problems at once.
 
 mod raw;
 
@@ -82,6 +83,8 @@ impl BaseUrl {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerConfig,
+    /// The admin listener (metrics, health), when `[admin]` is set.
+    pub admin: Option<AdminConfig>,
     pub upstream: UpstreamConfig,
     pub store: StoreConfig,
     pub cookies: CookieConfig,
@@ -108,6 +111,11 @@ pub struct LogConfig {
 pub struct RateLimitsConfig {
     /// How often idle keys are forgotten.
     pub sweep_interval: Duration,
+    /// What `scope = "global"` rules do while Redis cannot be used.
+    pub on_redis_error: OnRedisError,
+    /// Whether a global rule is first checked against this replica's own
+    /// count, so that obvious excess is refused without a Redis round trip.
+    pub local_precheck: bool,
     pub rules: Vec<crate::policy::rate_limit::RuleSpec>,
 }
 
@@ -118,9 +126,22 @@ pub struct FaultsConfig {
     pub max_upstream_body: usize,
 }
 
+#[derive(Debug, Clone, Copy)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+}
+
+/// One address the gateway serves on, plain or TLS.
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub addr: SocketAddr,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub listen: SocketAddr,
+    /// `server.listen` (with `[server.tls]`) first, then `server.listeners`.
+    pub listeners: Vec<ListenerConfig>,
     pub public_base_url: BaseUrl,
     /// Peers whose `X-Forwarded-*` headers are believed and extended.
     pub trusted_proxies: Vec<IpAddr>,
@@ -134,8 +155,6 @@ pub struct ServerConfig {
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
     pub limits: ServerLimits,
-    /// TLS termination, when `[server.tls]` is set.
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// What one client may ask of the server.
@@ -150,6 +169,9 @@ pub struct ServerLimits {
     pub header_read_timeout: Duration,
     /// Longest pause allowed while a request body streams in: 408 after it.
     pub body_idle_timeout: Duration,
+    /// A client connection with nothing read or written for this long is
+    /// closed (gracefully: a request in progress finishes first).
+    pub idle_timeout: Duration,
     /// Most client connections open at once; more wait to be accepted.
     pub max_connections: usize,
 }
@@ -160,9 +182,16 @@ pub struct UpstreamConfig {
     /// Other internal base URLs the upstream writes into its answers; all are
     /// rewritten to the public base URL, like `url` itself.
     pub rewrite_bases: Vec<BaseUrl>,
+    /// Client TLS, used when the upstream is `https://`.
+    pub tls: std::sync::Arc<rustls::ClientConfig>,
+    /// HTTP/2 to the upstream: negotiated by ALPN over TLS, prior knowledge
+    /// (h2c) over plain TCP.
+    pub http2: bool,
     pub connect_timeout: Duration,
     /// Time allowed for the upstream to answer with headers.
     pub response_timeout: Duration,
+    /// Time allowed for the whole upstream exchange, body included.
+    pub request_timeout: Duration,
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_host: usize,
     /// Most requests in flight to the upstream at once (so most connections
@@ -175,7 +204,53 @@ pub struct UpstreamConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    Redb { path: PathBuf },
+    Redb {
+        path: PathBuf,
+    },
+    /// Shared by every replica that points at the same Redis and prefix.
+    Redis(RedisConfig),
+}
+
+/// What a function that depends on Redis does while Redis cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRedisError {
+    /// Refuse with 503 serviceUnavailable.
+    FailClosed,
+    /// Carry on with this replica's local state, with a warning and a count.
+    FailOpen,
+}
+
+/// The Redis (or Valkey) server the replicas share.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// `redis://[user:password@]host[:port][/db]`, checked at load time.
+    pub url: String,
+    /// Every key the gateway writes starts with it.
+    pub key_prefix: String,
+    /// Multiplexed connections kept open; each carries many commands at once.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+    /// Time one command (or script) has to answer.
+    pub command_timeout: Duration,
+    /// Life of the per-owner creation lease; the holder renews it while it
+    /// works, so it only bounds how long a replica that died blocks an owner.
+    pub lease_ttl: Duration,
+    /// What the owner store does while Redis is unreachable.
+    pub on_error: OnRedisError,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    /// Without the URL: it may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field("key_prefix", &self.key_prefix)
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .field("lease_ttl", &self.lease_ttl)
+            .field("on_error", &self.on_error)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -184,6 +259,16 @@ pub struct StoreConfig {
     /// An association unused for this long is forgotten.
     pub idle_expiry: Duration,
     pub sweep_interval: Duration,
+}
+
+impl StoreConfig {
+    /// The shared Redis, when the store is on one.
+    pub fn redis(&self) -> Option<&RedisConfig> {
+        match &self.kind {
+            StoreKind::Redis(r) => Some(r),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -202,20 +287,38 @@ pub struct CookieConfig {
 }
 
 impl Config {
-    /// Reads and validates the file at `path`.
+    /// Reads and validates the file at `path`; the first problem, if any.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::new(
-                path.display().to_string(),
-                format!("cannot read the config file: {e}"),
-            )
-        })?;
-        Self::parse(&text)
+        Self::check_file(path).map_err(first)
     }
 
-    /// Validates TOML text.
+    /// Validates TOML text; the first problem, if any.
     pub fn parse(text: &str) -> Result<Self, ConfigError> {
-        raw::Raw::parse(text)?.validate()
+        Self::check(text).map_err(first)
+    }
+
+    /// Reads and validates the file at `path`, with every problem found.
+    pub fn check_file(path: &Path) -> Result<Self, Vec<ConfigError>> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            vec![ConfigError::new(
+                path.display().to_string(),
+                format!("cannot read the config file: {e}"),
+            )]
+        })?;
+        Self::check(&text)
+    }
+
+    /// Validates TOML text, with every problem found.
+    pub fn check(text: &str) -> Result<Self, Vec<ConfigError>> {
+        raw::Raw::check(text)
+    }
+}
+
+fn first(mut problems: Vec<ConfigError>) -> ConfigError {
+    if problems.is_empty() {
+        ConfigError::new("(file)", "invalid")
+    } else {
+        problems.swap_remove(0)
     }
 }
 

@@ -17,7 +17,7 @@ fn err(text: &str) -> ConfigError {
 #[test]
 fn good_file_gets_defaults() {
     let c = Config::parse(GOOD).unwrap();
-    assert_eq!(c.server.listen.port(), 8080);
+    assert_eq!(c.server.listeners[0].addr.port(), 8080);
     assert_eq!(c.server.public_base_url.as_str(), "http://127.0.0.1:8080");
     assert_eq!(c.store.kind, StoreKind::Memory);
     assert_eq!(c.server.request_id_header, "x-request-id");
@@ -175,4 +175,110 @@ fn workers_and_upstream_connection_cap() {
     assert_eq!(e.key, "server.workers");
     let e = err(&GOOD.replace("[upstream]", "[upstream]\nmax_connections = 0"));
     assert_eq!(e.key, "upstream.max_connections");
+}
+
+const REDIS: &str = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
+
+fn with_store(store: &str) -> String {
+    GOOD.replace("[store]\nkind = \"memory\"\n", store)
+}
+
+#[test]
+fn redis_store_gets_defaults_and_hides_its_url() {
+    let c = Config::parse(&with_store(REDIS)).unwrap();
+    let r = c.store.redis().unwrap();
+    assert_eq!(r.url, "redis://127.0.0.1:6379/0");
+    assert_eq!(r.key_prefix, "ordergate:");
+    assert_eq!(r.pool_size, 4);
+    assert_eq!(r.command_timeout, Duration::from_millis(500));
+    assert_eq!(r.lease_ttl, Duration::from_secs(10));
+    assert_eq!(r.on_error, OnRedisError::FailClosed);
+    assert_eq!(c.rate_limits.on_redis_error, OnRedisError::FailOpen);
+    assert!(c.rate_limits.local_precheck);
+    let secret = with_store(&REDIS.replace("redis://", "redis://:hunter2@"));
+    let c = Config::parse(&secret).unwrap();
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let full = format!(
+        "{REDIS}key_prefix = \"og-1:\"\npool_size = 8\nconnect_timeout_ms = 100\ncommand_timeout_ms = 50\nlease_ttl_ms = 2000\non_redis_error = \"fail_open\"\n"
+    );
+    let r = Config::parse(&with_store(&full)).unwrap().store;
+    let r = r.redis().unwrap();
+    assert_eq!((r.key_prefix.as_str(), r.pool_size), ("og-1:", 8));
+    assert_eq!(r.on_error, OnRedisError::FailOpen);
+}
+
+#[test]
+fn bad_redis_settings_are_named() {
+    let cases = [
+        (
+            REDIS.replace("redis://127.0.0.1:6379/0", "127.0.0.1:6379"),
+            "store.url",
+        ),
+        (
+            REDIS.replace("redis://127.0.0.1:6379/0", "rediss://h:6380"),
+            "store.url",
+        ),
+        (
+            REDIS.replace("redis://127.0.0.1:6379/0", "http://h"),
+            "store.url",
+        ),
+        (REDIS.replace("127.0.0.1:6379/0", "h:6379/x"), "store.url"),
+        (REDIS.replace("127.0.0.1:6379/0", "h:notaport"), "store.url"),
+        (
+            REDIS.replace("url = \"redis://127.0.0.1:6379/0\"\n", ""),
+            "store.url",
+        ),
+        (format!("{REDIS}pool_size = 0\n"), "store.pool_size"),
+        (format!("{REDIS}pool_size = 1000\n"), "store.pool_size"),
+        (format!("{REDIS}key_prefix = \"a b\"\n"), "store.key_prefix"),
+        (format!("{REDIS}key_prefix = \"\"\n"), "store.key_prefix"),
+        (
+            format!("{REDIS}command_timeout_ms = 0\n"),
+            "store.command_timeout_ms",
+        ),
+        (format!("{REDIS}lease_ttl_ms = 0\n"), "store.lease_ttl_ms"),
+        (
+            format!("{REDIS}on_redis_error = \"ignore\"\n"),
+            "store.on_redis_error",
+        ),
+        (format!("{REDIS}path = \"x.redb\"\n"), "store.path"),
+        (
+            "[store]\nkind = \"memory\"\nurl = \"redis://h\"\n".to_owned(),
+            "store.url",
+        ),
+        (
+            "[store]\nkind = \"redb\"\non_redis_error = \"fail_open\"\n".to_owned(),
+            "store.on_redis_error",
+        ),
+    ];
+    for (store, key) in cases {
+        assert_eq!(err(&with_store(&store)).key, key, "{store}");
+    }
+}
+
+#[test]
+fn global_rules_need_the_redis_store() {
+    let global = format!("{RULE}scope = \"global\"\n");
+    let e = err(&format!("{GOOD}{global}"));
+    assert_eq!(e.key, "rate_limits.rules[0].scope");
+    let c = Config::parse(&format!("{}{global}", with_store(REDIS))).unwrap();
+    assert_eq!(
+        c.rate_limits.rules[0].scope,
+        crate::policy::rate_limit::Scope::Global
+    );
+    assert_eq!(
+        Config::parse(&format!("{GOOD}{RULE}"))
+            .unwrap()
+            .rate_limits
+            .rules[0]
+            .scope,
+        crate::policy::rate_limit::Scope::Local
+    );
+    let e = err(&format!("{GOOD}{RULE}scope = \"cluster\"\n"));
+    assert_eq!(e.key, "rate_limits.rules[0].scope");
+    let e = err(&format!(
+        "{}[rate_limits]\non_redis_error = \"maybe\"\n",
+        with_store(REDIS)
+    ));
+    assert_eq!(e.key, "rate_limits.on_redis_error");
 }

@@ -182,10 +182,10 @@ async fn normalise_upstream(resp: Response<Body>, guid: String, ctx: Ctx) -> Res
             return finish(resp, ctx.head);
         }
     };
-    if let Some(upstream_guid) = found.upstream_guid.filter(|g| *g != guid) {
-        if let Ok(v) = HeaderValue::from_str(&upstream_guid) {
-            resp.headers_mut().insert(X_UPSTREAM_GUID.clone(), v);
-        }
+    if let Some(upstream_guid) = found.upstream_guid.filter(|g| *g != guid)
+        && let Ok(v) = HeaderValue::from_str(&upstream_guid)
+    {
+        resp.headers_mut().insert(X_UPSTREAM_GUID.clone(), v);
     }
     render_into(
         &mut resp,

@@ -69,6 +69,10 @@ pub enum GatewayError {
     NoOrderCreated,
     #[error("The owner store is unavailable")]
     Store(#[from] crate::owners::StoreError),
+    /// Another gateway replica holds the owner's creation lease for longer
+    /// than any creation may take.
+    #[error("An order is being created for this OwnerId elsewhere; retry shortly")]
+    CreationBusy,
     /// The upstream refused a call the gateway made for the client (such as
     /// the creation of an order): its answer is the client's answer.
     #[error("the upstream refused the call")]
@@ -92,7 +96,16 @@ impl GatewayError {
             Upstream(UpstreamError::ClientBodyTimeout) => StatusCode::REQUEST_TIMEOUT,
             Refused(resp) => resp.status(),
             Upstream(_) | NoOrderCreated => StatusCode::BAD_GATEWAY,
-            Store(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Store(_) | CreationBusy => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl From<crate::policy::lease::LeaseError> for GatewayError {
+    fn from(e: crate::policy::lease::LeaseError) -> Self {
+        match e {
+            crate::policy::lease::LeaseError::Store(e) => Self::Store(e),
+            crate::policy::lease::LeaseError::Busy => Self::CreationBusy,
         }
     }
 }

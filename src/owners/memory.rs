@@ -21,19 +21,19 @@ pub(crate) struct Maps {
 impl Maps {
     pub(crate) fn put(&mut self, owner: OwnerId, order: &OrderId, now_ms: u64) {
         let key = owner.as_u128();
-        if let Some(previous_owner) = self.orders.insert(order.clone(), key) {
-            if previous_owner != key {
-                self.owners.remove(&previous_owner);
-            }
+        if let Some(previous_owner) = self.orders.insert(order.clone(), key)
+            && previous_owner != key
+        {
+            self.owners.remove(&previous_owner);
         }
         let assoc = Association {
             order: order.clone(),
             touched_ms: now_ms,
         };
-        if let Some(old) = self.owners.insert(key, assoc) {
-            if &old.order != order {
-                self.orders.remove(&old.order);
-            }
+        if let Some(old) = self.owners.insert(key, assoc)
+            && &old.order != order
+        {
+            self.orders.remove(&old.order);
         }
     }
 
@@ -119,6 +119,10 @@ impl OwnerStore for MemoryStore {
             maps.end_order(order);
         }
         Ok(idle.len())
+    }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.len() as u64))
     }
 }
 

@@ -2,16 +2,19 @@
 //!
 //! The owner is the client identified by the `OwnerId` cookie, a UUID. This
 //! module reads it from the `Cookie` header without building a cookie jar, and
-//! holds the [`OwnerStore`] trait with its in-memory and redb implementations.
+//! holds the [`OwnerStore`] trait with its in-memory, redb and Redis
+//! implementations.
 //! It answers nothing itself: callers turn a [`CookieError`] into a 401 fault.
 
 mod memory;
 mod redb_store;
+mod redis_store;
 mod store;
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;
-pub use store::{Association, OrderId, OwnerStore, StoreError};
+pub use redis_store::RedisStore;
+pub use store::{Association, OrderId, OwnerStore, StoreError, conformance};
 
 use http::HeaderMap;
 use http::header::COOKIE;

@@ -173,6 +173,10 @@ impl OwnerStore for RedbStore {
         }
         Ok(n)
     }
+
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(Some(self.shared.mirror.len() as u64))
+    }
 }
 
 #[cfg(test)]

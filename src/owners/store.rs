@@ -80,15 +80,76 @@ pub trait OwnerStore: Send + Sync + 'static {
     /// Ends every association not used since `before_ms`; returns how many.
     async fn expire(&self, before_ms: u64) -> Result<usize, StoreError>;
 
+    /// Refreshes the stamp of `owner`'s association if it still points at
+    /// `order`, and says whether it did: an association ended meanwhile (by
+    /// another replica, say) stays ended.
+    async fn touch(
+        &self,
+        owner: OwnerId,
+        order: &OrderId,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        match self.get(owner).await? {
+            Some(a) if &a.order == order => {
+                self.put(owner, order, now_ms).await?;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    /// How many associations are held, where the store can tell cheaply.
+    async fn count(&self) -> Result<Option<u64>, StoreError> {
+        Ok(None)
+    }
+
     /// Flushes and closes whatever the store holds open.
     async fn close(&self) -> Result<(), StoreError> {
         Ok(())
     }
+
+    /// Whether the store can serve requests now (readiness).
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
+    /// How many calls were served from this replica's local state because the
+    /// shared backend failed (fail-open); 0 for stores that are not shared.
+    fn fail_open_count(&self) -> u64 {
+        0
+    }
+
+    // ---- creation leases (stores shared by several gateway processes) ----
+
+    /// The life of a creation lease when other gateway processes share the
+    /// store and so must be kept from creating an order for the same owner at
+    /// the same time; `None` when this process is the store's only user, and
+    /// the in-process creation locks are exclusion enough.
+    fn lease_ttl(&self) -> Option<std::time::Duration> {
+        None
+    }
+
+    /// Takes `owner`'s creation lease under `token` unless someone holds it.
+    async fn try_lease(&self, _owner: OwnerId, _token: u128) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Extends the lease while `token` still holds it; false when it is lost.
+    async fn renew_lease(&self, _owner: OwnerId, _token: u128) -> Result<bool, StoreError> {
+        Ok(true)
+    }
+
+    /// Gives the lease back if `token` still holds it.
+    async fn release_lease(&self, _owner: OwnerId, _token: u128) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
-/// Conformance tests every [`OwnerStore`] must pass.
-#[cfg(test)]
-pub(crate) mod conformance {
+/// Conformance tests every [`OwnerStore`] must pass; public so that the
+/// integration tests run them against stores on servers they start.
+#[doc(hidden)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod conformance {
     use super::*;
 
     fn owner(n: u128) -> OwnerId {
@@ -135,6 +196,20 @@ pub(crate) mod conformance {
         assert_eq!(store.get(owner(3)).await.unwrap(), None);
         assert_eq!(store.owner_of(&order("o3")).await.unwrap(), None);
         assert!(store.get(owner(4)).await.unwrap().is_some());
+        if let Some(n) = store.count().await.unwrap() {
+            assert_eq!(n, 1);
+        }
+
+        // Touch refreshes a live association only.
+        assert!(store.touch(owner(4), &order("o4"), 300).await.unwrap());
+        assert_eq!(store.get(owner(4)).await.unwrap().unwrap().touched_ms, 300);
+        assert!(!store.touch(owner(4), &order("o3"), 400).await.unwrap());
+        store.end_order(&order("o4")).await.unwrap();
+        assert!(!store.touch(owner(4), &order("o4"), 500).await.unwrap());
+        assert_eq!(store.get(owner(4)).await.unwrap(), None);
+        assert_eq!(store.owner_of(&order("o4")).await.unwrap(), None);
+
+        store.ping().await.unwrap();
     }
 }
 

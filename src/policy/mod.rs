@@ -1,6 +1,8 @@
-//! Order policy in plain code: single flight of order creation per owner, and
-//! what the gateway reads from order bodies (status, actions, links).
+//! Order policy in plain code: single flight of order creation per owner (in
+//! the process, and across replicas with [`lease`]), rate limits, and what
+//! the gateway reads from order bodies (status, actions, links).
 
+pub mod lease;
 pub mod rate_limit;
 mod single_flight;
 

@@ -1,13 +1,27 @@
-//! Rate limits: GCRA quotas per route and key, with governor.
+//! Rate limits: GCRA quotas per route and key, with governor, or in Redis
+//! for rules shared by every replica.
 //!
-//! Plain code, no I/O. Each [`Rule`] matches requests by method and path
-//! pattern and keys them by owner, client IP, Basic-auth principal or a header
-//! (falling back to the client IP when the request has no usable key, so a
-//! missing or malformed key never escapes the limit). Memory stays bounded:
-//! idle keys are evicted by [`RateLimits::sweep`], and past a rule's key cap
-//! new keys share one overflow bucket until a sweep makes room.
+//! Each [`Rule`] matches requests by method and path pattern and keys them
+//! by owner, client IP, Basic-auth principal or a header (falling back to the
+//! client IP when the request has no usable key, so a missing or malformed
+//! key never escapes the limit). Memory stays bounded: idle keys are evicted
+//! by [`RateLimits::sweep`], and past a rule's key cap new keys share one
+//! overflow bucket until a sweep makes room.
+//!
+//! A `scope = "global"` rule is the same GCRA evaluated by one Lua script in
+//! Redis per check, on Redis's own clock, so N replicas together let through
+//! the configured quota, not N times it. [`RateLimits::evaluate`] does the
+//! local part without I/O (and, with `local_precheck`, refuses what this
+//! replica alone already knows is over the quota); [`RateLimits::finish`]
+//! asks Redis. Keys in Redis are a SHA-1 of the key's value, never the
+//! client's address or name in clear. When Redis fails, `on_redis_error`
+//! decides: fail-open counts the request on this replica's own limiter (a
+//! warning now and then, and [`RateLimits::fail_open_count`]), fail-closed
+//! refuses it with 503.
 
+use crate::config::{OnRedisError, RateLimitsConfig};
 use crate::owners::owner_from_headers;
+use crate::redis_pool::{RedisError, RedisPool, Throttle};
 use base64::Engine;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
@@ -17,8 +31,18 @@ use http::{HeaderMap, HeaderName, HeaderValue, Method};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+
+/// Where a rule's counts live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// In this process: each replica enforces the quota on its own.
+    Local,
+    /// In the shared Redis: the replicas together enforce the quota.
+    Global,
+}
 
 /// What a rule counts requests by.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,7 +91,7 @@ impl PathPattern {
 }
 
 /// One configured rule.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuleSpec {
     pub name: String,
     /// Empty: every method.
@@ -79,9 +103,15 @@ pub struct RuleSpec {
     pub per: Duration,
     pub burst: NonZeroU32,
     pub max_keys: usize,
+    pub scope: Scope,
 }
 
 impl RuleSpec {
+    /// The GCRA emission interval: one request's worth of time.
+    fn interval(&self) -> Duration {
+        (self.per / self.rate.get()).max(Duration::from_nanos(1))
+    }
+
     fn quota(&self) -> Quota {
         let interval = (self.per / self.rate.get()).max(Duration::from_nanos(1));
         Quota::with_period(interval)
@@ -203,12 +233,79 @@ pub struct RateLimits<C: Clock = DefaultClock> {
     pub rules: Vec<Rule<C>>,
     hasher: std::collections::hash_map::RandomState,
     trusted_proxies: Vec<IpAddr>,
+    /// Where global rules are counted; without it they count locally.
+    global: Option<Global>,
 }
+
+struct Global {
+    pool: RedisPool,
+    on_error: OnRedisError,
+    local_precheck: bool,
+    fail_open: Arc<AtomicU64>,
+    warn: Throttle,
+}
+
+/// One global rule's check, still to be asked of Redis.
+#[derive(Debug)]
+pub struct GlobalCheck {
+    rule: usize,
+    key: String,
+    /// The key on this replica's own limiter, for fail-open.
+    local_key: u64,
+    /// This replica's decision, when the precheck already counted it.
+    local: Option<Decision>,
+}
+
+/// The local part of a request's check: the verdict so far and the global
+/// rules still to ask.
+#[derive(Debug)]
+pub struct Evaluation {
+    pub verdict: Option<Verdict>,
+    pub global: Vec<GlobalCheck>,
+}
+
+/// Redis could not be asked and the rules fail closed.
+#[derive(Debug, thiserror::Error)]
+#[error("the shared rate limits cannot be checked: {0}")]
+pub struct Unavailable(RedisError);
+
+/// KEYS: the bucket. ARGV: emission interval in µs, burst. Returns
+/// `{allowed, remaining, µs}`: µs is the time until the bucket is full again
+/// when allowed, the wait before a retry when not. Times are Redis's own
+/// (`TIME`), so the replicas' clocks do not matter; numbers are written with
+/// `%.0f` as Lua's default formatting would round µs since the epoch.
+static GCRA: std::sync::LazyLock<redis::Script> = std::sync::LazyLock::new(|| {
+    redis::Script::new(
+        r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1]))
+if not tat or tat < now then tat = now end
+local new_tat = tat + interval
+local allow_at = new_tat - burst * interval
+if allow_at > now then
+  return {0, 0, allow_at - now}
+end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return {1, math.floor((now - allow_at) / interval), new_tat - now}
+",
+    )
+});
 
 impl RateLimits<DefaultClock> {
     pub fn new(specs: Vec<RuleSpec>, trusted_proxies: Vec<IpAddr>) -> Self {
         Self::with_clock(specs, trusted_proxies, DefaultClock::default())
     }
+}
+
+/// Who a request is counted as, before hashing.
+enum KeySource<'a> {
+    Owner(u128),
+    Principal(String),
+    Header(&'a [u8]),
+    Ip(Option<IpAddr>),
 }
 
 impl<C: Clock + Clone> RateLimits<C> {
@@ -220,14 +317,44 @@ impl<C: Clock + Clone> RateLimits<C> {
                 .collect(),
             hasher: Default::default(),
             trusted_proxies,
+            global: None,
         }
+    }
+
+    /// Counts `scope = "global"` rules in Redis (with a pool; without one they
+    /// stay local).
+    pub fn with_redis(mut self, pool: Option<RedisPool>, config: &RateLimitsConfig) -> Self {
+        self.global = pool.map(|pool| Global {
+            pool,
+            on_error: config.on_redis_error,
+            local_precheck: config.local_precheck,
+            fail_open: Arc::default(),
+            warn: Throttle::new(Duration::from_secs(10)),
+        });
+        self
+    }
+
+    /// Counts fail-open requests in `counter` (shared with the rate limits
+    /// of other configurations, so the count survives a reload).
+    pub fn counting_fail_opens_in(mut self, counter: Arc<AtomicU64>) -> Self {
+        if let Some(g) = &mut self.global {
+            g.fail_open = counter;
+        }
+        self
+    }
+
+    /// Whether a request to this rule must be asked of Redis.
+    fn is_global(&self, rule: &Rule<C>) -> bool {
+        rule.spec.scope == Scope::Global && self.global.is_some()
     }
 
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }
 
-    /// Checks a request against every matching rule; `None` when none match.
+    /// Checks a request against every matching rule; `None` when none
+    /// match. Global rules are counted locally here: see [`Self::evaluate`]
+    /// for the check that asks Redis.
     pub fn check(
         &self,
         method: &Method,
@@ -237,40 +364,193 @@ impl<C: Clock + Clone> RateLimits<C> {
     ) -> Option<Verdict> {
         let mut verdict: Option<Verdict> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.spec.matches(method, path) {
-                continue;
-            }
-            let decision = rule.check(self.key(&rule.spec.key, headers, peer));
-            let tighter = match (&verdict, decision) {
-                (None, _) => true,
-                (Some(v), Decision::Denied { .. }) => {
-                    !matches!(v.decision, Decision::Denied { .. })
-                }
-                (Some(v), Decision::Allowed { remaining, .. }) => {
-                    matches!(v.decision, Decision::Allowed { remaining: r, .. } if remaining < r)
-                }
-            };
-            if tighter {
-                verdict = Some(Verdict { rule: i, decision });
+            if rule.spec.matches(method, path) {
+                let decision = rule.check(self.key(&rule.spec.key, headers, peer));
+                tighten(&mut verdict, i, decision);
             }
         }
         verdict
     }
 
-    /// The key a rule counts this request by.
-    pub fn key(&self, kind: &KeyKind, headers: &HeaderMap, peer: Option<IpAddr>) -> u64 {
+    /// The local part of a request's check, without I/O: local rules are
+    /// decided, global ones are listed for [`Self::finish`] (none when a rule
+    /// already refuses the request).
+    pub fn evaluate(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> Evaluation {
+        let mut verdict: Option<Verdict> = None;
+        let mut global = Vec::new();
+        let precheck = self.global.as_ref().is_some_and(|g| g.local_precheck);
+        for (i, rule) in self.rules.iter().enumerate() {
+            if !rule.spec.matches(method, path) {
+                continue;
+            }
+            let local_key = self.key(&rule.spec.key, headers, peer);
+            if !self.is_global(rule) {
+                tighten(&mut verdict, i, rule.check(local_key));
+                continue;
+            }
+            // This replica's own count is a lower bound of the global one:
+            // over the quota here is over it everywhere.
+            let local = precheck.then(|| rule.check(local_key));
+            if let Some(d @ Decision::Denied { .. }) = local {
+                tighten(&mut verdict, i, d);
+                continue;
+            }
+            let source = self.source(&rule.spec.key, headers, peer);
+            global.push(GlobalCheck {
+                rule: i,
+                key: self.global_key(&rule.spec.name, &source),
+                local_key,
+                local,
+            });
+        }
+        if matches!(
+            verdict,
+            Some(Verdict {
+                decision: Decision::Denied { .. },
+                ..
+            })
+        ) {
+            global.clear();
+        }
+        Evaluation { verdict, global }
+    }
+
+    /// Asks Redis for the global rules of an evaluation, and gives the
+    /// request's verdict.
+    pub async fn finish(&self, eval: Evaluation) -> Result<Option<Verdict>, Unavailable> {
+        let mut verdict = eval.verdict;
+        let Some(global) = &self.global else {
+            return Ok(verdict);
+        };
+        for check in eval.global {
+            let rule = &self.rules[check.rule];
+            let decision = match self.ask(global, rule, &check.key).await {
+                Ok(d) => d,
+                Err(e) => match global.on_error {
+                    OnRedisError::FailClosed => {
+                        if global.warn.ready() {
+                            tracing::warn!(error = %e, rule = rule.spec.name, "Redis unavailable: requests under global rate limits refused (fail_closed)");
+                        }
+                        return Err(Unavailable(e));
+                    }
+                    OnRedisError::FailOpen => {
+                        global.fail_open.fetch_add(1, Ordering::Relaxed);
+                        if global.warn.ready() {
+                            tracing::warn!(error = %e, rule = rule.spec.name, "Redis unavailable: global rate limits counted on this replica only (fail_open)");
+                        }
+                        check.local.unwrap_or_else(|| rule.check(check.local_key))
+                    }
+                },
+            };
+            let denied = matches!(decision, Decision::Denied { .. });
+            tighten(&mut verdict, check.rule, decision);
+            if denied {
+                break;
+            }
+        }
+        Ok(verdict)
+    }
+
+    async fn ask(
+        &self,
+        global: &Global,
+        rule: &Rule<C>,
+        key: &str,
+    ) -> Result<Decision, RedisError> {
+        let interval = rule.spec.interval().as_micros().max(1) as u64;
+        let (allowed, remaining, micros): (i64, i64, i64) = global
+            .pool
+            .script(GCRA.key(key).arg(interval).arg(rule.spec.burst.get()))
+            .await?;
+        let micros = Duration::from_micros(micros.max(0) as u64);
+        Ok(if allowed == 1 {
+            Decision::Allowed {
+                remaining: remaining.clamp(0, i64::from(u32::MAX)) as u32,
+                reset: micros,
+            }
+        } else {
+            Decision::Denied { wait: micros }
+        })
+    }
+
+    /// Whether Redis answers, when global rules use it (for readiness).
+    pub async fn ping(&self) -> Result<(), RedisError> {
+        match &self.global {
+            Some(g) => g.pool.ping().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Requests counted on this replica only because Redis failed (fail-open).
+    pub fn fail_open_count(&self) -> u64 {
+        self.global
+            .as_ref()
+            .map_or(0, |g| g.fail_open.load(Ordering::Relaxed))
+    }
+
+    /// The Redis key of a global rule's bucket: the rule's name (letters,
+    /// digits, `-_.`, checked at load) and a digest of who is counted.
+    fn global_key(&self, rule: &str, source: &KeySource<'_>) -> String {
+        let prefix = self.global.as_ref().map_or("", |g| g.pool.prefix());
+        let mut digest = sha1_smol::Sha1::new();
+        match source {
+            KeySource::Owner(o) => {
+                digest.update(b"o");
+                digest.update(&o.to_be_bytes());
+            }
+            KeySource::Principal(p) => {
+                digest.update(b"p");
+                digest.update(p.as_bytes());
+            }
+            KeySource::Header(v) => {
+                digest.update(b"h");
+                digest.update(v);
+            }
+            KeySource::Ip(ip) => {
+                digest.update(b"i");
+                match ip {
+                    Some(IpAddr::V4(a)) => digest.update(&a.octets()),
+                    Some(IpAddr::V6(a)) => digest.update(&a.octets()),
+                    None => {}
+                }
+            }
+        }
+        format!("{prefix}rl:{rule}:{}", digest.digest())
+    }
+
+    /// Who a rule counts this request as.
+    fn source<'h>(
+        &self,
+        kind: &KeyKind,
+        headers: &'h HeaderMap,
+        peer: Option<IpAddr>,
+    ) -> KeySource<'h> {
         let found = match kind {
             KeyKind::Owner => owner_from_headers(headers)
                 .ok()
                 .flatten()
-                .map(|o| self.hasher.hash_one((1u8, o.as_u128()))),
-            KeyKind::Principal => principal(headers).map(|p| self.hasher.hash_one((2u8, p))),
-            KeyKind::Header(name) => headers
-                .get(name)
-                .map(|v| self.hasher.hash_one((3u8, v.as_bytes()))),
+                .map(|o| KeySource::Owner(o.as_u128())),
+            KeyKind::Principal => principal(headers).map(KeySource::Principal),
+            KeyKind::Header(name) => headers.get(name).map(|v| KeySource::Header(v.as_bytes())),
             KeyKind::ClientIp => None,
         };
-        found.unwrap_or_else(|| self.hasher.hash_one((0u8, self.client_ip(headers, peer))))
+        found.unwrap_or_else(|| KeySource::Ip(self.client_ip(headers, peer)))
+    }
+
+    /// The key a rule counts this request by.
+    pub fn key(&self, kind: &KeyKind, headers: &HeaderMap, peer: Option<IpAddr>) -> u64 {
+        match self.source(kind, headers, peer) {
+            KeySource::Owner(o) => self.hasher.hash_one((1u8, o)),
+            KeySource::Principal(p) => self.hasher.hash_one((2u8, p)),
+            KeySource::Header(v) => self.hasher.hash_one((3u8, v)),
+            KeySource::Ip(ip) => self.hasher.hash_one((0u8, ip)),
+        }
     }
 
     /// The client's address: the peer, or, behind trusted proxies, the last
@@ -299,6 +579,21 @@ impl<C: Clock + Clone> RateLimits<C> {
 
     pub fn keys(&self) -> usize {
         self.rules.iter().map(Rule::keys).sum()
+    }
+}
+
+/// Keeps in `verdict` the rule that decides the headers: the first denying
+/// one, else the one with the least room left.
+fn tighten(verdict: &mut Option<Verdict>, rule: usize, decision: Decision) {
+    let tighter = match (&*verdict, decision) {
+        (None, _) => true,
+        (Some(v), Decision::Denied { .. }) => !matches!(v.decision, Decision::Denied { .. }),
+        (Some(v), Decision::Allowed { remaining, .. }) => {
+            matches!(v.decision, Decision::Allowed { remaining: r, .. } if remaining < r)
+        }
+    };
+    if tighter {
+        *verdict = Some(Verdict { rule, decision });
     }
 }
 
@@ -335,6 +630,7 @@ mod tests {
             per: Duration::from_secs(per_secs),
             burst: NonZeroU32::new(burst).unwrap(),
             max_keys: 1000,
+            scope: Scope::Local,
         }
     }
 
@@ -468,6 +764,46 @@ mod tests {
         assert_eq!(limits.client_ip(&h, ip(9)), ip(9));
         h.insert("x-forwarded-for", HeaderValue::from_static("not an ip"));
         assert_eq!(limits.client_ip(&h, Some(proxy)), Some(proxy));
+    }
+
+    #[test]
+    fn without_redis_global_rules_count_locally() {
+        let mut s = spec(KeyKind::ClientIp, 1, 60, 1);
+        s.scope = Scope::Global;
+        let limits = RateLimits::with_clock(vec![s], vec![], FakeRelativeClock::default());
+        let h = HeaderMap::new();
+        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        assert!(eval.global.is_empty());
+        assert!(matches!(
+            eval.verdict.unwrap().decision,
+            Decision::Allowed { .. }
+        ));
+        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        assert!(matches!(
+            eval.verdict.unwrap().decision,
+            Decision::Denied { .. }
+        ));
+    }
+
+    #[test]
+    fn redis_keys_name_the_rule_and_hide_the_client() {
+        let limits = RateLimits::new(vec![], vec![]);
+        let h = HeaderMap::new();
+        let a = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(7)));
+        let b = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(8)));
+        assert!(
+            a.starts_with("rl:r:") && a.len() == "rl:r:".len() + 40,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(!a.contains("10.0.0.7"));
+        // Stable across processes: the same client is the same bucket on
+        // every replica.
+        let again = RateLimits::new(vec![], vec![]);
+        assert_eq!(
+            again.global_key("r", &again.source(&KeyKind::ClientIp, &h, ip(7))),
+            a
+        );
     }
 
     #[test]

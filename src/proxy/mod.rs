@@ -8,6 +8,7 @@
 //! `Location` and JSON bodies rewritten to the public base URL, streaming.
 
 pub mod rewrite;
+pub mod tls;
 
 use crate::body::{self, Body};
 use crate::config::{BaseUrl, Config};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -85,13 +87,19 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// When the upstream's answer must have ended, kept in its extensions.
+#[derive(Clone, Copy, Debug)]
+struct AnswerDeadline(tokio::time::Instant);
+
 /// The upstream: where requests go and how its answers come back.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpConnector, Body>,
+    client: Client<HttpsConnector<HttpConnector>, Body>,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
     response_timeout: Duration,
+    request_timeout: Duration,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
     trusted_proxies: Arc<[IpAddr]>,
     /// Every internal base → the public base.
     rewriter: Arc<Rewriter>,
@@ -110,16 +118,27 @@ pub struct Upstream {
 struct UpstreamSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 impl Upstream {
-    pub fn new(config: &Config) -> Self {
+    pub fn new(config: &Config, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Self {
         let u = &config.upstream;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(u.connect_timeout));
+        let mut http = HttpConnector::new();
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(u.connect_timeout));
+        http.enforce_http(false);
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*u.tls).clone())
+            .https_or_http();
+        let connector = if u.http2 {
+            https.enable_all_versions().wrap_connector(http)
+        } else {
+            https.enable_http1().wrap_connector(http)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(u.pool_idle_timeout)
             .pool_max_idle_per_host(u.pool_max_idle_per_host)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // Plain HTTP/2 has no negotiation: prior knowledge.
+            .http2_only(u.http2 && *u.url.scheme() == http::uri::Scheme::HTTP)
             .build(connector);
         let public = config.server.public_base_url.as_str().to_owned();
         let internal: Vec<String> = std::iter::once(&u.url)
@@ -132,6 +151,8 @@ impl Upstream {
             scheme: u.url.scheme().clone(),
             authority: u.url.authority().clone(),
             response_timeout: u.response_timeout,
+            request_timeout: u.request_timeout,
+            metrics,
             trusted_proxies: config.server.trusted_proxies.clone().into(),
             rewriter: Arc::new(rewriter),
             internal_bases: internal.into(),
@@ -142,6 +163,10 @@ impl Upstream {
                 .max_connections
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
         }
+    }
+
+    pub fn metrics(&self) -> &crate::telemetry::metrics::Metrics {
+        &self.metrics
     }
 
     pub fn public_base(&self) -> &str {
@@ -249,10 +274,10 @@ impl Upstream {
             let proto = if tls { "https" } else { "http" };
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
-        if !headers.contains_key(&X_FORWARDED_HOST) {
-            if let Some(host) = headers.get(header::HOST).cloned() {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
-            }
+        if !headers.contains_key(&X_FORWARDED_HOST)
+            && let Some(host) = headers.get(header::HOST).cloned()
+        {
+            headers.insert(X_FORWARDED_HOST.clone(), host);
         }
     }
 
@@ -262,7 +287,7 @@ impl Upstream {
             .extensions()
             .get::<crate::telemetry::access_log::Record>()
             .cloned();
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         let exchange = async {
             let slot = match &self.slots {
                 Some(slots) => Some(Arc::clone(slots).acquire_owned().await.map_err(|_| {
@@ -275,6 +300,8 @@ impl Upstream {
                 .request(req)
                 .await
                 .map_err(|e| classify_client_error(&e))?;
+            resp.extensions_mut()
+                .insert(AnswerDeadline(started + self.request_timeout));
             if let Some(slot) = slot {
                 resp.extensions_mut().insert(UpstreamSlot(Arc::new(slot)));
             }
@@ -284,8 +311,10 @@ impl Upstream {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(out) => out,
         };
+        let elapsed = started.elapsed();
+        self.metrics.upstream_answered(elapsed, out.as_ref().err());
         if let Some(record) = record {
-            record.add_upstream(started.elapsed());
+            record.add_upstream(elapsed);
         }
         out
     }
@@ -295,6 +324,12 @@ impl Upstream {
     pub fn finish(&self, resp: Response<Incoming>, rewriter: &Arc<Rewriter>) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
+        // The whole exchange must end in time; past the deadline the body
+        // breaks off and the client's connection (or stream) is closed.
+        let body = match parts.extensions.remove::<AnswerDeadline>() {
+            Some(AnswerDeadline(deadline)) => body::boxed(body::Deadline::new(body, deadline)),
+            None => body::boxed(body),
+        };
         if is_json(&parts.headers) && !rewriter.is_empty() {
             // The length changes with the rewriting; the body goes chunked.
             parts.headers.remove(header::CONTENT_LENGTH);
@@ -306,11 +341,21 @@ impl Upstream {
         Response::from_parts(parts, body::boxed(body))
     }
 
-    /// Reads a whole upstream body, up to the JSON cap.
-    pub async fn read_body(&self, body: Incoming) -> Result<Bytes, UpstreamError> {
-        body::read_capped(body, self.max_json_body)
-            .await
-            .map_err(|e| UpstreamError::BadAnswer(e.to_string()))
+    /// Reads a whole upstream body, up to the JSON cap, in the time left.
+    /// `extensions` are the answer's own, where its deadline is kept.
+    pub async fn read_body(
+        &self,
+        body: Incoming,
+        extensions: &http::Extensions,
+    ) -> Result<Bytes, UpstreamError> {
+        let deadline = extensions.get::<AnswerDeadline>().map_or_else(
+            || tokio::time::Instant::now() + self.request_timeout,
+            |d| d.0,
+        );
+        match tokio::time::timeout_at(deadline, body::read_capped(body, self.max_json_body)).await {
+            Err(_) => Err(UpstreamError::Timeout),
+            Ok(read) => read.map_err(|e| UpstreamError::BadAnswer(e.to_string())),
+        }
     }
 }
 
@@ -318,13 +363,12 @@ impl Upstream {
 /// removed, `Location` rewritten.
 pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
     strip_hop_by_hop(headers);
-    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok()) {
-        if let Some(new) = rewriter
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok())
+        && let Some(new) = rewriter
             .rewrite(loc)
             .and_then(|l| HeaderValue::from_str(&l).ok())
-        {
-            headers.insert(header::LOCATION, new);
-        }
+    {
+        headers.insert(header::LOCATION, new);
     }
 }
 

@@ -1,45 +1,63 @@
-//! The accept loop: HTTP/1.1 and HTTP/2 (prior knowledge) on one listener,
-//! hard request-head limits, a header read timeout that closes
-//! slow clients' connections, a cap on open connections, and graceful
-//! shutdown that lets in-flight requests finish.
+//! The accept loops: HTTP/1.1 and HTTP/2 (ALPN over TLS, prior knowledge
+//! over plain TCP) on every listener, hard request-head limits, a header read
+//! timeout and an idle timeout that close quiet clients' connections, a cap on
+//! open connections shared by all listeners, and graceful shutdown that lets
+//! in-flight requests finish.
+
+mod activity;
+pub mod tls;
 
 use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::proxy::ClientAddr;
+use activity::Tracked;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, watch};
 use tower::{Service, ServiceExt};
-
-pub mod tls;
 
 /// Marks requests that came over TLS.
 #[derive(Clone, Copy, Debug)]
 pub struct Tls;
 
-/// Serves `service` on `listener` until `shutdown` completes, then waits up
-/// to `drain` for open connections to finish their requests. Past
+/// A bound listener, plain or TLS.
+pub struct Listener {
+    pub tcp: TcpListener,
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+}
+
+/// What every accept loop shares.
+struct Shared<S> {
+    service: S,
+    builder: auto::Builder<TokioExecutor>,
+    limits: ServerLimits,
+    slots: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+}
+
+/// Serves `service` on every listener until `shutdown` completes, then waits
+/// up to `drain` for open connections to finish their requests. Past
 /// `limits.max_connections` open connections, new ones wait in the kernel's
 /// backlog until one closes.
 pub async fn serve<S>(
-    listener: TcpListener,
+    listeners: Vec<Listener>,
     service: S,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     limits: ServerLimits,
-    tls: Option<Arc<rustls::ServerConfig>>,
 ) where
     S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send + 'static,
 {
@@ -58,19 +76,52 @@ pub async fn serve<S>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX));
-    let graceful = GracefulShutdown::new();
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    tokio::pin!(shutdown);
+    let (stop_tx, stop) = watch::channel(false);
+    let shared = Arc::new(Shared {
+        service,
+        builder,
+        limits,
+        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        stop,
+    });
+    let loops: Vec<_> = listeners
+        .into_iter()
+        .map(|l| tokio::spawn(accept_loop(l, Arc::clone(&shared))))
+        .collect();
+    shutdown.await;
+    let _ = stop_tx.send(true);
+    for l in loops {
+        let _ = l.await;
+    }
+    // Every open connection holds a slot: all slots back means all closed.
+    let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
+    tokio::select! {
+        _ = shared.slots.acquire_many(all) => {}
+        () = tokio::time::sleep(drain) => tracing::warn!("drain time over; closing open connections"),
+    }
+}
+
+async fn accept_loop<S>(listener: Listener, shared: Arc<Shared<S>>)
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let mut stop = shared.stop.clone();
+    let acceptor = listener.tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
         let slot = tokio::select! {
-            slot = Arc::clone(&slots).acquire_owned() => match slot {
+            slot = Arc::clone(&shared.slots).acquire_owned() => match slot {
                 Ok(slot) => slot,
                 Err(_) => break,
             },
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         let (stream, peer) = tokio::select! {
-            accepted = listener.accept() => match accepted {
+            accepted = listener.tcp.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
                     // Out of file descriptors and the like: back off, keep serving.
@@ -79,44 +130,19 @@ pub async fn serve<S>(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = stopped(&mut stop) => break,
         };
         let _ = stream.set_nodelay(true);
-        let svc = service.clone();
-        let secure = tls.is_some();
-        let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(ClientAddr(peer));
-            if secure {
-                req.extensions_mut().insert(Tls);
-            }
-            svc.clone().oneshot(req)
-        });
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone().map(tokio_rustls::TlsAcceptor::from);
-        let handshake_timeout = limits.header_read_timeout;
+        let shared = Arc::clone(&shared);
+        let acceptor = acceptor.clone();
         tokio::spawn(async move {
-            let result = match tls {
-                None => {
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection(TokioIo::new(stream), hyper_svc)
-                                .into_owned(),
-                        )
-                        .await
-                }
+            let (stream, activity) = Tracked::new(stream);
+            let result = match acceptor {
+                None => connection(stream, activity, peer, false, &shared).await,
                 Some(acceptor) => {
-                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => {
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection(TokioIo::new(stream), hyper_svc)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
+                    let handshake = acceptor.accept(stream);
+                    match tokio::time::timeout(shared.limits.header_read_timeout, handshake).await {
+                        Ok(Ok(stream)) => connection(stream, activity, peer, true, &shared).await,
                         Ok(Err(e)) => Err(e.into()),
                         Err(_) => Err("TLS handshake timed out".into()),
                     }
@@ -128,9 +154,65 @@ pub async fn serve<S>(
             drop(slot);
         });
     }
-    drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(drain) => tracing::warn!("drain time over; closing open connections"),
+}
+
+/// Completes when `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Serves one connection until it ends: closed gracefully at shutdown or when
+/// nothing has moved on it for the idle timeout (a request in progress
+/// finishes first either way).
+async fn connection<I, S>(
+    io: I,
+    activity: Arc<activity::Activity>,
+    peer: std::net::SocketAddr,
+    secure: bool,
+    shared: &Shared<S>,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let svc = shared.service.clone();
+    let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        req.extensions_mut().insert(ClientAddr(peer));
+        if secure {
+            req.extensions_mut().insert(Tls);
+        }
+        svc.clone().oneshot(req)
+    });
+    let conn = shared
+        .builder
+        .serve_connection(TokioIo::new(io), hyper_svc)
+        .into_owned();
+    tokio::pin!(conn);
+    let idle = shared.limits.idle_timeout;
+    let check = tokio::time::sleep(idle);
+    tokio::pin!(check);
+    let mut stop = shared.stop.clone();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => return result,
+            () = stopped(&mut stop), if !closing => {
+                conn.as_mut().graceful_shutdown();
+                closing = true;
+            }
+            () = &mut check, if !closing => {
+                let quiet = activity.quiet_for();
+                if quiet >= idle {
+                    conn.as_mut().graceful_shutdown();
+                    closing = true;
+                } else {
+                    check.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                }
+            }
+        }
     }
 }

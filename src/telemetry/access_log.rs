@@ -1,5 +1,5 @@
 //! The access log: one structured line per request, when its answer's
-//! headers are ready.
+//! headers are ready; and the request metrics, counted at the same moment.
 //!
 //! Fields: request id, method, path (never the query), status, latency,
 //! upstream latency, whether the shorthand was used and an order created
@@ -7,6 +7,7 @@
 //! Authorization header. Inner phases report what they did through the
 //! [`AccessRecord`] in the request's extensions.
 
+use super::metrics::{Metrics, RouteGroup};
 use crate::owners::OwnerId;
 use http::{Method, Request, Response};
 use std::future::Future;
@@ -57,10 +58,11 @@ pub fn owner_hash(owner: OwnerId) -> u64 {
 /// Where inner phases find the record.
 pub type Record = Arc<AccessRecord>;
 
-/// The access-log layer; when `enabled` is false it only passes requests on.
-#[derive(Clone, Copy)]
+/// The access-log layer; when `enabled` is false it only counts requests.
+#[derive(Clone)]
 pub struct AccessLogLayer {
     pub enabled: bool,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<S> Layer<S> for AccessLogLayer {
@@ -69,6 +71,7 @@ impl<S> Layer<S> for AccessLogLayer {
         AccessLog {
             inner,
             enabled: self.enabled,
+            metrics: Arc::clone(&self.metrics),
         }
     }
 }
@@ -77,6 +80,7 @@ impl<S> Layer<S> for AccessLogLayer {
 pub struct AccessLog<S> {
     inner: S,
     enabled: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B, RB> Service<Request<B>> for AccessLog<S>
@@ -92,30 +96,29 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> Self::Future {
-        if !self.enabled {
-            return AccessLogFuture {
-                inner: self.inner.call(req),
-                line: None,
-            };
-        }
-        let record = Record::default();
-        req.extensions_mut().insert(Arc::clone(&record));
-        let line = Line {
-            start: Instant::now(),
-            method: req.method().clone(),
-            path: req.uri().path().to_owned(),
-            request_id: super::RequestId::of(&req).to_owned(),
-            record,
-        };
+        let start = Instant::now();
+        let route = RouteGroup::of(req.uri().path());
+        let line = self.enabled.then(|| {
+            let record = Record::default();
+            req.extensions_mut().insert(Arc::clone(&record));
+            Line {
+                method: req.method().clone(),
+                path: req.uri().path().to_owned(),
+                request_id: super::RequestId::of(&req).to_owned(),
+                record,
+            }
+        });
         AccessLogFuture {
             inner: self.inner.call(req),
-            line: Some(line),
+            start,
+            route,
+            metrics: Arc::clone(&self.metrics),
+            line,
         }
     }
 }
 
 struct Line {
-    start: Instant,
     method: Method,
     path: String,
     request_id: String,
@@ -126,6 +129,9 @@ pin_project_lite::pin_project! {
     pub struct AccessLogFuture<F> {
         #[pin]
         inner: F,
+        start: Instant,
+        route: RouteGroup,
+        metrics: Arc<Metrics>,
         line: Option<Line>,
     }
 }
@@ -139,6 +145,11 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = ready!(this.inner.poll(cx));
+        let latency = this.start.elapsed();
+        if let Ok(resp) = &out {
+            this.metrics
+                .request(*this.route, resp.status().as_u16(), latency);
+        }
         if let (Some(line), Ok(resp)) = (this.line.take(), &out) {
             let r = &line.record;
             let flags = r.flags.load(Ordering::Relaxed);
@@ -149,7 +160,7 @@ where
                 method = %line.method,
                 path = %line.path,
                 status = resp.status().as_u16(),
-                latency_us = line.start.elapsed().as_micros() as u64,
+                latency_us = latency.as_micros() as u64,
                 upstream_us = r.upstream_us.load(Ordering::Relaxed),
                 shorthand = flags & SHORTHAND != 0,
                 implicit = flags & IMPLICIT != 0,

@@ -5,6 +5,8 @@
 //! fault `guid`) and on the response.
 
 pub mod access_log;
+pub mod admin;
+pub mod metrics;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use std::future::Future;

@@ -2,6 +2,8 @@
 //! ports, and a small HTTP client over real sockets.
 #![allow(dead_code)]
 
+pub mod redis_server;
+
 use bytes::Bytes;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
@@ -21,26 +23,41 @@ pub const INTERNAL: &str = "http://coreapi01.ote.chicago.hostway:8092";
 pub struct Gateway {
     pub addr: SocketAddr,
     pub base: String,
+    /// Sends a new configuration, as SIGHUP does in the binary.
+    pub reload: tokio::sync::mpsc::Sender<Config>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Gateway {
-    /// Starts the gateway in-process with `config_toml` (`{listen}`-free: the
-    /// listener is bound here on port 0).
+    /// Starts the gateway in-process on `listener` (bound by the caller, on
+    /// port 0), with the config's TLS if it has one.
     pub async fn start(config: Config, listener: TcpListener) -> Self {
-        let addr = listener.local_addr().unwrap();
+        let bound = ordergate::Bound::single(listener, &config);
+        Self::start_bound(config, bound).await
+    }
+
+    /// Starts the gateway in-process on listeners bound by the caller.
+    pub async fn start_bound(config: Config, bound: ordergate::Bound) -> Self {
+        let addr = bound.listeners[0].tcp.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
+        let (reload, reloads) = tokio::sync::mpsc::channel(1);
         let task = tokio::spawn(async move {
-            ordergate::run(config, listener, async {
-                let _ = rx.await;
-            })
+            ordergate::run(
+                config,
+                bound,
+                async {
+                    let _ = rx.await;
+                },
+                reloads,
+            )
             .await
             .unwrap();
         });
         Self {
             addr,
             base: format!("http://{addr}"),
+            reload,
             stop: Some(tx),
             task,
         }
@@ -110,6 +127,39 @@ impl Env {
 
     pub fn public(&self) -> &str {
         &self.gateway.base
+    }
+
+    pub fn creations(&self) -> usize {
+        self.backend.state.count(&Method::POST, "/orders")
+    }
+}
+
+/// One emulated backend and `n` gateway replicas in front of it, each
+/// started with `extra` (a `[store]` table and whatever else).
+pub struct Replicas {
+    pub backend: Backend,
+    pub gateways: Vec<Gateway>,
+    pub clients: Vec<HttpClient>,
+}
+
+impl Replicas {
+    pub async fn start(n: usize, extra: &str) -> Self {
+        let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+        let mut gateways = Vec::new();
+        let mut clients = Vec::new();
+        for _ in 0..n {
+            let gl = listener().await;
+            let config =
+                Config::parse(&config_text(gl.local_addr().unwrap(), backend.addr, extra)).unwrap();
+            let gateway = Gateway::start(config, gl).await;
+            clients.push(HttpClient::new(gateway.base.clone()));
+            gateways.push(gateway);
+        }
+        Self {
+            backend,
+            gateways,
+            clients,
+        }
     }
 
     pub fn creations(&self) -> usize {

@@ -1,0 +1,103 @@
+//! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the
+//! process is up) and `GET /readyz` (it takes traffic: not draining, and the
+//! owner store answers). Kept off the public listeners.
+
+use super::metrics::Metrics;
+use crate::body::{self, Body};
+use crate::owners::OwnerStore;
+use crate::server::stopped;
+use http::{Method, Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+/// What the admin endpoints report on.
+#[derive(Clone)]
+pub struct Admin {
+    pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn OwnerStore>,
+    /// Set when shutdown begins: no longer ready.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Admin {
+    pub async fn answer(&self, req: &Request<Incoming>) -> Response<Body> {
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
+        }
+        match req.uri().path() {
+            "/metrics" => {
+                let reading = super::metrics::StoreReading {
+                    open_orders: self.store.count().await.ok().flatten(),
+                    fail_opens: self.store.fail_open_count(),
+                };
+                let mut resp = text(StatusCode::OK, self.metrics.render(reading));
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static(
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    ),
+                );
+                resp
+            }
+            "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/readyz" => {
+                if self.draining.load(Ordering::Relaxed) {
+                    return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+                }
+                match self.store.ping().await {
+                    Ok(()) => text(StatusCode::OK, "ready\n"),
+                    Err(e) => text(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        format!("owner store unavailable: {e}\n"),
+                    ),
+                }
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}
+
+fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
+    let mut resp = Response::new(body::full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp
+}
+
+/// Serves the admin endpoints until `stop` turns true.
+pub async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => return,
+        };
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let admin = admin.clone();
+                async move { Ok::<_, Infallible>(admin.answer(&req).await) }
+            });
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(std::time::Duration::from_secs(10));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}

@@ -1,0 +1,336 @@
+//! Prometheus metrics, served on the admin listener.
+//!
+//! One [`Metrics`] lives as long as the process (a reload keeps it): the
+//! telemetry layer counts requests by route group and status and times them,
+//! the upstream client times its exchanges and counts failures by kind, and
+//! the policy phases count rate-limited requests, implicit creations and 409s.
+//! The number of open orders is read from the store when scraped.
+
+use crate::faults::UpstreamError;
+use crate::shorthand::{Route, classify};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The part of the orders API a request was for.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum RouteGroup {
+    /// `/order…`
+    shorthand,
+    /// `/orders`
+    orders,
+    /// `/orders/<id>…`
+    order,
+    /// A path the gateway refused (dot segments, encoded separators).
+    invalid,
+    /// Anything else.
+    other,
+}
+
+impl RouteGroup {
+    const ALL: [Self; 5] = [
+        Self::shorthand,
+        Self::orders,
+        Self::order,
+        Self::invalid,
+        Self::other,
+    ];
+
+    pub fn of(path: &str) -> Self {
+        match classify(path) {
+            Ok(Route::Shorthand { .. }) => Self::shorthand,
+            Ok(Route::Orders) => Self::orders,
+            Ok(Route::Order { .. }) => Self::order,
+            Ok(Route::Other) => Self::other,
+            Err(_) => Self::invalid,
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    route: RouteGroup,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RouteLabels {
+    route: RouteGroup,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum ErrorKind {
+    connect,
+    timeout,
+    protocol,
+    bad_answer,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: ErrorKind,
+}
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+enum Function {
+    store,
+    rate_limits,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FunctionLabels {
+    function: Function,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RuleLabels {
+    rule: String,
+}
+
+fn latency_histogram() -> Histogram {
+    // 100 µs to about 26 s.
+    Histogram::new(exponential_buckets(0.0001, 2.0, 19))
+}
+
+/// Every metric the gateway keeps.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    /// The latency histogram of each route group, by `RouteGroup as usize`
+    /// (handles into one registered family, looked up once).
+    latency: [Histogram; 5],
+    upstream_latency: Histogram,
+    upstream_errors: Family<KindLabels, Counter>,
+    rate_limited: Family<RuleLabels, Counter>,
+    implicit_creations: Counter,
+    conflicts: Counter,
+    open_orders: Gauge,
+    redis_fail_opens: Family<FunctionLabels, Counter>,
+    /// Counted by the rate limits of every configuration in turn.
+    rate_limit_fail_opens: Arc<AtomicU64>,
+}
+
+/// What the owner store tells at a scrape.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreReading {
+    /// Associations held, when the store can tell.
+    pub open_orders: Option<u64>,
+    /// Operations served locally because Redis failed (fail-open), so far.
+    pub fail_opens: u64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("ordergate");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by route group and status",
+            requests.clone(),
+        );
+        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
+            latency_histogram,
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its answer's headers, by route group",
+            latency.clone(),
+        );
+        let latency =
+            RouteGroup::ALL.map(|route| latency.get_or_create(&RouteLabels { route }).clone());
+        let upstream_latency = latency_histogram();
+        registry.register(
+            "upstream_duration_seconds",
+            "Time from sending a request upstream to the answer's headers",
+            upstream_latency.clone(),
+        );
+        let upstream_errors = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "upstream_errors",
+            "Upstream exchanges that failed, by kind",
+            upstream_errors.clone(),
+        );
+        let rate_limited = Family::<RuleLabels, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429, by rule",
+            rate_limited.clone(),
+        );
+        let implicit_creations = Counter::default();
+        registry.register(
+            "implicit_creations",
+            "Orders created implicitly through the /order shorthand",
+            implicit_creations.clone(),
+        );
+        let conflicts = Counter::default();
+        registry.register(
+            "open_order_conflicts",
+            "Creations refused with 409 because the owner has an open order",
+            conflicts.clone(),
+        );
+        let open_orders = Gauge::default();
+        registry.register(
+            "open_orders",
+            "Owner to open order associations held by the store",
+            open_orders.clone(),
+        );
+        let redis_fail_opens = Family::<FunctionLabels, Counter>::default();
+        registry.register(
+            "redis_fail_open",
+            "Operations served by this replica alone because Redis failed (fail-open), by function",
+            redis_fail_opens.clone(),
+        );
+        Self {
+            registry,
+            redis_fail_opens,
+            rate_limit_fail_opens: Arc::default(),
+            requests,
+            latency,
+            upstream_latency,
+            upstream_errors,
+            rate_limited,
+            implicit_creations,
+            conflicts,
+            open_orders,
+        }
+    }
+
+    pub fn request(&self, route: RouteGroup, status: u16, latency: Duration) {
+        self.requests
+            .get_or_create(&RequestLabels { route, status })
+            .inc();
+        self.latency[route as usize].observe(latency.as_secs_f64());
+    }
+
+    /// One upstream exchange: its time to headers, and its failure if any.
+    pub fn upstream_answered(&self, latency: Duration, error: Option<&UpstreamError>) {
+        let kind = match error {
+            None => {
+                self.upstream_latency.observe(latency.as_secs_f64());
+                return;
+            }
+            Some(UpstreamError::Connect(_)) => ErrorKind::connect,
+            Some(UpstreamError::Timeout) => ErrorKind::timeout,
+            Some(UpstreamError::Protocol(_)) => ErrorKind::protocol,
+            Some(UpstreamError::BadAnswer(_)) => ErrorKind::bad_answer,
+            // The client's own body failed, not the upstream.
+            Some(UpstreamError::ClientBodyTooLarge | UpstreamError::ClientBodyTimeout) => return,
+        };
+        self.upstream_errors
+            .get_or_create(&KindLabels { kind })
+            .inc();
+    }
+
+    pub fn rate_limited(&self, rule: &str) {
+        self.rate_limited
+            .get_or_create(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn implicit_creation(&self) {
+        self.implicit_creations.inc();
+    }
+
+    pub fn conflict(&self) {
+        self.conflicts.inc();
+    }
+
+    /// The counter the rate limits count their fail-open requests in.
+    pub fn rate_limit_fail_opens(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.rate_limit_fail_opens)
+    }
+
+    /// The text exposition, with what the store tells.
+    pub fn render(&self, store: StoreReading) -> String {
+        if let Some(n) = store.open_orders {
+            self.open_orders.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+        for (function, total) in [
+            (Function::store, store.fail_opens),
+            (
+                Function::rate_limits,
+                self.rate_limit_fail_opens.load(Ordering::Relaxed),
+            ),
+        ] {
+            // Both totals only grow: bring the counter up to them.
+            let counter = self
+                .redis_fail_opens
+                .get_or_create(&FunctionLabels { function });
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn route_groups() {
+        for (path, group) in [
+            ("/order", RouteGroup::shorthand),
+            ("/order/action", RouteGroup::shorthand),
+            ("/orders", RouteGroup::orders),
+            ("/orders/abc", RouteGroup::order),
+            ("/orders/abc/action", RouteGroup::order),
+            ("/status", RouteGroup::other),
+            ("/orders/%2e%2e/x", RouteGroup::invalid),
+            ("/order/../x", RouteGroup::invalid),
+        ] {
+            assert_eq!(RouteGroup::of(path), group, "{path}");
+        }
+        for (i, group) in RouteGroup::ALL.iter().enumerate() {
+            assert_eq!(*group as usize, i);
+        }
+    }
+
+    #[test]
+    fn renders_what_was_counted() {
+        let m = Metrics::new();
+        m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
+        m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
+        m.upstream_answered(Duration::ZERO, Some(&UpstreamError::Timeout));
+        m.rate_limited("per-owner");
+        m.conflict();
+        m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);
+        let text = m.render(StoreReading {
+            open_orders: Some(7),
+            fail_opens: 3,
+        });
+        for line in [
+            "ordergate_requests_total{route=\"shorthand\",status=\"200\"} 2",
+            "ordergate_upstream_errors_total{kind=\"timeout\"} 1",
+            "ordergate_rate_limited_total{rule=\"per-owner\"} 1",
+            "ordergate_open_order_conflicts_total 1",
+            "ordergate_implicit_creations_total 0",
+            "ordergate_open_orders 7",
+            "ordergate_redis_fail_open_total{function=\"store\"} 3",
+            "ordergate_redis_fail_open_total{function=\"rate_limits\"} 2",
+            "ordergate_request_duration_seconds_count{route=\"shorthand\"} 2",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+        }
+    }
+}

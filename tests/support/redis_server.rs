@@ -1,0 +1,118 @@
+//! A real `redis-server` for one test, on a free 127.0.0.1 port, without
+//! persistence except what [`RedisServer::stop`] saves for a restart;
+//! killed when dropped.
+
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::process::{Child, Command};
+
+pub struct RedisServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` (installed by `.ci/run` from Debian's packages)
+    /// and waits until it answers PING.
+    pub async fn start() -> Self {
+        // A port the system just handed out, released for redis-server.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut server = Self {
+            port,
+            dir: tempfile::tempdir().unwrap(),
+            child: None,
+        };
+        server.spawn().await;
+        server
+    }
+
+    async fn spawn(&mut self) {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .args(["--loglevel", "warning"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}); `apt-get install redis-server`")
+            });
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.command(&["PING"]).await.as_deref() == Some("+PONG") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    /// `redis://127.0.0.1:<port>/<db>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    /// Stops the server, saving its data for [`Self::restart`].
+    pub async fn stop(&mut self) {
+        let _ = self.command(&["SHUTDOWN", "SAVE"]).await;
+        if let Some(mut child) = self.child.take()
+            && tokio::time::timeout(Duration::from_secs(5), child.wait())
+                .await
+                .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Starts the server again on the same port with the data it saved.
+    pub async fn restart(&mut self) {
+        assert!(self.child.is_none(), "restart of a running redis-server");
+        self.spawn().await;
+    }
+
+    /// One command in RESP over a new connection; the first line of the
+    /// answer (`None` when the server cannot be reached).
+    pub async fn command(&self, args: &[&str]) -> Option<String> {
+        let mut s = tokio::time::timeout(
+            Duration::from_secs(1),
+            TcpStream::connect(("127.0.0.1", self.port)),
+        )
+        .await
+        .ok()?
+        .ok()?;
+        let mut out = format!("*{}\r\n", args.len());
+        for a in args {
+            out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(out.as_bytes()).await.ok()?;
+        let mut buf = vec![0u8; 1 << 16];
+        let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+            .await
+            .ok()?
+            .ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+        Some(text.lines().next().unwrap_or_default().to_owned())
+    }
+
+    /// Every key in the server, read with the `redis` crate.
+    pub async fn keys(&self) -> Vec<String> {
+        let client = redis::Client::open(self.url()).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut conn)
+            .await
+            .unwrap()
+    }
+}
