@@ -28,6 +28,34 @@ use tower::{Service, ServiceExt};
 #[derive(Clone, Copy, Debug)]
 pub struct Tls;
 
+/// What the listeners serve: a service over hyper's requests, cloned for
+/// every connection and shared by every accept loop.
+pub trait GatewayService:
+    Service<
+        Request<Incoming>,
+        Response = Response<Body>,
+        Error = Infallible,
+        Future = <Self as GatewayService>::Future,
+    > + Clone
+    + Send
+    + Sync
+    + 'static
+{
+    type Future: Future<Output = Result<Response<Body>, Infallible>> + Send + 'static;
+}
+
+impl<S> GatewayService for S
+where
+    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Future = S::Future;
+}
+
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub tcp: TcpListener,
@@ -54,12 +82,7 @@ pub async fn serve<S>(
     drain: Duration,
     limits: ServerLimits,
 ) where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: GatewayService,
 {
     // The configured head limits are enforced in the stack, which answers
     // with a fault (431); hyper's own, at twice those, only stop what would
@@ -103,12 +126,7 @@ pub async fn serve<S>(
 
 async fn accept_loop<S>(listener: Listener, shared: Arc<Shared<S>>)
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + Sync
-        + 'static,
-    S::Future: Send + 'static,
+    S: GatewayService,
 {
     let mut stop = shared.stop.clone();
     let acceptor = listener.tls.map(tokio_rustls::TlsAcceptor::from);
@@ -173,11 +191,7 @@ async fn connection<I, S>(
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
+    S: GatewayService,
 {
     let svc = shared.service.clone();
     let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
