@@ -68,6 +68,32 @@ pub struct TooLarge {
 #[error("the client sent no request body data for {0:?}")]
 pub struct BodyTimeout(pub std::time::Duration);
 
+/// A body's timer, made only when the body first has to wait: most bodies
+/// arrive whole with their headers.
+#[derive(Default)]
+struct LazyTimer(Option<std::pin::Pin<Box<tokio::time::Sleep>>>);
+
+impl LazyTimer {
+    /// Polls the timer, made to fire at `at()` if there is none yet.
+    fn poll_at(
+        &mut self,
+        at: impl FnOnce() -> tokio::time::Instant,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        self.0
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(at())))
+            .as_mut()
+            .poll(cx)
+    }
+
+    /// Moves a timer already made to `at()` (not read when there is none).
+    fn reset(&mut self, at: impl FnOnce() -> tokio::time::Instant) {
+        if let Some(timer) = self.0.as_mut() {
+            timer.as_mut().reset(at());
+        }
+    }
+}
+
 pin_project_lite::pin_project! {
     /// A request body that fails with [`TooLarge`] as soon as more than
     /// `limit` bytes have streamed through it (the limit holds for bodies of
@@ -79,7 +105,7 @@ pin_project_lite::pin_project! {
         left: u64,
         limit: u64,
         idle: std::time::Duration,
-        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        timer: LazyTimer,
     }
 }
 
@@ -90,7 +116,7 @@ impl<B> Limited<B> {
             left: limit,
             limit,
             idle,
-            timer: None,
+            timer: LazyTimer::default(),
         }
     }
 }
@@ -111,13 +137,11 @@ where
         let this = self.project();
         let frame = match this.inner.poll_frame(cx) {
             Poll::Pending => {
-                // The timer is made on the first wait only: most bodies
-                // arrive whole with their headers.
                 let idle = *this.idle;
-                let timer = this
+                return match this
                     .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(idle)));
-                return match timer.as_mut().poll(cx) {
+                    .poll_at(|| tokio::time::Instant::now() + idle, cx)
+                {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(BodyTimeout(idle))))),
                     Poll::Pending => Poll::Pending,
                 };
@@ -126,11 +150,8 @@ where
             Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
-        if let Some(timer) = this.timer.as_mut() {
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + *this.idle);
-        }
+        let idle = *this.idle;
+        this.timer.reset(|| tokio::time::Instant::now() + idle);
         if let Some(data) = frame.data_ref() {
             let n = data.len() as u64;
             if n > *this.left {
@@ -158,12 +179,12 @@ pub struct DeadlinePassed;
 
 pin_project_lite::pin_project! {
     /// A body that fails with [`DeadlinePassed`] if it has not ended by
-    /// `deadline`. The timer is made on the first wait only.
+    /// `deadline`.
     pub struct Deadline<B> {
         #[pin]
         inner: B,
         deadline: tokio::time::Instant,
-        timer: Option<std::pin::Pin<Box<tokio::time::Sleep>>>,
+        timer: LazyTimer,
     }
 }
 
@@ -172,7 +193,7 @@ impl<B> Deadline<B> {
         Self {
             inner,
             deadline,
-            timer: None,
+            timer: LazyTimer::default(),
         }
     }
 }
@@ -194,10 +215,7 @@ where
         match this.inner.poll_frame(cx) {
             Poll::Pending => {
                 let deadline = *this.deadline;
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                match timer.as_mut().poll(cx) {
+                match this.timer.poll_at(|| deadline, cx) {
                     Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(DeadlinePassed)))),
                     Poll::Pending => Poll::Pending,
                 }
