@@ -42,11 +42,7 @@ async fn admin_env(extra: &str) -> AdminEnv {
         &format!("[store]\nkind = \"memory\"\n{extra}"),
     );
     let config = Config::parse(&text).unwrap();
-    let mut bound = ordergate::Bound::single(gl, &config);
-    let al = listener().await;
-    let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
-    bound.admin = Some(al);
-    let gateway = Gateway::start_bound(config, bound).await;
+    let (gateway, admin) = Gateway::start_with_admin(config, gl).await;
     let client = HttpClient::new(gateway.base.clone());
     AdminEnv {
         backend,
@@ -166,11 +162,7 @@ async fn upstream_errors_are_counted_by_kind() {
     let text = config_text(gl.local_addr().unwrap(), up, "[store]\nkind = \"memory\"\n")
         .replace("response_timeout_ms = 5000", "response_timeout_ms = 300");
     let config = Config::parse(&text).unwrap();
-    let mut bound = ordergate::Bound::single(gl, &config);
-    let al = listener().await;
-    let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
-    bound.admin = Some(al);
-    let gw = Gateway::start_bound(config, bound).await;
+    let (gw, admin) = Gateway::start_with_admin(config, gl).await;
     let client = HttpClient::new(gw.base.clone());
     assert_eq!(client.get("/slow", &[]).await.status, 504);
     assert_eq!(client.get("/invalid-http", &[]).await.status, 502);
@@ -200,11 +192,7 @@ async fn readiness_turns_off_while_draining() {
     let gl = listener().await;
     let text = config_text(gl.local_addr().unwrap(), up, "[store]\nkind = \"memory\"\n");
     let config = Config::parse(&text).unwrap();
-    let mut bound = ordergate::Bound::single(gl, &config);
-    let al = listener().await;
-    let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
-    bound.admin = Some(al);
-    let gw = Gateway::start_bound(config, bound).await;
+    let (gw, admin) = Gateway::start_with_admin(config, gl).await;
     let client = HttpClient::new(gw.base.clone());
     assert_eq!(admin.get("/readyz", &[]).await.status, 200);
     // A slow request (3 s) keeps the gateway draining after the stop.
@@ -262,7 +250,7 @@ kind = "memory"
     let view = second.get("/order", &[("cookie", &c_owner)]).await;
     assert_eq!(view.status, 200);
 
-    let tls = tls_client(&c, &[b"h2"]);
+    let tls = tls_client_config(c.ca_der.clone(), &[b"h2"]);
     let (status, body, version) = https_get(&tls, addrs[2], "/order", Some(&c_owner)).await;
     assert_eq!((status, version), (200, http::Version::HTTP_2));
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
@@ -364,19 +352,6 @@ fn test_ca() -> TestCa {
         leaf_key: leaf_key_path,
         server: Arc::new(server),
     }
-}
-
-fn tls_client(c: &TestCa, alpn: &[&[u8]]) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.add(c.ca_der.clone()).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
-    Arc::new(config)
 }
 
 /// One GET over TLS (HTTP/2 if negotiated): status, body, version.

@@ -627,11 +627,7 @@ async fn readiness_and_the_open_orders_gauge_follow_redis() {
         &store_table(&redis, "fail_open"),
     );
     let config = Config::parse(&text).unwrap();
-    let mut bound = ordergate::Bound::single(gl, &config);
-    let al = listener().await;
-    let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
-    bound.admin = Some(al);
-    let gw = Gateway::start_bound(config, bound).await;
+    let (gw, admin) = Gateway::start_with_admin(config, gl).await;
     let client = HttpClient::new(gw.base.clone());
     assert_eq!(admin.get("/readyz", &[]).await.status, 200);
     let put = client

@@ -37,6 +37,16 @@ impl Gateway {
         Self::start_bound(config, bound).await
     }
 
+    /// Starts the gateway in-process on `listener`, with an admin listener
+    /// of its own; returns a client of the admin endpoints too.
+    pub async fn start_with_admin(config: Config, listener: TcpListener) -> (Self, HttpClient) {
+        let mut bound = ordergate::Bound::single(listener, &config);
+        let al = self::listener().await;
+        let admin = HttpClient::new(format!("http://{}", al.local_addr().unwrap()));
+        bound.admin = Some(al);
+        (Self::start_bound(config, bound).await, admin)
+    }
+
     /// Starts the gateway in-process on listeners bound by the caller.
     pub async fn start_bound(config: Config, bound: ordergate::Bound) -> Self {
         let addr = bound.listeners[0].tcp.local_addr().unwrap();
@@ -500,4 +510,21 @@ pub fn bad_answer(path: &str) -> Option<Bad> {
         "/slow" => Bad::Slow(std::time::Duration::from_secs(3)),
         _ => answer("200 OK", Some("text/plain"), b"other"),
     })
+}
+
+/// A rustls client config trusting only `root`, offering `alpn`.
+pub fn tls_client_config(
+    root: rustls::pki_types::CertificateDer<'static>,
+    alpn: &[&[u8]],
+) -> std::sync::Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(root).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|a| a.to_vec()).collect();
+    std::sync::Arc::new(config)
 }
