@@ -171,7 +171,8 @@ struct Generation {
 
 impl Generation {
     /// Builds the stack for `config`; the rate limits (and their counts) of
-    /// `previous` are kept when its rules are the same.
+    /// `previous` are kept when its `[rate_limits]` and trusted proxies are
+    /// the same.
     fn build(
         config: &Config,
         store: &Arc<dyn OwnerStore>,
@@ -181,9 +182,7 @@ impl Generation {
     ) -> Self {
         let limits = match previous {
             Some((old, limits))
-                if old.rate_limits.rules == config.rate_limits.rules
-                    && old.rate_limits.on_redis_error == config.rate_limits.on_redis_error
-                    && old.rate_limits.local_precheck == config.rate_limits.local_precheck
+                if old.rate_limits == config.rate_limits
                     && old.server.trusted_proxies == config.server.trusted_proxies =>
             {
                 Arc::clone(limits)

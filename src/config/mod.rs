@@ -107,7 +107,7 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitsConfig {
     /// How often idle keys are forgotten.
     pub sweep_interval: Duration,
