@@ -8,6 +8,9 @@
 //! nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../tests/support/mod.rs"]
+mod support;
+
 use bytes::Bytes;
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{Method, Request};
@@ -123,7 +126,7 @@ fn store_get(c: &mut Criterion, redis: &RedisServer) {
 
 struct Stack {
     _backend: ordergate::backend::Backend,
-    _stop: tokio::sync::oneshot::Sender<()>,
+    _gateway: support::Gateway,
     base: String,
 }
 
@@ -137,28 +140,13 @@ async fn stack(store: &str, client: &Client<HttpConnector, Full<Bytes>>) -> Stac
         "[server]\nlisten = \"{addr}\"\npublic_base_url = \"http://{addr}\"\n[upstream]\nurl = \"http://{}\"\nrewrite_bases = [\"{INTERNAL}\"]\n[log]\naccess_log = false\n{store}\n",
         backend.addr
     );
-    let config = Config::parse(&text).unwrap();
-    let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-    let bound = ordergate::Bound::single(gl, &config);
-    let (_, reloads) = tokio::sync::mpsc::channel(1);
-    tokio::spawn(async move {
-        ordergate::run(
-            config,
-            bound,
-            async {
-                let _ = rx.await;
-            },
-            reloads,
-        )
-        .await
-        .unwrap();
-    });
+    let gateway = support::Gateway::start(Config::parse(&text).unwrap(), gl).await;
     let base = format!("http://{addr}");
     let put = send(client, Method::PUT, &format!("{base}/order/account")).await;
     assert_eq!(put, 200);
     Stack {
         _backend: backend,
-        _stop: stop,
+        _gateway: gateway,
         base,
     }
 }
