@@ -21,14 +21,13 @@ use crate::owners::{
 use crate::policy::lease::{self, Acquired};
 use crate::policy::{self, CreationLocks, now_ms};
 use crate::proxy::rewrite::Rewriter;
-use crate::proxy::{ClientAddr, Upstream, finish_headers};
+use crate::proxy::{Answer, ClientAddr, Upstream, finish_headers};
 use crate::shorthand::{self, Route, explicit_path};
 use crate::telemetry::RequestId;
 use crate::telemetry::access_log::Record;
 use bytes::Bytes;
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
@@ -179,17 +178,17 @@ impl Orders {
         self.upstream.prepare(&mut req, None);
         let resp = self.upstream.send(req).await?;
         if learn {
-            self.learn(&resp, sent_owner).await;
+            self.learn(resp.status(), resp.headers(), sent_owner).await;
         }
         Ok(self.upstream.finish(resp, self.upstream.rewriter()))
     }
 
     /// The order a 2xx answer says was made (`Location: …/orders/<id>`).
-    fn created_order(&self, resp: &Response<Incoming>) -> Option<OrderId> {
-        if !resp.status().is_success() {
+    fn created_order(&self, status: StatusCode, headers: &HeaderMap) -> Option<OrderId> {
+        if !status.is_success() {
             return None;
         }
-        let location = resp.headers().get(header::LOCATION)?.to_str().ok()?;
+        let location = headers.get(header::LOCATION)?.to_str().ok()?;
         let path = self.upstream.own_path(location)?;
         let path = path.split(['?', '#']).next().unwrap_or(path);
         match shorthand::classify(path) {
@@ -203,11 +202,12 @@ impl Orders {
     /// client must learn of it.
     async fn learn(
         &self,
-        resp: &Response<Incoming>,
+        status: StatusCode,
+        headers: &HeaderMap,
         sent_owner: Option<OwnerId>,
     ) -> Option<(OwnerId, OrderId)> {
-        let order = self.created_order(resp)?;
-        let owner = sent_owner.or_else(|| owner_from_set_cookie(resp.headers()))?;
+        let order = self.created_order(status, headers)?;
+        let owner = sent_owner.or_else(|| owner_from_set_cookie(headers))?;
         if let Err(e) = self.store.put(owner, &order, now_ms()).await {
             tracing::error!(error = %e, order = %order, "cannot record the owner of a new order");
         }
@@ -353,7 +353,7 @@ impl Orders {
         self.upstream.prepare(&mut req, Some("/orders"));
         let sent = self.upstream.send(req).await;
         let learned = match &sent {
-            Ok(resp) => self.learn(resp, owner).await,
+            Ok(resp) => self.learn(resp.status(), resp.headers(), owner).await,
             Err(_) => None,
         };
         if let Some(l) = lease {
@@ -385,7 +385,7 @@ impl Orders {
             )));
         }
         let order = self
-            .created_order(&resp)
+            .created_order(resp.status(), resp.headers())
             .ok_or(GatewayError::NoOrderCreated)?;
         let owner = owner
             .or_else(|| owner_from_set_cookie(resp.headers()))
@@ -550,7 +550,7 @@ impl Orders {
     /// for the shorthand, sets the `self` and `alternate` links.
     async fn order_view(
         &self,
-        resp: Response<Incoming>,
+        resp: Answer,
         order: &OrderId,
         rewriter: &Rewriter,
         shorthand: bool,
@@ -661,7 +661,7 @@ impl Orders {
         let resp = self.upstream.send(req).await?;
         let status = resp.status();
         if learn {
-            self.learn(&resp, sent_owner).await;
+            self.learn(resp.status(), resp.headers(), sent_owner).await;
         }
         if itself && matches!(status, StatusCode::NOT_FOUND | StatusCode::GONE) {
             self.end(&order).await?;

@@ -218,3 +218,164 @@ async fn a_capped_upstream_serves_every_request_in_turn() {
         .expect("every call answered");
     assert!(answers.iter().all(|a| a.status == 200));
 }
+
+/// What [`keep_alive_upstream`] has seen.
+#[derive(Default)]
+struct Seen {
+    accepted: std::sync::atomic::AtomicUsize,
+    closed_by_peer: std::sync::atomic::AtomicUsize,
+}
+
+impl Seen {
+    fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+    fn closed_by_peer(&self) -> usize {
+        self.closed_by_peer
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+/// A keep-alive upstream speaking raw HTTP/1.1, one request at a time per
+/// connection, counting connections: `/len`, `/chunked` and `/empty` keep
+/// the connection; `/close-after` answers and then closes without saying so
+/// (an upstream's own idle timeout); `/conn-close` says `connection: close`;
+/// `/eof` has a body that ends with the connection.
+async fn keep_alive_upstream() -> (std::net::SocketAddr, std::sync::Arc<Seen>) {
+    use std::sync::atomic::Ordering::SeqCst;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let seen = std::sync::Arc::new(Seen::default());
+    let counts = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            counts.accepted.fetch_add(1, SeqCst);
+            let counts = std::sync::Arc::clone(&counts);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let mut chunk = [0u8; 4096];
+                    let n = s.read(&mut chunk).await.unwrap_or(0);
+                    if n == 0 {
+                        counts.closed_by_peer.fetch_add(1, SeqCst);
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    let path = head.split(' ').nth(1).unwrap_or("").to_owned();
+                    let head_only = head.starts_with("HEAD ");
+                    let answer: &[u8] = match path.as_str() {
+                        "/len" if head_only => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n",
+                        "/len" | "/close-after" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+                        "/chunked" => b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhe\r\n3\r\nllo\r\n0\r\n\r\n",
+                        "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
+                        "/conn-close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello",
+                        "/eof" => b"HTTP/1.1 200 OK\r\n\r\nhello",
+                        _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
+                    };
+                    if s.write_all(answer).await.is_err() {
+                        return;
+                    }
+                    if path == "/close-after" {
+                        // Long enough for the gateway to keep the connection.
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        return;
+                    }
+                    if matches!(path.as_str(), "/conn-close" | "/eof") {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_kept_and_reused() {
+    let (up, seen) = keep_alive_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    for round in 0..10 {
+        for (method, path, status, body) in [
+            (Method::GET, "/len", 200, "hello"),
+            (Method::GET, "/chunked", 200, "hello"),
+            (Method::GET, "/empty", 204, ""),
+            (Method::HEAD, "/len", 200, ""),
+        ] {
+            let a = client.send(method.clone(), path, &[], "").await;
+            assert_eq!(
+                (a.status.as_u16(), a.text().as_str()),
+                (status, body),
+                "{method} {path}, round {round}"
+            );
+        }
+    }
+    // One request at a time: one upstream connection carried all 40.
+    assert_eq!(seen.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_upstream_closed_is_replaced_without_a_fault() {
+    let (up, seen) = keep_alive_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    for i in 1..=5 {
+        // Answered, kept by the gateway, then closed by the upstream.
+        assert_eq!(client.get("/close-after", &[]).await.text(), "hello");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // The next request finds the kept connection dead and goes out again.
+        let a = client.get("/len", &[]).await;
+        assert_eq!(
+            (a.status.as_u16(), a.text().as_str()),
+            (200, "hello"),
+            "round {i}"
+        );
+        // The first connection, and one more after each close.
+        assert_eq!(seen.accepted(), i + 1);
+    }
+}
+
+#[tokio::test]
+async fn answers_that_end_their_connection_are_not_kept() {
+    let (up, seen) = keep_alive_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    for i in 1..=3 {
+        assert_eq!(client.get("/conn-close", &[]).await.text(), "hello");
+        assert_eq!(client.get("/eof", &[]).await.text(), "hello");
+        assert_eq!(seen.accepted(), 2 * i);
+    }
+    // And the pool still works for a keep-alive answer afterwards.
+    assert_eq!(client.get("/len", &[]).await.text(), "hello");
+    assert_eq!(client.get("/len", &[]).await.text(), "hello");
+    assert_eq!(seen.accepted(), 7);
+}
+
+#[tokio::test]
+async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
+    let (up, seen) = keep_alive_upstream().await;
+    let gl = listener().await;
+    let text = config_text(
+        gl.local_addr().unwrap(),
+        up,
+        "pool_idle_timeout_secs = 1\n[store]\nkind = \"memory\"",
+    );
+    let gw = Gateway::start(ordergate::config::Config::parse(&text).unwrap(), gl).await;
+    let client = HttpClient::new(gw.base.clone());
+    assert_eq!(client.get("/len", &[]).await.text(), "hello");
+    assert_eq!(seen.closed_by_peer(), 0);
+    // Swept every half timeout: closed between 1 and 1.5 s from now.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while seen.closed_by_peer() == 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the idle connection was never closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(client.get("/len", &[]).await.text(), "hello");
+    assert_eq!(seen.accepted(), 2);
+}

@@ -1,12 +1,14 @@
-//! The upstream side: pooled client, header hygiene, URL rewriting.
+//! The upstream side: pooled connections, header hygiene, URL rewriting.
 //!
 //! [`Upstream::send`] forwards a request to the configured upstream over a
-//! pooled keep-alive connection, with hop-by-hop headers removed and the
+//! kept-alive connection (from [`pool`] for plain HTTP/1.1, from hyper-util's
+//! pooled client for TLS and HTTP/2), with hop-by-hop headers removed and the
 //! `X-Forwarded-*` headers set; it answers with [`UpstreamError`] when the
 //! upstream cannot be reached (502) or is too slow (504). [`Upstream::finish`]
 //! makes an upstream answer ready for the client: hop-by-hop headers removed,
 //! `Location` and JSON bodies rewritten to the public base URL, streaming.
 
+pub mod pool;
 pub mod rewrite;
 pub mod tls;
 
@@ -21,9 +23,12 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::{Pool, PoolError, PoolSettings, PooledBody};
 use rewrite::{RewriteBody, Rewriter};
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 /// Most orders whose shorthand rewriter is kept.
@@ -79,6 +84,54 @@ fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// An upstream answer, its body still to come.
+pub type Answer = Response<AnswerBody>;
+
+/// The body of an upstream answer, from whichever connection carried it.
+pub enum AnswerBody {
+    Pooled(PooledBody),
+    Shared(Incoming),
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            AnswerBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            AnswerBody::Shared(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnswerBody::Pooled(b) => b.is_end_stream(),
+            AnswerBody::Shared(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            AnswerBody::Pooled(b) => b.size_hint(),
+            AnswerBody::Shared(b) => b.size_hint(),
+        }
+    }
+}
+
+/// How requests reach the upstream.
+#[derive(Clone)]
+enum Transport {
+    /// Plain HTTP/1.1: connections driven by the requests' own tasks.
+    Pool(Arc<Pool>),
+    /// TLS or HTTP/2: hyper-util's pooled client, whose connections run as
+    /// tasks of their own (HTTP/2 shares one among many requests).
+    Shared(Box<Client<HttpsConnector<HttpConnector>, Body>>),
+}
+
 /// When the upstream's answer must have ended, kept in its extensions.
 #[derive(Clone, Copy, Debug)]
 struct AnswerDeadline(tokio::time::Instant);
@@ -86,9 +139,11 @@ struct AnswerDeadline(tokio::time::Instant);
 /// The upstream: where requests go and how its answers come back.
 #[derive(Clone)]
 pub struct Upstream {
-    client: Client<HttpsConnector<HttpConnector>, Body>,
+    transport: Transport,
     scheme: http::uri::Scheme,
     authority: http::uri::Authority,
+    /// `Host` for requests that come without one (HTTP/2 clients).
+    host: HeaderValue,
     response_timeout: Duration,
     request_timeout: Duration,
     metrics: Arc<crate::telemetry::metrics::Metrics>,
@@ -112,26 +167,21 @@ struct UpstreamSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 impl Upstream {
     pub fn new(config: &Config, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Self {
         let u = &config.upstream;
-        let mut http = HttpConnector::new();
-        http.set_nodelay(true);
-        http.set_connect_timeout(Some(u.connect_timeout));
-        http.enforce_http(false);
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config((*u.tls).clone())
-            .https_or_http();
-        let connector = if u.http2 {
-            https.enable_all_versions().wrap_connector(http)
+        let plain = *u.url.scheme() == http::uri::Scheme::HTTP;
+        let transport = if plain && !u.http2 {
+            let authority = u.url.authority();
+            Transport::Pool(Pool::new(
+                authority.host(),
+                authority.port_u16().unwrap_or(80),
+                PoolSettings {
+                    connect_timeout: u.connect_timeout,
+                    idle_timeout: u.pool_idle_timeout,
+                    max_idle: u.pool_max_idle_per_host,
+                },
+            ))
         } else {
-            https.enable_http1().wrap_connector(http)
+            Transport::Shared(Box::new(shared_client(u)))
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(u.pool_idle_timeout)
-            .pool_max_idle_per_host(u.pool_max_idle_per_host)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // Plain HTTP/2 has no negotiation: prior knowledge.
-            .http2_only(u.http2 && *u.url.scheme() == http::uri::Scheme::HTTP)
-            .build(connector);
         let public = config.server.public_base_url.as_str().to_owned();
         let internal: Vec<String> = std::iter::once(&u.url)
             .chain(&u.rewrite_bases)
@@ -139,9 +189,11 @@ impl Upstream {
             .collect();
         let rewriter = Rewriter::new(internal.iter().map(|b| (b.clone(), public.clone())));
         Self {
-            client,
+            transport,
             scheme: u.url.scheme().clone(),
             authority: u.url.authority().clone(),
+            host: HeaderValue::from_str(u.url.authority().as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             response_timeout: u.response_timeout,
             request_timeout: u.request_timeout,
             metrics,
@@ -230,8 +282,11 @@ impl Upstream {
             None => req.uri().path_and_query().cloned(),
         };
         let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(self.scheme.clone());
-        parts.authority = Some(self.authority.clone());
+        if let Transport::Shared(_) = self.transport {
+            // The pool writes the request target as given: origin form.
+            parts.scheme = Some(self.scheme.clone());
+            parts.authority = Some(self.authority.clone());
+        }
         parts.path_and_query = pq.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
         if let Ok(uri) = Uri::from_parts(parts) {
             *req.uri_mut() = uri;
@@ -242,6 +297,9 @@ impl Upstream {
         let tls = req.extensions().get::<crate::server::Tls>().is_some();
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.host.clone());
+        }
         let trusted = peer.is_some_and(|p| self.trusted_proxies.contains(&p));
         if !trusted {
             headers.remove(&X_FORWARDED_PROTO);
@@ -274,7 +332,7 @@ impl Upstream {
     }
 
     /// Sends a prepared request; the answer's headers must come in time.
-    pub async fn send(&self, req: Request<Body>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(&self, req: Request<Body>) -> Result<Answer, UpstreamError> {
         let record = req
             .extensions()
             .get::<crate::telemetry::access_log::Record>()
@@ -287,11 +345,18 @@ impl Upstream {
                 })?),
                 None => None,
             };
-            let mut resp = self
-                .client
-                .request(req)
-                .await
-                .map_err(|e| classify_client_error(&e))?;
+            let mut resp = match &self.transport {
+                Transport::Pool(pool) => pool
+                    .send(req)
+                    .await
+                    .map_err(|e| classify_pool_error(&e))?
+                    .map(AnswerBody::Pooled),
+                Transport::Shared(client) => client
+                    .request(req)
+                    .await
+                    .map_err(|e| classify_client_error(&e))?
+                    .map(AnswerBody::Shared),
+            };
             resp.extensions_mut()
                 .insert(AnswerDeadline(started + self.request_timeout));
             if let Some(slot) = slot {
@@ -313,7 +378,7 @@ impl Upstream {
 
     /// Makes an upstream answer ready for the client, rewriting with
     /// `rewriter` (the base one unless the answer came through the shorthand).
-    pub fn finish(&self, resp: Response<Incoming>, rewriter: &Arc<Rewriter>) -> Response<Body> {
+    pub fn finish(&self, resp: Answer, rewriter: &Arc<Rewriter>) -> Response<Body> {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
         // The whole exchange must end in time; past the deadline the body
@@ -337,7 +402,7 @@ impl Upstream {
     /// `extensions` are the answer's own, where its deadline is kept.
     pub async fn read_body(
         &self,
-        body: Incoming,
+        body: AnswerBody,
         extensions: &http::Extensions,
     ) -> Result<Bytes, UpstreamError> {
         let deadline = extensions.get::<AnswerDeadline>().map_or_else(
@@ -349,6 +414,30 @@ impl Upstream {
             Ok(read) => read.map_err(|e| UpstreamError::BadAnswer(e.to_string())),
         }
     }
+}
+
+/// hyper-util's pooled client, over TLS when the upstream is `https://`.
+fn shared_client(u: &crate::config::UpstreamConfig) -> Client<HttpsConnector<HttpConnector>, Body> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(u.connect_timeout));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*u.tls).clone())
+        .https_or_http();
+    let connector = if u.http2 {
+        https.enable_all_versions().wrap_connector(http)
+    } else {
+        https.enable_http1().wrap_connector(http)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(u.pool_idle_timeout)
+        .pool_max_idle_per_host(u.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // Plain HTTP/2 has no negotiation: prior knowledge.
+        .http2_only(u.http2 && *u.url.scheme() == http::uri::Scheme::HTTP)
+        .build(connector)
 }
 
 /// Readies upstream answer headers for the client: hop-by-hop headers
@@ -413,6 +502,15 @@ pub fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<Upstre
         Some(UpstreamError::ClientBodyTimeout)
     } else {
         None
+    }
+}
+
+fn classify_pool_error(e: &PoolError) -> UpstreamError {
+    match e {
+        PoolError::Connect { .. } => UpstreamError::Connect(e.to_string()),
+        PoolError::Http(e) => {
+            client_body_error(e).unwrap_or_else(|| UpstreamError::Protocol(error_chain(e)))
+        }
     }
 }
 

@@ -1,0 +1,340 @@
+//! Keep-alive HTTP/1.1 connections to a plain `http://` upstream, each driven
+//! by the task of the request that uses it.
+//!
+//! A pooled client that runs every connection as a task of its own hands each
+//! request and each answer across tasks and channels, with wake-ups on both
+//! sides. Here a request takes an idle connection (or opens one) and its own
+//! task drives that connection: while the answer's head is awaited, and then
+//! from the answer body's `poll_frame`. Once the body has ended and the
+//! connection can carry another request, it goes back to the pool.
+//!
+//! Nobody polls an idle connection, so it notices nothing while it waits. One
+//! that the upstream closed meanwhile gives the request back unsent, and the
+//! request goes out again on another connection; an answer that was started
+//! is never retried.
+
+use crate::body::Body;
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::future::{Future, poll_fn};
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// How long the pool may keep idle connections, and how many.
+#[derive(Clone, Debug)]
+pub struct PoolSettings {
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_idle: usize,
+}
+
+/// Why a request could not be exchanged.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    #[error("cannot connect to the upstream {addr}: {reason}")]
+    Connect { addr: String, reason: String },
+    /// The exchange failed on an open connection (or the request's own body
+    /// failed while it was sent).
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+}
+
+/// The idle connections to one upstream.
+pub struct Pool {
+    host: String,
+    port: u16,
+    settings: PoolSettings,
+    /// Newest last: taken from the end, expired ones leave from the front.
+    idle: Mutex<Vec<Idle>>,
+}
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+/// One connection: the side that sends requests, and the one that drives
+/// its IO (`None` once it has ended).
+struct Conn {
+    send: http1::SendRequest<Body>,
+    /// Boxed: the connection's state and buffers are large, and a `Conn`
+    /// moves from the pool to a request's body and back.
+    driver: Option<Pin<Box<Driver>>>,
+}
+
+type Driver = http1::Connection<TokioIo<TcpStream>, Body>;
+
+impl Conn {
+    /// Moves the connection's IO on; `false` once it has ended (it is then
+    /// dropped, which fails any request still queued on it).
+    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(driver) = &mut self.driver else {
+            return false;
+        };
+        match driver.as_mut().poll(cx) {
+            Poll::Pending => true,
+            Poll::Ready(result) => {
+                if let Err(e) = result {
+                    tracing::debug!(error = %e, "upstream connection ended");
+                }
+                self.driver = None;
+                false
+            }
+        }
+    }
+
+    /// Whether it can carry the next request. A turn of its IO first lets it
+    /// see the end of the last answer; any wake-up that turn asks for goes
+    /// nowhere, as the next user polls it again.
+    fn reusable(&mut self) -> bool {
+        let mut cx = Context::from_waker(Waker::noop());
+        self.drive(&mut cx) && self.send.is_ready()
+    }
+}
+
+impl Pool {
+    /// A pool for the upstream at `host` (a name or an IP address, IPv6 in
+    /// brackets or not) and `port`. Idle connections past their time are
+    /// dropped by a sweeper task while the pool lives, when made in a runtime.
+    pub fn new(host: &str, port: u16, settings: PoolSettings) -> Arc<Self> {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let pool = Arc::new(Self {
+            host,
+            port,
+            settings,
+            idle: Mutex::new(Vec::new()),
+        });
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(sweep(Arc::downgrade(&pool)));
+        }
+        pool
+    }
+
+    /// Sends `req` (its URI in origin form) and answers with the head of the
+    /// upstream's answer; its body drives the connection until it ends.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut req: Request<Body>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        loop {
+            let (mut conn, reused) = match self.checkout() {
+                Some(conn) => (conn, true),
+                None => (self.connect().await?, false),
+            };
+            let mut answer = std::pin::pin!(conn.send.try_send_request(req));
+            let result = poll_fn(|cx| {
+                conn.drive(cx);
+                answer.as_mut().poll(cx)
+            })
+            .await;
+            match result {
+                Ok(resp) => {
+                    return Ok(resp.map(|body| PooledBody {
+                        body,
+                        conn: Some(conn),
+                        pool: Arc::clone(self),
+                        handed_on: false,
+                        failed: None,
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Not written: a kept connection the upstream had closed.
+                    Some(unsent) if reused => req = unsent,
+                    _ => return Err(PoolError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// The newest idle connection still in its time, if any.
+    fn checkout(&self) -> Option<Conn> {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(Idle { conn, since }) = idle.pop() {
+            if now.duration_since(since) >= self.settings.idle_timeout {
+                // The newest is too old: so are the others.
+                idle.clear();
+                return None;
+            }
+            if !conn.send.is_closed() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn checkin(&self, conn: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.settings.max_idle {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    /// Drops the idle connections past their time; `false` once the pool
+    /// is gone.
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = idle
+            .iter()
+            .position(|i| now.duration_since(i.since) < self.settings.idle_timeout)
+            .unwrap_or(idle.len());
+        idle.drain(..fresh);
+    }
+
+    /// The number of idle connections kept.
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    async fn connect(&self) -> Result<Conn, PoolError> {
+        let addr = || format!("{}:{}", self.host, self.port);
+        let fail = |reason: String| PoolError::Connect {
+            addr: addr(),
+            reason,
+        };
+        let stream = tokio::time::timeout(self.settings.connect_timeout, self.tcp())
+            .await
+            .map_err(|_| fail("timed out".to_owned()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        let (send, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        Ok(Conn {
+            send,
+            driver: Some(Box::pin(driver)),
+        })
+    }
+
+    /// A TCP connection to the first of the upstream's addresses that takes
+    /// one; an IP address needs no lookup.
+    async fn tcp(&self) -> std::io::Result<TcpStream> {
+        if let Ok(ip) = self.host.parse::<IpAddr>() {
+            return TcpStream::connect(SocketAddr::new(ip, self.port)).await;
+        }
+        let mut last = None;
+        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
+            match TcpStream::connect(addr).await {
+                Ok(stream) => return Ok(stream),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("the name has no address")))
+    }
+}
+
+/// Drops expired idle connections every half idle timeout, while the pool
+/// lives.
+async fn sweep(pool: Weak<Pool>) {
+    let every = match pool.upgrade() {
+        Some(p) => (p.settings.idle_timeout / 2).max(Duration::from_millis(100)),
+        None => return,
+    };
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match pool.upgrade() {
+            Some(p) => p.sweep_once(),
+            None => return,
+        }
+    }
+}
+
+/// The body of an upstream answer from the [`Pool`]. Reading it drives the
+/// connection; when it has ended, the connection goes back to the pool. A
+/// body dropped before its end takes its connection with it.
+pub struct PooledBody {
+    body: Incoming,
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    /// Whether data was handed on since the body last waited.
+    handed_on: bool,
+    /// A failure held back for one turn, so that the data before it can be
+    /// flushed to the client first.
+    failed: Option<hyper::Error>,
+}
+
+impl PooledBody {
+    fn release(&mut self) {
+        if let Some(mut conn) = self.conn.take()
+            && conn.reusable()
+        {
+            self.pool.checkin(conn);
+        }
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        let this = &mut *self;
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
+        if polled.is_pending()
+            && let Some(conn) = &mut this.conn
+        {
+            // The connection reads what the body waits for.
+            conn.drive(cx);
+            polled = Pin::new(&mut this.body).poll_frame(cx);
+        }
+        match polled {
+            Poll::Ready(None) => this.release(),
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                if this.handed_on {
+                    // The connection read the data and the failure at once.
+                    // Waiting one turn lets the server flush the data, so the
+                    // client sees where the body broke off.
+                    this.failed = Some(e);
+                    this.handed_on = false;
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                return Poll::Ready(Some(Err(e)));
+            }
+            Poll::Ready(Some(Ok(_))) => this.handed_on = true,
+            Poll::Pending => this.handed_on = false,
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Readers that stop at `is_end_stream` never see the body's end.
+        if self.body.is_end_stream() {
+            self.release();
+        }
+    }
+}
