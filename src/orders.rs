@@ -153,15 +153,17 @@ impl Orders {
             Route::Order { id, rest } => Owned::Order(id, rest.to_owned()),
             Route::Shorthand { rest } => Owned::Shorthand(rest.to_owned()),
         };
+        // The larger futures of creation and the shorthand are boxed, so
+        // that each request in flight holds no more than its own path needs.
         match route {
             Owned::Other => self.passthrough(req).await,
             Owned::Orders if req.method() == Method::POST => {
                 let owner = owner_from_headers(req.headers()).ok().flatten();
-                self.create_explicit(req, owner, false).await
+                Box::pin(self.create_explicit(req, owner, false)).await
             }
             Owned::Orders => self.passthrough(req).await,
             Owned::Order(id, rest) => self.explicit_order(req, id, &rest).await,
-            Owned::Shorthand(rest) => self.shorthand(req, &rest).await,
+            Owned::Shorthand(rest) => Box::pin(self.shorthand(req, &rest)).await,
         }
     }
 

@@ -130,7 +130,9 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout() {
                 Some(conn) => (conn, true),
-                None => (self.connect().await?, false),
+                // Boxed: rare, and its state would make every request's
+                // future larger.
+                None => (Box::pin(self.connect()).await?, false),
             };
             let mut answer = std::pin::pin!(conn.send.try_send_request(req));
             let result = poll_fn(|cx| {

@@ -157,13 +157,22 @@ where
             let (stream, activity) = Tracked::new(stream);
             let result = match acceptor {
                 None => connection(stream, activity, peer, false, &shared).await,
+                // Boxed: TLS state would make every plain connection's task
+                // larger too.
                 Some(acceptor) => {
-                    let handshake = acceptor.accept(stream);
-                    match tokio::time::timeout(shared.limits.header_read_timeout, handshake).await {
-                        Ok(Ok(stream)) => connection(stream, activity, peer, true, &shared).await,
-                        Ok(Err(e)) => Err(e.into()),
-                        Err(_) => Err("TLS handshake timed out".into()),
-                    }
+                    Box::pin(async {
+                        let handshake = acceptor.accept(stream);
+                        match tokio::time::timeout(shared.limits.header_read_timeout, handshake)
+                            .await
+                        {
+                            Ok(Ok(stream)) => {
+                                connection(stream, activity, peer, true, &shared).await
+                            }
+                            Ok(Err(e)) => Err(e.into()),
+                            Err(_) => Err("TLS handshake timed out".into()),
+                        }
+                    })
+                    .await
                 }
             };
             if let Err(e) = result {
