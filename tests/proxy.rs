@@ -240,7 +240,8 @@ impl Seen {
 /// connection, counting connections: `/len`, `/chunked` and `/empty` keep
 /// the connection; `/close-after` answers and then closes without saying so
 /// (an upstream's own idle timeout); `/conn-close` says `connection: close`;
-/// `/eof` has a body that ends with the connection.
+/// `/eof` has a body that ends with the connection; `/extra` sends a second,
+/// unasked-for answer after its own.
 async fn keep_alive_upstream() -> (std::net::SocketAddr, std::sync::Arc<Seen>) {
     use std::sync::atomic::Ordering::SeqCst;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -276,6 +277,8 @@ async fn keep_alive_upstream() -> (std::net::SocketAddr, std::sync::Arc<Seen>) {
                         "/empty" => b"HTTP/1.1 204 No Content\r\n\r\n",
                         "/conn-close" => b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 5\r\n\r\nhello",
                         "/eof" => b"HTTP/1.1 200 OK\r\n\r\nhello",
+                        // A stray second answer nobody asked for.
+                        "/extra" => b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nstray",
                         _ => b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n",
                     };
                     if s.write_all(answer).await.is_err() {
@@ -378,4 +381,24 @@ async fn idle_upstream_connections_are_closed_after_the_pool_idle_timeout() {
     }
     assert_eq!(client.get("/len", &[]).await.text(), "hello");
     assert_eq!(seen.accepted(), 2);
+}
+
+#[tokio::test]
+async fn bytes_the_upstream_sends_unasked_never_reach_another_request() {
+    let (up, seen) = keep_alive_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    for i in 1..=3 {
+        assert_eq!(client.get("/extra", &[]).await.text(), "hello");
+        // The stray answer waits on the kept connection; the next request
+        // must get its own answer, on a connection of its own.
+        let a = client.get("/len", &[]).await;
+        assert_eq!(
+            (a.status.as_u16(), a.text().as_str()),
+            (200, "hello"),
+            "round {i}"
+        );
+        let a = client.get("/chunked", &[]).await;
+        assert_eq!(a.text(), "hello", "round {i}");
+    }
+    assert!(seen.accepted() >= 2, "{} connections", seen.accepted());
 }
