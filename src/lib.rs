@@ -33,6 +33,7 @@ pub mod config;
 pub mod cors;
 pub mod faults;
 pub mod limits;
+pub mod memo;
 pub mod orders;
 pub mod owners;
 pub mod policy;

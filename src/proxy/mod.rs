@@ -15,6 +15,7 @@ pub mod tls;
 use crate::body::{self, Body};
 use crate::config::{BaseUrl, Config};
 use crate::faults::UpstreamError;
+use crate::memo::Memo;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, Uri};
@@ -160,7 +161,7 @@ pub struct Upstream {
     internal_bases: Arc<[String]>,
     public_base: Arc<str>,
     max_json_body: usize,
-    shorthand_rewriters: Arc<dashmap::DashMap<Arc<str>, Arc<Rewriter>>>,
+    shorthand_rewriters: Arc<Memo<Arc<str>, Arc<Rewriter>>>,
     /// Slots for requests in flight to the upstream, when they are capped.
     slots: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -209,7 +210,7 @@ impl Upstream {
             internal_bases: internal.into(),
             public_base: public.into(),
             max_json_body: u.max_json_body,
-            shorthand_rewriters: Arc::default(),
+            shorthand_rewriters: Arc::new(Memo::new(SHORTHAND_REWRITERS)),
             slots: u
                 .max_connections
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
@@ -237,13 +238,9 @@ impl Upstream {
     /// reads its open order through `/order` again and again.
     pub fn shorthand_rewriter(&self, order: &str) -> Arc<Rewriter> {
         if let Some(r) = self.shorthand_rewriters.get(order) {
-            return Arc::clone(&r);
+            return r;
         }
         let made = Arc::new(self.make_shorthand_rewriter(order));
-        if self.shorthand_rewriters.len() >= SHORTHAND_REWRITERS {
-            // Crude but bounded: orders come and go, the cache refills.
-            self.shorthand_rewriters.clear();
-        }
         self.shorthand_rewriters
             .insert(order.into(), Arc::clone(&made));
         made
