@@ -15,6 +15,7 @@
 use crate::body::{self, Body};
 use crate::config::{CookieConfig, SameSite};
 use crate::faults::{self, GatewayError, JSON_UTF8, UpstreamError};
+use crate::memo::Memo;
 use crate::owners::{
     self, OrderId, OwnerId, OwnerStore, owner_from_headers, owner_from_set_cookie,
 };
@@ -52,6 +53,31 @@ pub struct Orders {
     request_id_header: HeaderName,
     /// Longest wait for an owner's creation lease held by another replica.
     lease_wait: Duration,
+    /// The last body read of each order and the view made of it, per route
+    /// (shorthand or explicit): an order read again unchanged is not parsed
+    /// again.
+    views: Memo<(OrderId, bool), Arc<Seen>>,
+}
+
+/// Most orders whose last view is kept, and the largest body kept.
+const VIEWS: usize = 2048;
+const MAX_VIEWED_BODY: usize = 4096;
+
+/// An order body as the upstream sent it, and the view made of it.
+struct Seen {
+    upstream: Bytes,
+    view: View,
+}
+
+/// What the gateway makes of an order body.
+#[derive(Clone)]
+struct View {
+    /// The body for the client.
+    body: Bytes,
+    /// The order is no longer `new`: its association ends.
+    closed: bool,
+    /// The body was rebuilt as JSON: its type is set.
+    json: bool,
 }
 
 /// Headers of the client's request that go with calls the gateway makes on
@@ -94,6 +120,7 @@ impl OrdersService {
                 max_request_body,
                 request_id_header,
                 lease_wait,
+                views: Memo::new(VIEWS),
             }),
         }
     }
@@ -560,45 +587,82 @@ impl Orders {
         let (mut parts, body) = resp.into_parts();
         finish_headers(&mut parts.headers, rewriter);
         let bytes = self.upstream.read_body(body, &parts.extensions).await?;
-        // Only the status and the links are read: no JSON tree of the order,
-        // and no copy of the body when there is nothing to change.
-        let out: Bytes = if shorthand {
-            // One pass over the rewritten body reads the status and sets the
-            // links; a body that is not JSON passes as it came.
-            let rewritten = rewriter.rewrite_bytes(&bytes);
-            let public = self.upstream.public_base();
-            let links = [
-                ("self", &*[public, "/order/"].concat()),
-                (
-                    "alternate",
-                    &*[public, "/orders/", order.as_str(), "/"].concat(),
-                ),
-            ];
-            match policy::order_view(&rewritten, &links) {
-                policy::View::NotJson => bytes,
-                policy::View::Closed => {
-                    self.end(order).await?;
-                    return Ok(None);
+        let key = (order.clone(), shorthand);
+        let view = match self.views.get(&key) {
+            Some(seen) if seen.upstream == bytes => seen.view.clone(),
+            _ => {
+                let view = self.make_view(&bytes, order, rewriter, shorthand);
+                if bytes.len() <= MAX_VIEWED_BODY {
+                    let seen = Seen {
+                        upstream: bytes,
+                        view: view.clone(),
+                    };
+                    self.views.insert(key, Arc::new(seen));
                 }
-                policy::View::Open(view) => {
-                    parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
-                    view.map_or(rewritten, Bytes::from)
-                }
-            }
-        } else {
-            let open = policy::body_is_open(&bytes);
-            if open == Some(false) {
-                self.end(order).await?;
-            }
-            match open {
-                Some(_) if !rewriter.is_empty() => rewriter.rewrite_bytes(&bytes),
-                _ => bytes,
+                view
             }
         };
+        if view.closed {
+            self.end(order).await?;
+            if shorthand {
+                return Ok(None);
+            }
+        }
+        if view.json {
+            parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
+        }
         parts
             .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(out.len()));
-        Ok(Some(Response::from_parts(parts, body::full(out))))
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(view.body.len()));
+        Ok(Some(Response::from_parts(parts, body::full(view.body))))
+    }
+
+    /// The view of an order body: only the status and the links are read (no
+    /// JSON tree of the order), and the body is not copied when there is
+    /// nothing to change.
+    fn make_view(
+        &self,
+        bytes: &Bytes,
+        order: &OrderId,
+        rewriter: &Rewriter,
+        shorthand: bool,
+    ) -> View {
+        let passed = |closed| View {
+            body: bytes.clone(),
+            closed,
+            json: false,
+        };
+        if !shorthand {
+            return match policy::body_is_open(bytes) {
+                Some(open) if !rewriter.is_empty() => View {
+                    body: rewriter.rewrite_bytes(bytes),
+                    closed: !open,
+                    json: false,
+                },
+                Some(open) => passed(!open),
+                None => passed(false),
+            };
+        }
+        // One pass over the rewritten body reads the status and sets the
+        // links; a body that is not JSON passes as it came.
+        let rewritten = rewriter.rewrite_bytes(bytes);
+        let public = self.upstream.public_base();
+        let links = [
+            ("self", &*[public, "/order/"].concat()),
+            (
+                "alternate",
+                &*[public, "/orders/", order.as_str(), "/"].concat(),
+            ),
+        ];
+        match policy::order_view(&rewritten, &links) {
+            policy::View::NotJson => passed(false),
+            policy::View::Closed => passed(true),
+            policy::View::Open(view) => View {
+                body: view.map_or(rewritten, Bytes::from),
+                closed: false,
+                json: true,
+            },
+        }
     }
 
     /// For `POST …/action`, reads the (small, capped) body to know whether

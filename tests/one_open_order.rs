@@ -255,3 +255,45 @@ async fn upstream_unreachable_is_a_502_fault() {
     assert_eq!(a.status, 502, "{a:?}");
     assert_eq!(a.fault().0, "badGateway");
 }
+
+#[tokio::test]
+async fn an_order_read_many_times_is_still_seen_to_close() {
+    let env = Env::start().await;
+    let owner = "5d4bd0a4-6f0e-4c7b-9a57-3f1f2c1e9b21";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    let explicit = format!("/orders/{id}");
+    // The same order, read again and again unchanged, gives the same views.
+    let short = env.client.get("/order", &[("cookie", &c)]).await;
+    let long = env.client.get(&explicit, &[("cookie", &c)]).await;
+    assert_eq!(short.status, 200);
+    assert_eq!(long.status, 200);
+    for _ in 0..3 {
+        let again = env.client.get("/order", &[("cookie", &c)]).await;
+        assert_eq!(again.json(), short.json());
+        assert_eq!(again.header("content-type"), short.header("content-type"));
+        let again = env.client.get(&explicit, &[("cookie", &c)]).await;
+        assert_eq!(again.json(), long.json());
+    }
+    assert_eq!(short.json()["order"]["Status"], "new");
+    // Closed behind the gateway's back: the next read of either kind sees it.
+    env.backend.state.set_status(&id, Status::Processing);
+    let g = env.client.get(&explicit, &[("cookie", &c)]).await;
+    assert_eq!(g.json()["order"]["Status"], "Processing");
+    assert_eq!(
+        env.client.get("/order", &[("cookie", &c)]).await.status,
+        404
+    );
+    // A new order for the owner, read through the shorthand, then closed.
+    let (_, id2) = explicit_order(&env, Some(owner)).await;
+    assert_ne!(id, id2);
+    for _ in 0..3 {
+        let g = env.client.get("/order", &[("cookie", &c)]).await;
+        assert_eq!(g.json()["order"]["Status"], "new");
+    }
+    env.backend.state.set_status(&id2, Status::Completed);
+    assert_eq!(
+        env.client.get("/order", &[("cookie", &c)]).await.status,
+        404
+    );
+}
