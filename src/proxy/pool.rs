@@ -165,8 +165,11 @@ impl Pool {
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(Idle { conn, since }) = idle.pop() {
             if now.duration_since(since) >= self.settings.idle_timeout {
-                // The newest is too old: so are the others.
-                idle.clear();
+                // The newest is too old: so are the others. They are closed
+                // once the lock is released.
+                let stale = std::mem::take(&mut *idle);
+                drop(idle);
+                drop(stale);
                 return None;
             }
             if !conn.send.is_closed() {
@@ -186,8 +189,8 @@ impl Pool {
         }
     }
 
-    /// Drops the idle connections past their time; `false` once the pool
-    /// is gone.
+    /// Closes the idle connections past their time (the oldest come first),
+    /// once the lock is released.
     fn sweep_once(&self) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
@@ -195,12 +198,9 @@ impl Pool {
             .iter()
             .position(|i| now.duration_since(i.since) < self.settings.idle_timeout)
             .unwrap_or(idle.len());
-        idle.drain(..fresh);
-    }
-
-    /// The number of idle connections kept.
-    pub fn idle_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+        let stale: Vec<Idle> = idle.drain(..fresh).collect();
+        drop(idle);
+        drop(stale);
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {
