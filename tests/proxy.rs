@@ -73,6 +73,31 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
 }
 
 #[tokio::test]
+async fn an_http2_clients_host_is_forwarded_as_x_forwarded_host() {
+    let up = echo_upstream().await;
+    let (gw, _) = gateway_before(up, "").await;
+    // HTTP/2 by prior knowledge: the host travels as the URI's authority,
+    // with no Host header.
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .http2_only(true)
+        .build_http::<http_body_util::Empty<bytes::Bytes>>();
+    let resp = client
+        .get(format!("http://{}/x", gw.addr).parse().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.version(), http::Version::HTTP_2);
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    let seen: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let h = &seen["headers"];
+    assert_eq!(h["x-forwarded-host"], gw.addr.to_string(), "{h}");
+    // The upstream still gets a Host: its own.
+    assert_eq!(h["host"], up.to_string(), "{h}");
+}
+
+#[tokio::test]
 async fn trusted_proxies_extend_forwarded_headers() {
     let up = echo_upstream().await;
     let gl = listener().await;

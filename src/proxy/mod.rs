@@ -281,6 +281,13 @@ impl Upstream {
     /// upstream, `path_and_query` replacing the client's when given, hop-by-hop
     /// headers removed, `X-Forwarded-*` set.
     pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>) {
+        // The host the client asked for: its `Host`, or (HTTP/2) the URI's
+        // authority, which the upstream's replaces below.
+        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
         let pq = match path_and_query {
             Some(pq) => http::uri::PathAndQuery::try_from(pq).ok(),
             None => req.uri().path_and_query().cloned(),
@@ -329,7 +336,7 @@ impl Upstream {
             headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
         }
         if !headers.contains_key(&X_FORWARDED_HOST)
-            && let Some(host) = headers.get(header::HOST).cloned()
+            && let Some(host) = client_host
         {
             headers.insert(X_FORWARDED_HOST.clone(), host);
         }
