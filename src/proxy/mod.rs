@@ -137,7 +137,16 @@ enum Transport {
     Pool(Arc<Pool>),
     /// TLS or HTTP/2: hyper-util's pooled client, whose connections run as
     /// tasks of their own (HTTP/2 shares one among many requests).
-    Shared(Box<Client<HttpsConnector<HttpConnector>, Body>>),
+    Shared(Box<SharedClient>),
+}
+
+/// hyper-util's client, and the upstream's scheme and authority that its
+/// requests carry in absolute form.
+#[derive(Clone)]
+struct SharedClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
 }
 
 /// When the upstream's answer must have ended, kept in its extensions.
@@ -148,8 +157,6 @@ struct AnswerDeadline(tokio::time::Instant);
 #[derive(Clone)]
 pub struct Upstream {
     transport: Transport,
-    scheme: http::uri::Scheme,
-    authority: http::uri::Authority,
     /// `Host` for requests that come without one (HTTP/2 clients).
     host: HeaderValue,
     response_timeout: Duration,
@@ -188,7 +195,11 @@ impl Upstream {
                 },
             ))
         } else {
-            Transport::Shared(Box::new(shared_client(u)))
+            Transport::Shared(Box::new(SharedClient {
+                client: shared_client(u),
+                scheme: u.url.scheme().clone(),
+                authority: u.url.authority().clone(),
+            }))
         };
         let public = config.server.public_base_url.as_str().to_owned();
         let internal: Vec<String> = std::iter::once(&u.url)
@@ -198,8 +209,6 @@ impl Upstream {
         let rewriter = Rewriter::new(internal.iter().map(|b| (b.clone(), public.clone())));
         Self {
             transport,
-            scheme: u.url.scheme().clone(),
-            authority: u.url.authority().clone(),
             host: HeaderValue::from_str(u.url.authority().as_str())
                 .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
             response_timeout: u.response_timeout,
@@ -293,10 +302,11 @@ impl Upstream {
             None => req.uri().path_and_query().cloned(),
         };
         let mut parts = http::uri::Parts::default();
-        if let Transport::Shared(_) = self.transport {
-            // The pool writes the request target as given: origin form.
-            parts.scheme = Some(self.scheme.clone());
-            parts.authority = Some(self.authority.clone());
+        // hyper-util's client takes the absolute form; the pool writes the
+        // request target as given: the origin form.
+        if let Transport::Shared(shared) = &self.transport {
+            parts.scheme = Some(shared.scheme.clone());
+            parts.authority = Some(shared.authority.clone());
         }
         parts.path_and_query = pq.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
         if let Ok(uri) = Uri::from_parts(parts) {
@@ -362,7 +372,8 @@ impl Upstream {
                     .await
                     .map_err(|e| classify_pool_error(&e))?
                     .map(AnswerBody::Pooled),
-                Transport::Shared(client) => client
+                Transport::Shared(shared) => shared
+                    .client
                     .request(req)
                     .await
                     .map_err(|e| classify_client_error(&e))?
