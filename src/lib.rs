@@ -337,21 +337,9 @@ impl Drop for Background {
 
 /// Warns about changes a reload does not apply.
 fn warn_unreloadable(running: &Config, new: &Config) {
-    let addrs = |c: &Config| -> Vec<_> {
-        c.server
-            .listeners
-            .iter()
-            .map(|l| (l.addr, l.tls.is_some()))
-            .collect()
-    };
-    if addrs(running) != addrs(new) {
-        tracing::warn!("server listeners changed: they apply after a restart");
-    }
-    if running.store.kind != new.store.kind {
-        tracing::warn!("store settings (kind, path, Redis) changed: they apply after a restart");
-    }
-    if running.admin.map(|a| a.listen) != new.admin.map(|a| a.listen) {
-        tracing::warn!("admin.listen changed: it applies after a restart");
+    let keys = running.restart_needed_for(new);
+    if !keys.is_empty() {
+        tracing::warn!(keys = %keys.join(", "), "changed settings that apply after a restart");
     }
 }
 

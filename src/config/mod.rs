@@ -312,6 +312,51 @@ impl Config {
     pub fn check(text: &str) -> Result<Self, Vec<ConfigError>> {
         raw::Raw::check(text)
     }
+
+    /// The settings that differ in `new` but that a running gateway keeps
+    /// until it restarts: its listeners, connection handling, runtime, store
+    /// and admin listener. (A TLS certificate changed in place is not seen.)
+    pub fn restart_needed_for(&self, new: &Config) -> Vec<&'static str> {
+        let listeners = |c: &Config| -> Vec<_> {
+            c.server
+                .listeners
+                .iter()
+                .map(|l| (l.addr, l.tls.is_some()))
+                .collect()
+        };
+        let (old, now) = (&self.server.limits, &new.server.limits);
+        [
+            (
+                "server.listen, server.listeners",
+                listeners(self) != listeners(new),
+            ),
+            (
+                "server.header_read_timeout_ms",
+                old.header_read_timeout != now.header_read_timeout,
+            ),
+            (
+                "server.idle_timeout_ms",
+                old.idle_timeout != now.idle_timeout,
+            ),
+            (
+                "server.max_connections",
+                old.max_connections != now.max_connections,
+            ),
+            (
+                "server.drain_timeout_secs",
+                self.server.drain_timeout != new.server.drain_timeout,
+            ),
+            ("server.workers", self.server.workers != new.server.workers),
+            ("store", self.store.kind != new.store.kind),
+            (
+                "admin.listen",
+                self.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+    }
 }
 
 fn first(mut problems: Vec<ConfigError>) -> ConfigError {

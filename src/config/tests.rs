@@ -282,3 +282,35 @@ fn global_rules_need_the_redis_store() {
     ));
     assert_eq!(e.key, "rate_limits.on_redis_error");
 }
+
+#[test]
+fn a_reload_names_the_settings_that_need_a_restart() {
+    let running = Config::parse(GOOD).unwrap();
+    assert!(running.restart_needed_for(&running.clone()).is_empty());
+    // What a reload applies is not listed.
+    let applied =
+        Config::parse(&GOOD.replace("[store]", "response_timeout_ms = 1234\n[store]")).unwrap();
+    assert!(running.restart_needed_for(&applied).is_empty());
+    let changed = Config::parse(
+        &(GOOD
+            .replace(
+                "public_base_url",
+                "idle_timeout_ms = 1234\nmax_connections = 7\nworkers = 3\npublic_base_url",
+            )
+            .replace("127.0.0.1:8080\"", "127.0.0.1:8081\"")
+            .replace("kind = \"memory\"", "kind = \"redb\"\npath = \"x.redb\"")
+            + "[admin]\nlisten = \"127.0.0.1:9901\"\n"),
+    )
+    .unwrap();
+    assert_eq!(
+        running.restart_needed_for(&changed),
+        [
+            "server.listen, server.listeners",
+            "server.idle_timeout_ms",
+            "server.max_connections",
+            "server.workers",
+            "store",
+            "admin.listen",
+        ]
+    );
+}
