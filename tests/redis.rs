@@ -280,6 +280,12 @@ async fn a_dead_lease_holder_blocks_the_owner_only_until_the_lease_lapses() {
     assert_eq!(env.creations(), 1);
 }
 
+/// The Redis store (`on_error`) and one rule of quota `q` a minute on
+/// `GET /order/*`, in `scope`.
+fn store_and_rule(redis: &RedisServer, on_error: &str, q: u32, scope: &str) -> String {
+    format!("{}{}", store_table(redis, on_error), global_rule(q, scope))
+}
+
 fn global_rule(q: u32, scope: &str) -> String {
     format!(
         "[[rate_limits.rules]]\nname = \"reads\"\nmethods = [\"GET\"]\npaths = [\"/order/*\"]\nkey = \"client_ip\"\nrate = {q}\nper_secs = 60\nscope = \"{scope}\"\n"
@@ -308,11 +314,7 @@ async fn let_through(env: &Replicas, n: usize) -> (usize, Duration) {
 async fn a_global_limit_holds_across_three_replicas() {
     const Q: usize = 20;
     let redis = RedisServer::start().await;
-    let table = format!(
-        "{}{}",
-        store_table(&redis, "fail_closed"),
-        global_rule(Q as u32, "global")
-    );
+    let table = store_and_rule(&redis, "fail_closed", Q as u32, "global");
     let env = Replicas::start(3, &table).await;
     let (allowed, took) = let_through(&env, 3 * Q + 30).await;
     // Tolerance: what the bucket refills while the test runs, one request
@@ -332,11 +334,7 @@ async fn a_global_limit_holds_across_three_replicas() {
 async fn the_same_rule_local_lets_each_replica_have_the_quota() {
     const Q: usize = 20;
     let redis = RedisServer::start().await;
-    let table = format!(
-        "{}{}",
-        store_table(&redis, "fail_closed"),
-        global_rule(Q as u32, "local")
-    );
+    let table = store_and_rule(&redis, "fail_closed", Q as u32, "local");
     let env = Replicas::start(3, &table).await;
     let (allowed, _) = let_through(&env, 3 * Q + 30).await;
     assert_eq!(allowed, 3 * Q);
@@ -346,9 +344,8 @@ async fn the_same_rule_local_lets_each_replica_have_the_quota() {
 async fn redis_down_fail_closed_answers_503_then_recovers_without_restart() {
     let mut redis = RedisServer::start().await;
     let table = format!(
-        "{}{}[rate_limits]\non_redis_error = \"fail_closed\"\n",
-        store_table(&redis, "fail_closed"),
-        global_rule(1000, "global")
+        "{}[rate_limits]\non_redis_error = \"fail_closed\"\n",
+        store_and_rule(&redis, "fail_closed", 1000, "global")
     );
     let env = Replicas::start(2, &table).await;
     let (a, b) = (&env.clients[0], &env.clients[1]);
@@ -407,11 +404,7 @@ async fn redis_down_fail_closed_answers_503_then_recovers_without_restart() {
 #[tokio::test]
 async fn redis_down_fail_open_serves_locally_and_carries_over_after() {
     let mut redis = RedisServer::start().await;
-    let table = format!(
-        "{}{}",
-        store_table(&redis, "fail_open"),
-        global_rule(5, "global")
-    );
+    let table = store_and_rule(&redis, "fail_open", 5, "global");
     let env = Replicas::start(2, &table).await;
     let (a, b) = (&env.clients[0], &env.clients[1]);
     redis.stop().await;
@@ -693,11 +686,7 @@ async fn a_reload_can_make_a_rule_global() {
         config_text(
             addr,
             backend.addr,
-            &format!(
-                "{}{}",
-                store_table(&redis, "fail_closed"),
-                global_rule(3, scope)
-            ),
+            &store_and_rule(&redis, "fail_closed", 3, scope),
         )
     };
     let gw = Gateway::start(Config::parse(&text("local")).unwrap(), gl).await;
