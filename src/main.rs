@@ -80,6 +80,21 @@ fn load(path: &std::path::Path) -> anyhow::Result<Config> {
 fn check(path: &std::path::Path) -> std::process::ExitCode {
     match Config::check_file(path) {
         Ok(c) => {
+            for w in &c.warnings {
+                println!("{}: warning: {w}", path.display());
+            }
+            for o in &c.overrides {
+                match &o.value {
+                    // Never the value of a secret.
+                    None => println!(
+                        "{}: {}: set by {} (secret, not shown)",
+                        path.display(),
+                        o.key,
+                        o.var
+                    ),
+                    Some(v) => println!("{}: {}: set by {} = {v}", path.display(), o.key, o.var),
+                }
+            }
             let tls = c
                 .server
                 .listeners
@@ -115,6 +130,17 @@ fn check(path: &std::path::Path) -> std::process::ExitCode {
     }
 }
 
+/// Logs what reading the file noted: ignored keys, environment overrides
+/// (their variables, never their values).
+fn notes(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, "{}", w.reason);
+    }
+    for o in &config.overrides {
+        tracing::info!(key = %o.key, var = %o.var, "set from the environment");
+    }
+}
+
 /// Reads the file again on every SIGHUP; a good configuration goes to the
 /// gateway, a bad one is refused with its problems in the log.
 fn reload_on_hangup(path: PathBuf) -> tokio::sync::mpsc::Receiver<Config> {
@@ -129,6 +155,7 @@ fn reload_on_hangup(path: PathBuf) -> tokio::sync::mpsc::Receiver<Config> {
         while hup.recv().await.is_some() {
             match Config::check_file(&path) {
                 Ok(config) => {
+                    notes(&config);
                     if tx.send(config).await.is_err() {
                         return;
                     }
@@ -216,6 +243,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         ) => {
             let config = load(&path)?;
             init_logging(config.log.format);
+            notes(&config);
             runtime(config.server.workers)?.block_on(async {
                 let upstream = config.upstream.url.authority().as_str().to_owned();
                 let addr: SocketAddr = upstream.parse().with_context(|| {
@@ -236,6 +264,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         (None, Some(path)) => {
             let config = load(&path)?;
             init_logging(config.log.format);
+            notes(&config);
             runtime(config.server.workers)?.block_on(serve(config, path))?;
         }
         (None, None) => anyhow::bail!(
