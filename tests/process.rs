@@ -21,8 +21,17 @@ fn start(config: &std::path::Path) -> (Running, String) {
 
 /// Like [`start`], and hands over every line the binary prints.
 fn start_logged(config: &std::path::Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    start_with_env(config, &[])
+}
+
+/// Like [`start_logged`], with more environment variables.
+fn start_with_env(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Running, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -449,4 +458,79 @@ shape = "round"
     }
     assert_eq!(lines.len(), 10, "one line per problem and a count:\n{out}");
     assert_eq!(lines.last(), Some(&"FILE: 9 problem(s)"), "{out}");
+}
+
+/// The Redis password lives only in the environment: the gateway
+/// authenticates with it and stores associations, `check` names the
+/// variable but never prints the password, and without it Redis refuses.
+#[tokio::test]
+async fn a_redis_password_only_in_the_environment() {
+    const SECRET: &str = "s3cret-only-in-env";
+    let redis = support::redis_server::RedisServer::start_with_password(SECRET).await;
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ordergate.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\n[upstream]\nurl = \"http://{}\"\nrewrite_bases = [\"{INTERNAL}\"]\n[store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"envtest:\"\ncommand_timeout_ms = 300\nconnect_timeout_ms = 300\n",
+        backend.addr,
+        redis.url()
+    );
+    assert!(!text.contains(SECRET));
+    std::fs::write(&path, text).unwrap();
+
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("ORDERGATE_STORE__PASSWORD", SECRET)
+        .env("ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS", "1500ms")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("store.password: set by ORDERGATE_STORE__PASSWORD"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "upstream.connect_timeout_ms: set by ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS = 1500ms"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
+
+    let put = |addr: String| async move {
+        HttpClient::new(format!("http://{addr}"))
+            .send(
+                Method::PUT,
+                "/order/account",
+                &[("authorization", AUTH)],
+                r#"{"currency":"USD"}"#,
+            )
+            .await
+    };
+    // Without the password Redis refuses the gateway: 503, nothing stored.
+    let (without, addr, _) = start_with_env(&path, &[]);
+    assert_eq!(put(addr).await.status, 503);
+    drop(without);
+    assert!(redis.keys().await.is_empty());
+
+    let (with, addr, lines) = start_with_env(&path, &[("ORDERGATE_STORE__PASSWORD", SECRET)]);
+    let answer = put(addr).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let keys = redis.keys().await;
+    assert!(
+        keys.iter().any(|k| k.starts_with("envtest:")),
+        "no association stored: {keys:?}"
+    );
+    drop(with);
+    let printed: Vec<String> = lines.try_iter().collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("ORDERGATE_STORE__PASSWORD")),
+        "{printed:?}"
+    );
+    assert!(!printed.iter().any(|l| l.contains(SECRET)));
 }
