@@ -335,9 +335,10 @@ impl Drop for Background {
     }
 }
 
-/// Warns about changes a reload does not apply.
+/// Applies the new `[log]`, and warns about changes a reload does not apply.
 fn warn_unreloadable(running: &Config, new: &Config) {
-    let keys = running.restart_needed_for(new);
+    let mut keys = running.restart_needed_for(new);
+    keys.extend(telemetry::log::reload(&running.log, &new.log));
     if !keys.is_empty() {
         tracing::warn!(keys = %keys.join(", "), "changed settings that apply after a restart");
     }

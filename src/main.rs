@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ordergate::config::{Config, LogFormat};
+use ordergate::config::{Config, LogConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
@@ -186,23 +186,6 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match format {
-        LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 /// The runtime: with one worker everything runs on the main thread (no
 /// cross-thread wake-ups, the cheapest per request); with more, a
 /// multi-thread runtime of that many workers.
@@ -228,7 +211,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => return Ok(check(&config)),
         (Some(Command::EmulateBackend { listen, base_url }), _) => {
-            init_logging(LogFormat::Text);
+            ordergate::telemetry::log::init(&LogConfig::default());
             runtime(None)?.block_on(async {
                 ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
                 anyhow::Ok(())
@@ -242,7 +225,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             _,
         ) => {
             let config = load(&path)?;
-            init_logging(config.log.format);
+            ordergate::telemetry::log::init(&config.log);
             notes(&config);
             runtime(config.server.workers)?.block_on(async {
                 let upstream = config.upstream.url.authority().as_str().to_owned();
@@ -263,7 +246,7 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         (None, Some(path)) => {
             let config = load(&path)?;
-            init_logging(config.log.format);
+            ordergate::telemetry::log::init(&config.log);
             notes(&config);
             runtime(config.server.workers)?.block_on(serve(config, path))?;
         }

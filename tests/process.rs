@@ -534,3 +534,116 @@ async fn a_redis_password_only_in_the_environment() {
     );
     assert!(!printed.iter().any(|l| l.contains(SECRET)));
 }
+
+/// Every line up to the first containing `text` (10 s at most).
+fn lines_until(lines: &std::sync::mpsc::Receiver<String>, text: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => {
+                seen.push(line);
+                return seen;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with `{text}` in {seen:#?}");
+}
+
+#[tokio::test]
+async fn sighup_applies_the_log_format_and_level() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), upstream);
+    let base = std::fs::read_to_string(&path).unwrap();
+    let with_log = |log: &str| format!("{base}[log]\n{log}\n");
+    std::fs::write(&path, with_log("format = \"text\"")).unwrap();
+    let (child, addr, lines) = start_logged(&path);
+    let client = HttpClient::new(format!("http://{addr}"));
+
+    assert_eq!(client.get("/a", &[]).await.status, 200);
+    let text_line = wait_for_line(&lines, "ordergate::access");
+    assert!(!text_line.starts_with('{'), "{text_line}");
+
+    // JSON from the reload on: the reload's own line is JSON already.
+    std::fs::write(&path, with_log("format = \"json\"")).unwrap();
+    hangup(&child);
+    let reloaded = wait_for_line(&lines, "configuration reloaded");
+    let v: serde_json::Value = serde_json::from_str(&reloaded).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(client.get("/b", &[]).await.status, 200);
+    let access = wait_for_line(&lines, "ordergate::access");
+    let v: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(v["path"], "/b");
+
+    // A level that turns the access log off, applied on SIGHUP.
+    std::fs::write(
+        &path,
+        with_log("format = \"json\"\nlevel = \"info,ordergate::access=off\""),
+    )
+    .unwrap();
+    hangup(&child);
+    wait_for_line(&lines, "configuration reloaded");
+    assert_eq!(client.get("/c", &[]).await.status, 200);
+    // A broken file marks the point in the log after the request.
+    std::fs::write(&path, with_log("level = \"ordergate=loud\"")).unwrap();
+    hangup(&child);
+    let seen = lines_until(&lines, "reload refused");
+    assert!(seen.last().unwrap().contains("log.level"), "{seen:#?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("ordergate::access")),
+        "{seen:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_level_changes_on_the_admin_listener() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), upstream);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, text).unwrap();
+    let (_child, addr, lines) = start_logged(&path);
+    let admin_line = wait_for_line(&lines, "admin endpoints are serving");
+    let admin_addr = admin_line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = HttpClient::new(format!("http://{admin_addr}"));
+    let client = HttpClient::new(format!("http://{addr}"));
+    assert_eq!(admin.get("/log/level", &[]).await.text(), "info\n");
+
+    let warn = admin.send(Method::PUT, "/log/level", &[], "warn").await;
+    assert_eq!(warn.status, 200);
+    assert_eq!(warn.text(), "warn\n");
+    assert_eq!(client.get("/quiet", &[]).await.status, 200);
+    // Back to info: the change's own line marks the point after the request.
+    let info = admin
+        .send(Method::PUT, "/log/level", &[], "ordergate=info,warn")
+        .await;
+    assert_eq!(info.status, 200);
+    let seen = lines_until(&lines, "log level changed");
+    assert!(
+        !seen.iter().any(|l| l.contains("ordergate::access")),
+        "{seen:#?}"
+    );
+    assert_eq!(client.get("/loud", &[]).await.status, 200);
+    let access = wait_for_line(&lines, "ordergate::access");
+    assert!(access.contains("/loud"), "{access}");
+
+    let bad = admin
+        .send(Method::PUT, "/log/level", &[], "ordergate=loud")
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        admin.get("/log/level", &[]).await.text(),
+        "ordergate=info,warn\n"
+    );
+}

@@ -112,11 +112,23 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// Filter directives: `info`, `ordergate=debug,warn`.
+    pub level: String,
     pub format: LogFormat,
     /// One line per request (target `ordergate::access`).
     pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: raw::DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

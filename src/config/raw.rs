@@ -46,6 +46,7 @@ pub const MAX_REDIS_POOL_SIZE: usize = 64;
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_LEASE_TTL_MS: u64 = 10_000;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Keys whose values are secrets: never printed, and a problem with one
 /// never repeats its value.
@@ -246,6 +247,7 @@ struct RawCors {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RawLog {
+    level: Option<String>,
     format: Option<String>,
     access_log: Option<bool>,
 }
@@ -1319,7 +1321,13 @@ fn log(p: &mut Problems, l: RawLog) -> Option<LogConfig> {
             return None;
         }
     };
+    let level = l.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    if let Err(e) = crate::telemetry::log::parse_level(&level) {
+        p.add("log.level", e);
+        return None;
+    }
     Some(LogConfig {
+        level: level.trim().to_owned(),
         format,
         access_log: l.access_log.unwrap_or(true),
     })
