@@ -43,6 +43,7 @@ pub mod redis_pool;
 pub mod server;
 pub mod shorthand;
 pub mod stack;
+pub mod systemd;
 pub mod telemetry;
 
 use arc_swap::ArcSwap;
@@ -61,7 +62,7 @@ use tokio::task::JoinHandle;
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the owner store: {0}")]
+    #[error("cannot open the owner store: {}", match .0 { StoreError::Backend(why) => why })]
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -260,6 +261,7 @@ pub async fn run(
         })
         .collect();
     tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
+    systemd::ready();
 
     let reloader = {
         let current = Arc::clone(&current);
@@ -270,6 +272,7 @@ pub async fn run(
         let mut limits = first.limits;
         async move {
             while let Some(new) = reloads.recv().await {
+                systemd::reloading();
                 warn_unreloadable(&running, &new);
                 let next = Generation::build(
                     &new,
@@ -291,6 +294,7 @@ pub async fn run(
                     upstream = running.upstream.url.as_str(),
                     "configuration reloaded"
                 );
+                systemd::ready();
             }
             std::future::pending::<()>().await;
         }
@@ -301,6 +305,7 @@ pub async fn run(
             () = reloader => {}
         }
         draining.store(true, Ordering::Relaxed);
+        systemd::stopping();
     };
     server::serve(
         bound.listeners,

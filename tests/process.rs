@@ -446,7 +446,7 @@ shape = "round"
         "server.tls.cert_path: cannot read certificates from /nonexistent/cert.pem",
         "upstream.ca_file: only used with an https:// upstream.url",
         "upstream.connect_timeout_ms: must be greater than 0",
-        "store.kind: `cassandra` is not a store kind",
+        "store.kind: unknown variant `cassandra`, expected one of `redb`, `memory`, `redis`",
         "rate_limits.rules[0].paths: `/orders?page=2` can never match",
         "rate_limits.rules[1].name: `reads` names another rule too",
         "rate_limits.rules[1].key: `nobody` is not",
@@ -646,4 +646,101 @@ async fn the_log_level_changes_on_the_admin_listener() {
         admin.get("/log/level", &[]).await.text(),
         "ordergate=info,warn\n"
     );
+}
+
+#[test]
+fn without_arguments_it_prints_help() {
+    let out = Command::new(BIN).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{:?}", out.status);
+    assert!(text.contains("Usage: ordergate"), "{text}");
+    assert!(text.contains("check"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+}
+
+#[test]
+fn completions_and_the_manual_page() {
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(script.contains("_ordergate()"), "{script}");
+    assert!(script.contains("completions"));
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH ordergate 1"), "{page}");
+    let help = Command::new(BIN)
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--config <FILE>") && help.contains("The TOML configuration file"),
+        "{help}"
+    );
+    let help = Command::new(BIN).args(["demo", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--config <FILE>") && help.contains("The gateway's TOML"),
+        "{help}"
+    );
+}
+
+/// A user error: one `error:` line on stderr, exit status 1 or 2, no
+/// backtrace even when one is asked for.
+fn user_error(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("backtrace") && !stderr.contains("Caused by"));
+    stderr
+}
+
+#[test]
+fn user_errors_are_one_line_without_a_backtrace() {
+    let bad_flag = user_error(&["--bogus"]);
+    assert!(bad_flag.contains("--bogus"), "{bad_flag}");
+    let missing = user_error(&["--config", "/nonexistent/gw.toml"]);
+    assert!(missing.contains("/nonexistent/gw.toml"), "{missing}");
+    assert!(missing.contains("cannot read"), "{missing}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+    let bad = user_error(&["--config", path.to_str().unwrap()]);
+    assert!(
+        bad.contains("server.listen") && bad.contains("upstream"),
+        "{bad}"
+    );
+    let health = user_error(&["health", "--url", "http://127.0.0.1:1/healthz"]);
+    assert!(health.contains("127.0.0.1:1"), "{health}");
+}
+
+#[tokio::test]
+async fn a_locked_store_file_is_named_once() {
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), backend.addr);
+    let (_first, _) = start(&config);
+    let second =
+        tokio::task::spawn_blocking(move || user_error(&["--config", config.to_str().unwrap()]))
+            .await
+            .unwrap();
+    let file = dir.path().join("store/owners.redb");
+    assert!(second.contains(file.to_str().unwrap()), "{second}");
+    assert!(second.contains("in use"), "{second}");
+    assert_eq!(second.matches("owner store").count(), 1, "{second}");
 }

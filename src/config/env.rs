@@ -17,7 +17,7 @@
 //! question arises when a value holds `"` or `\`.
 
 use super::ConfigError;
-use super::raw::SECRET_KEYS;
+use super::raw::{SECRET_KEYS, SECTIONS};
 
 pub const PREFIX: &str = "ORDERGATE_";
 
@@ -67,6 +67,14 @@ pub fn apply(
             continue;
         };
         let segments: Vec<String> = rest.split("__").map(str::to_ascii_lowercase).collect();
+        // A variable without `__` is not an override (other tools may use
+        // the prefix), unless it reads like one with a single underscore.
+        let like_a_key = SECTIONS
+            .iter()
+            .any(|s| segments[0].starts_with(&format!("{s}_")));
+        if segments.len() < 2 && !like_a_key {
+            continue;
+        }
         if segments.len() < 2 || segments.iter().any(String::is_empty) {
             problem(
                 var.clone(),
@@ -182,6 +190,7 @@ mod tests {
                 ("ORDERGATE_RATE_LIMITS__RULES__0__RATE", "7"),
                 ("ORDERGATE_RATE_LIMITS__RULES__3__RATE", "7"),
                 ("ORDERGATE_NOTHING", "x"),
+                ("ORDERGATE_STORE_URL", "x"),
                 ("OTHER", "x"),
             ]),
             &mut |k, r| problems.push((k, r)),
@@ -206,7 +215,10 @@ mod tests {
         let vars: Vec<&str> = problems.iter().map(|(k, _)| k.as_str()).collect();
         assert_eq!(
             vars,
-            ["ORDERGATE_RATE_LIMITS__RULES__3__RATE", "ORDERGATE_NOTHING"]
+            [
+                "ORDERGATE_RATE_LIMITS__RULES__3__RATE",
+                "ORDERGATE_STORE_URL"
+            ]
         );
     }
 }

@@ -67,7 +67,7 @@ pub struct Raw {
     log: Option<RawLog>,
 }
 
-const SECTIONS: &[&str] = &[
+pub const SECTIONS: &[&str] = &[
     "server",
     "upstream",
     "admin",
