@@ -313,6 +313,7 @@ pub async fn run(
         shutdown,
         config.server.drain_timeout,
         config.server.limits,
+        metrics.client_connections(),
     )
     .await;
     let _ = stop_admin.send(true);

@@ -259,6 +259,7 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
     let path = write_memory_config(dir.path(), backend.addr);
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("[log]\nformat = \"json\"\naccess_log = true\n");
+    text.push_str("[[rate_limits.rules]]\nname = \"one-an-hour\"\npaths = [\"/limited\"]\nkey = \"client_ip\"\nrate = 1\nper_secs = \"1h\"\n");
     std::fs::write(&path, text).unwrap();
     let (mut child, addr, lines) = start_logged(&path);
     let client = HttpClient::new(format!("http://{addr}"));
@@ -268,11 +269,17 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
         .send(
             Method::PUT,
             "/order/account?token=query-secret",
-            &[("authorization", secret_auth), ("cookie", &cookie(owner))],
+            &[
+                ("authorization", secret_auth),
+                ("cookie", &cookie(owner)),
+                ("user-agent", "shop-frontend/2.1"),
+            ],
             "{}",
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
+    assert_ne!(client.get("/limited", &[]).await.status, 429);
+    assert_eq!(client.get("/limited", &[]).await.status, 429);
     assert_eq!(
         client
             .get("/order", &[("cookie", "OwnerId=nonsense-cookie-value")])
@@ -295,8 +302,22 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "ordergate::access")
         .collect();
-    assert_eq!(access.len(), 2, "{lines:#?}");
+    assert_eq!(access.len(), 4, "{lines:#?}");
     let put_line = &access[0];
+    assert_eq!(put_line["client_ip"], "127.0.0.1");
+    assert_eq!(put_line["user_agent"], "shop-frontend/2.1");
+    assert_eq!(put_line["bytes_in"], 2);
+    // The rewritten answer streams without a length: no byte count.
+    assert!(put_line.get("bytes_out").is_none(), "{put_line}");
+    assert_eq!(put_line["upstream_status"], 200);
+    assert!(put_line.get("rate_limit_rule").is_none(), "{put_line}");
+    let limited = &access[2];
+    assert_eq!(limited["status"], 429);
+    assert_eq!(limited["rate_limit_rule"], "one-an-hour");
+    assert!(limited["bytes_out"].as_u64().unwrap() > 50, "{limited}");
+    assert_eq!(limited["bytes_in"], 0);
+    assert!(limited.get("upstream_status").is_none(), "{limited}");
+    assert!(access[1].get("rate_limit_rule").is_none());
     assert_eq!(put_line["method"], "PUT");
     assert_eq!(put_line["path"], "/order/account");
     assert_eq!(put_line["status"], 200);
@@ -306,7 +327,7 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
     assert!(put_line["upstream_us"].as_u64().unwrap() > 0);
     assert_eq!(put_line["owner"].as_str().unwrap().len(), 16);
     assert_eq!(put_line["request_id"], put.header("x-request-id").unwrap());
-    assert_eq!(access[1]["status"], 401);
+    assert_eq!(access[3]["status"], 401);
     let all = lines.join("\n");
     for secret in [
         owner,

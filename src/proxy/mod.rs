@@ -192,6 +192,7 @@ impl Upstream {
                     connect_timeout: u.connect_timeout,
                     idle_timeout: u.pool_idle_timeout,
                     max_idle: u.pool_max_idle_per_host,
+                    open: metrics.upstream_connections(),
                 },
             ))
         } else {
@@ -394,6 +395,9 @@ impl Upstream {
         self.metrics.upstream_answered(elapsed, out.as_ref().err());
         if let Some(record) = record {
             record.add_upstream(elapsed);
+            if let Ok(resp) = &out {
+                record.upstream_status(resp.status());
+            }
         }
         out
     }
