@@ -765,3 +765,18 @@ async fn a_locked_store_file_is_named_once() {
     assert!(second.contains("in use"), "{second}");
     assert_eq!(second.matches("owner store").count(), 1, "{second}");
 }
+
+#[test]
+fn check_warns_of_another_store_kinds_keys_and_takes_units() {
+    let (ok, out) = check(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://x\"\nmax_request_body_bytes = \"1MB\"\nidle_timeout_ms = \"2m\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\nkind = \"memory\"\npath = \"data/owners.redb\"\n",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(
+            "FILE: warning: store.path: ignored: used with kind = \"redb\", not \"memory\"\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("FILE: ok:"), "{out}");
+}
