@@ -7,11 +7,18 @@
 //! [`ConfigError`] naming the key and the reason, and stops the start;
 //! [`Config::check`] reports all of a file's problems at once.
 
+mod cors;
 pub mod env;
+mod faults;
+mod rate_limits;
 mod raw;
+pub mod tls;
 pub mod units;
 
+pub use cors::CorsConfig;
 pub use env::Override;
+pub use faults::FaultTypes;
+pub use rate_limits::{KeyKind, PathPattern, RuleSpec, Scope};
 pub use raw::SECRET_KEYS;
 
 use http::HeaderName;
@@ -97,7 +104,7 @@ pub struct Config {
     pub cookies: CookieConfig,
     pub faults: FaultsConfig,
     pub rate_limits: RateLimitsConfig,
-    pub cors: crate::cors::CorsConfig,
+    pub cors: CorsConfig,
     pub log: LogConfig,
     /// Keys the file sets that are not used (another store kind's): the
     /// file is accepted, and these are logged and printed by `check`.
@@ -140,12 +147,12 @@ pub struct RateLimitsConfig {
     /// Whether a global rule is first checked against this replica's own
     /// count, so that obvious excess is refused without a Redis round trip.
     pub local_precheck: bool,
-    pub rules: Vec<crate::policy::rate_limit::RuleSpec>,
+    pub rules: Vec<RuleSpec>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FaultsConfig {
-    pub types: crate::faults::FaultTypes,
+    pub types: FaultTypes,
     /// Largest upstream error body read to find its message.
     pub max_upstream_body: usize,
 }
@@ -398,6 +405,18 @@ impl Config {
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
     }
+}
+
+/// Log filter directives (`info`, `ordergate=debug,warn`), checked: what
+/// `[log] level`, `RUST_LOG` and `PUT /log/level` take.
+pub fn parse_log_level(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let directives = directives.trim();
+    if directives.is_empty() {
+        return Err("no level given: e.g. \"info\" or \"ordergate=debug,warn\"".to_owned());
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| format!("`{directives}` is not a level or filter: {e}"))
 }
 
 /// An I/O error in words, without the OS error code.

@@ -27,17 +27,7 @@ pub struct LogControl {
 
 static CONTROL: OnceLock<LogControl> = OnceLock::new();
 
-/// Filter directives (`info`, `ordergate=debug,warn`) checked without
-/// applying them.
-pub fn parse_level(directives: &str) -> Result<EnvFilter, String> {
-    let directives = directives.trim();
-    if directives.is_empty() {
-        return Err("no level given: e.g. \"info\" or \"ordergate=debug,warn\"".to_owned());
-    }
-    EnvFilter::builder()
-        .parse(directives)
-        .map_err(|e| format!("`{directives}` is not a level or filter: {e}"))
-}
+pub use crate::config::parse_log_level as parse_level;
 
 fn output(format: LogFormat) -> Output {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
