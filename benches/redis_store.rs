@@ -86,6 +86,7 @@ fn cpu(pid: u32) -> Duration {
 fn redis_config(url: &str) -> RedisConfig {
     RedisConfig {
         url: url.to_owned(),
+        password: None,
         key_prefix: "bench:".into(),
         pool_size: 4,
         connect_timeout: Duration::from_secs(1),

@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("cannot open the owner store: {0}")]
+    #[error("cannot open the owner store: {}", match .0 { StoreError::Backend(why) => why })]
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -218,6 +218,7 @@ pub async fn run(
         })
         .collect();
     tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
+    crate::systemd::ready();
 
     let reloader = {
         let current = Arc::clone(&current);
@@ -228,6 +229,7 @@ pub async fn run(
         let mut limits = first.limits;
         async move {
             while let Some(new) = reloads.recv().await {
+                crate::systemd::reloading();
                 warn_unreloadable(&running, &new);
                 let next = Generation::build(
                     &new,
@@ -249,6 +251,7 @@ pub async fn run(
                     upstream = running.upstream.url.as_str(),
                     "configuration reloaded"
                 );
+                crate::systemd::ready();
             }
             std::future::pending::<()>().await;
         }
@@ -259,6 +262,7 @@ pub async fn run(
             () = reloader => {}
         }
         draining.store(true, Ordering::Relaxed);
+        crate::systemd::stopping();
     };
     server::serve(
         bound.listeners,
@@ -266,6 +270,7 @@ pub async fn run(
         shutdown,
         config.server.drain_timeout,
         config.server.limits,
+        metrics.client_connections(),
     )
     .await;
     let _ = stop_admin.send(true);
@@ -293,9 +298,10 @@ impl Drop for Background {
     }
 }
 
-/// Warns about changes a reload does not apply.
+/// Applies the new `[log]`, and warns about changes a reload does not apply.
 fn warn_unreloadable(running: &Config, new: &Config) {
-    let keys = running.restart_needed_for(new);
+    let mut keys = running.restart_needed_for(new);
+    keys.extend(crate::telemetry::log::reload(&running.log, &new.log));
     if !keys.is_empty() {
         tracing::warn!(keys = %keys.join(", "), "changed settings that apply after a restart");
     }

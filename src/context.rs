@@ -131,6 +131,8 @@ const IMPLICIT: u8 = 2;
 #[derive(Default, Debug)]
 pub struct AccessRecord {
     upstream_us: AtomicU64,
+    /// The last upstream answer's status; 0 when none came.
+    upstream_status: std::sync::atomic::AtomicU16,
     flags: AtomicU8,
     owner_hash: AtomicU64,
 }
@@ -155,6 +157,17 @@ impl AccessRecord {
     }
     pub fn upstream_us(&self) -> u64 {
         self.upstream_us.load(Ordering::Relaxed)
+    }
+    pub fn set_upstream_status(&self, status: http::StatusCode) {
+        self.upstream_status
+            .store(status.as_u16(), Ordering::Relaxed);
+    }
+    /// The last upstream answer's status, when one came.
+    pub fn upstream_status(&self) -> Option<u16> {
+        match self.upstream_status.load(Ordering::Relaxed) {
+            0 => None,
+            s => Some(s),
+        }
     }
     pub fn used_shorthand(&self) -> bool {
         self.flags.load(Ordering::Relaxed) & SHORTHAND != 0

@@ -50,6 +50,7 @@ pub mod redis_pool;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod systemd;
 pub mod telemetry;
 pub mod upstream;
 

@@ -2,25 +2,40 @@
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ordergate::config::{Config, LogFormat};
+use ordergate::config::{Config, LogConfig};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
-#[command(version, about = "An HTTP gateway for the legacy orders API")]
+#[command(
+    version = VERSION,
+    about = "An HTTP gateway for the legacy orders API",
+    arg_required_else_help = true
+)]
 struct Cli {
-    /// The gateway's TOML configuration file.
-    #[arg(long, short)]
+    /// Run the gateway with this TOML configuration file (every key is
+    /// described in config/ordergate.toml; ORDERGATE_<SECTION>__<KEY>
+    /// variables override it).
+    #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
 
+/// The version, with the commit it was built from when known.
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("BUILD_GIT_COMMIT"),
+    ")"
+);
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the emulated legacy orders backend.
     EmulateBackend {
+        /// Address and port to serve on.
         #[arg(long, default_value = "127.0.0.1:9000")]
         listen: SocketAddr,
         /// The internal base URL the backend writes into its links and
@@ -31,7 +46,9 @@ enum Command {
     /// Run the emulated backend on the config's upstream address and the
     /// gateway in front of it, in one process.
     Demo {
-        #[arg(long, short)]
+        /// The gateway's TOML configuration file (config/demo.toml is
+        /// made for this); its upstream.url says where the backend listens.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
         /// The backend's internal base URL (default: the first of
         /// upstream.rewrite_bases, else the upstream URL).
@@ -41,9 +58,29 @@ enum Command {
     /// Check a configuration file: print every problem with its key (exit
     /// status 1), or a one-line summary (exit status 0).
     Check {
-        #[arg(long, short)]
+        /// The TOML configuration file to check, with this environment's
+        /// ORDERGATE_* overrides applied.
+        #[arg(long, short, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Ask a health endpoint (the admin listener's /healthz): exit status 0
+    /// when it answers 2xx, 1 otherwise. For container health checks.
+    Health {
+        /// The URL to ask (http:// only).
+        #[arg(long, default_value = "http://127.0.0.1:9901/healthz")]
+        url: String,
+        /// Seconds to wait for the answer.
+        #[arg(long, default_value_t = 5)]
+        timeout_secs: u64,
+    },
+    /// Print a shell completion script to stdout, e.g.
+    /// `ordergate completions bash > /etc/bash_completion.d/ordergate`.
+    Completions {
+        /// The shell to write it for.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) to stdout, e.g. `ordergate man > ordergate.1`.
+    Man,
 }
 
 async fn shutdown_signal() {
@@ -65,21 +102,45 @@ async fn shutdown_signal() {
     tracing::info!("shutting down");
 }
 
+/// Every problem of a file on one line, naming the file.
+fn problems_line(path: &std::path::Path, problems: &[ordergate::config::ConfigError]) -> String {
+    let file = path.display().to_string();
+    let each: Vec<String> = problems
+        .iter()
+        .map(|p| {
+            if p.key == file {
+                p.reason.clone()
+            } else {
+                p.to_string()
+            }
+        })
+        .collect();
+    format!("{file}: {}", each.join("; "))
+}
+
 fn load(path: &std::path::Path) -> anyhow::Result<Config> {
-    Config::check_file(path).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        anyhow::anyhow!(
-            "invalid configuration {}:\n{}",
-            path.display(),
-            lines.join("\n")
-        )
-    })
+    Config::check_file(path).map_err(|problems| anyhow::anyhow!(problems_line(path, &problems)))
 }
 
 /// `ordergate check`: every problem, or a summary.
 fn check(path: &std::path::Path) -> std::process::ExitCode {
     match Config::check_file(path) {
         Ok(c) => {
+            for w in &c.warnings {
+                println!("{}: warning: {w}", path.display());
+            }
+            for o in &c.overrides {
+                match &o.value {
+                    // Never the value of a secret.
+                    None => println!(
+                        "{}: {}: set by {} (secret, not shown)",
+                        path.display(),
+                        o.key,
+                        o.var
+                    ),
+                    Some(v) => println!("{}: {}: set by {} = {v}", path.display(), o.key, o.var),
+                }
+            }
             let tls = c
                 .server
                 .listeners
@@ -107,11 +168,26 @@ fn check(path: &std::path::Path) -> std::process::ExitCode {
         }
         Err(problems) => {
             for p in &problems {
-                println!("{}: {p}", path.display());
+                if p.key == path.display().to_string() {
+                    println!("{}: {}", path.display(), p.reason);
+                } else {
+                    println!("{}: {p}", path.display());
+                }
             }
             println!("{}: {} problem(s)", path.display(), problems.len());
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Logs what reading the file noted: ignored keys, environment overrides
+/// (their variables, never their values).
+fn notes(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!(key = %w.key, "{}", w.reason);
+    }
+    for o in &config.overrides {
+        tracing::info!(key = %o.key, var = %o.var, "set from the environment");
     }
 }
 
@@ -129,6 +205,7 @@ fn reload_on_hangup(path: PathBuf) -> tokio::sync::mpsc::Receiver<Config> {
         while hup.recv().await.is_some() {
             match Config::check_file(&path) {
                 Ok(config) => {
+                    notes(&config);
                     if tx.send(config).await.is_err() {
                         return;
                     }
@@ -159,23 +236,6 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
         .with_context(|| format!("cannot listen on {addr}"))
 }
 
-fn init_logging(format: LogFormat) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let fmt = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()));
-    match format {
-        LogFormat::Text => fmt.init(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(false)
-            .init(),
-    }
-}
-
 /// The runtime: with one worker everything runs on the main thread (no
 /// cross-thread wake-ups, the cheapest per request); with more, a
 /// multi-thread runtime of that many workers.
@@ -196,12 +256,105 @@ fn runtime(workers: Option<usize>) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-fn main() -> anyhow::Result<std::process::ExitCode> {
-    let cli = Cli::parse();
+/// `ordergate health`: one GET, 2xx or not.
+fn health(url: &str, timeout: std::time::Duration) -> anyhow::Result<()> {
+    let uri: http::Uri = url
+        .parse()
+        .with_context(|| format!("`{url}` is not a URL"))?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        anyhow::bail!("`{url}`: only http:// URLs");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")?;
+    let status = rt.block_on(async {
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Empty<bytes::Bytes>>();
+        tokio::time::timeout(timeout, client.get(uri))
+            .await
+            .map_err(|_| anyhow::anyhow!("{url}: no answer within {} s", timeout.as_secs()))?
+            .map_err(|_| anyhow::anyhow!("{url}: cannot connect"))
+            .map(|r| r.status())
+    })?;
+    if !status.is_success() {
+        anyhow::bail!("{url}: answered {status}");
+    }
+    println!("{url}: {status}");
+    Ok(())
+}
+
+/// An error and its causes on one line, each cause said once (a cause
+/// whose text the line already holds is left out).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            if !line.is_empty() {
+                line.push_str(": ");
+            }
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            use clap::error::ErrorKind;
+            if matches!(
+                e.kind(),
+                ErrorKind::DisplayHelp
+                    | ErrorKind::DisplayVersion
+                    | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+            ) {
+                e.exit();
+            }
+            // clap's first line says what is wrong; its usage block is what
+            // --help prints.
+            let rendered = e.render().to_string();
+            let first = rendered.lines().next().unwrap_or("bad arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            eprintln!("error: {first} (see ordergate --help)");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    match run_command(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // Display, not Debug: a user error is one line, never a backtrace.
+            eprintln!("error: {}", one_line(&e));
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_command(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
     match (cli.command, cli.config) {
         (Some(Command::Check { config }), _) => return Ok(check(&config)),
+        (Some(Command::Health { url, timeout_secs }), _) => {
+            health(&url, std::time::Duration::from_secs(timeout_secs))?;
+        }
+        (Some(Command::Completions { shell }), _) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "ordergate",
+                &mut std::io::stdout(),
+            );
+        }
+        (Some(Command::Man), _) => {
+            clap_mangen::Man::new(Cli::command())
+                .render(&mut std::io::stdout())
+                .context("cannot write the manual page")?;
+        }
         (Some(Command::EmulateBackend { listen, base_url }), _) => {
-            init_logging(LogFormat::Text);
+            ordergate::telemetry::log::init(&LogConfig::default());
             runtime(None)?.block_on(async {
                 ordergate::backend::run(bind(listen).await?, base_url, shutdown_signal()).await?;
                 anyhow::Ok(())
@@ -215,7 +368,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
             _,
         ) => {
             let config = load(&path)?;
-            init_logging(config.log.format);
+            ordergate::telemetry::log::init(&config.log);
+            notes(&config);
             runtime(config.server.workers)?.block_on(async {
                 let upstream = config.upstream.url.authority().as_str().to_owned();
                 let addr: SocketAddr = upstream.parse().with_context(|| {
@@ -235,11 +389,12 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
         }
         (None, Some(path)) => {
             let config = load(&path)?;
-            init_logging(config.log.format);
+            ordergate::telemetry::log::init(&config.log);
+            notes(&config);
             runtime(config.server.workers)?.block_on(serve(config, path))?;
         }
         (None, None) => anyhow::bail!(
-            "give --config PATH (see config/ordergate.toml), or a subcommand; --help tells more"
+            "give --config FILE (see config/ordergate.toml), or a subcommand; --help tells more"
         ),
     }
     Ok(std::process::ExitCode::SUCCESS)

@@ -41,7 +41,12 @@ struct Inner {
 impl RedisPool {
     /// Prepares the connections without opening them. Needs a Tokio runtime.
     pub fn new(config: &RedisConfig) -> Result<Self, RedisError> {
-        let client = redis::Client::open(config.url.as_str())?;
+        let mut info = redis::IntoConnectionInfo::into_connection_info(config.url.as_str())?;
+        if let Some(password) = &config.password {
+            let settings = info.redis_settings().clone().set_password(password);
+            info = info.set_redis_settings(settings);
+        }
+        let client = redis::Client::open(info)?;
         // One quick retry inside the manager; the next call after a failure
         // starts a new attempt, so recovery needs no restart and a call never
         // waits out a long backoff.

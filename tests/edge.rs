@@ -650,3 +650,66 @@ async fn a_new_configuration_applies_without_dropping_connections() {
     assert!(conn.is_ready(), "the connection stayed open");
     gw.stop().await;
 }
+
+/// Process figures, build info and the connection gauges on `/metrics`.
+#[tokio::test]
+async fn metrics_show_the_process_build_and_connections() {
+    let env = admin_env("").await;
+    let page = env.admin.get("/metrics", &[]).await.text();
+    assert!(
+        sample(&page, "ordergate_process_resident_memory_bytes") > 1e6,
+        "{page}"
+    );
+    assert!(sample(&page, "ordergate_process_open_fds") >= 3.0, "{page}");
+    assert!(
+        page.contains("ordergate_process_cpu_seconds_total "),
+        "{page}"
+    );
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        page.lines().any(|l| l.starts_with(&format!(
+            "ordergate_build_info{{version=\"{version}\",commit=\""
+        )) && l.ends_with("} 1")),
+        "{page}"
+    );
+    assert_eq!(sample(&page, "ordergate_tunnels"), 0.0);
+    assert_eq!(sample(&page, "ordergate_client_connections"), 0.0, "{page}");
+    assert_eq!(sample(&page, "ordergate_upstream_pool_connections"), 0.0);
+
+    // Two client connections held open, one request through each: both are
+    // counted, and the upstream connection the requests used stays pooled.
+    let addr: SocketAddr = env
+        .gateway
+        .base
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /status HTTP/1.1\r\nhost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 "), "{:?}", &buf[..n]);
+        held.push(s);
+    }
+    let page = env.admin.get("/metrics", &[]).await.text();
+    assert_eq!(sample(&page, "ordergate_client_connections"), 2.0, "{page}");
+    assert!(
+        sample(&page, "ordergate_upstream_pool_connections") >= 1.0,
+        "{page}"
+    );
+    drop(held);
+    // Closed connections leave the gauge once the server sees them go.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let page = env.admin.get("/metrics", &[]).await.text();
+        if sample(&page, "ordergate_client_connections") == 0.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{page}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

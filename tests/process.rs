@@ -21,8 +21,17 @@ fn start(config: &std::path::Path) -> (Running, String) {
 
 /// Like [`start`], and hands over every line the binary prints.
 fn start_logged(config: &std::path::Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    start_with_env(config, &[])
+}
+
+/// Like [`start_logged`], with more environment variables.
+fn start_with_env(
+    config: &std::path::Path,
+    env: &[(&str, &str)],
+) -> (Running, String, std::sync::mpsc::Receiver<String>) {
     let mut child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap()])
+        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -241,6 +250,7 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
     let path = write_memory_config(dir.path(), backend.addr);
     let mut text = std::fs::read_to_string(&path).unwrap();
     text.push_str("[log]\nformat = \"json\"\naccess_log = true\n");
+    text.push_str("[[rate_limits.rules]]\nname = \"one-an-hour\"\npaths = [\"/limited\"]\nkey = \"client_ip\"\nrate = 1\nper_secs = \"1h\"\n");
     std::fs::write(&path, text).unwrap();
     let (mut child, addr, lines) = start_logged(&path);
     let client = HttpClient::new(format!("http://{addr}"));
@@ -250,11 +260,17 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
         .send(
             Method::PUT,
             "/order/account?token=query-secret",
-            &[("authorization", secret_auth), ("cookie", &cookie(owner))],
+            &[
+                ("authorization", secret_auth),
+                ("cookie", &cookie(owner)),
+                ("user-agent", "shop-frontend/2.1"),
+            ],
             "{}",
         )
         .await;
     assert_eq!(put.status, 200, "{}", put.text());
+    assert_ne!(client.get("/limited", &[]).await.status, 429);
+    assert_eq!(client.get("/limited", &[]).await.status, 429);
     assert_eq!(
         client
             .get("/order", &[("cookie", "OwnerId=nonsense-cookie-value")])
@@ -277,8 +293,22 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "ordergate::access")
         .collect();
-    assert_eq!(access.len(), 2, "{lines:#?}");
+    assert_eq!(access.len(), 4, "{lines:#?}");
     let put_line = &access[0];
+    assert_eq!(put_line["client_ip"], "127.0.0.1");
+    assert_eq!(put_line["user_agent"], "shop-frontend/2.1");
+    assert_eq!(put_line["bytes_in"], 2);
+    // The rewritten answer streams without a length: no byte count.
+    assert!(put_line.get("bytes_out").is_none(), "{put_line}");
+    assert_eq!(put_line["upstream_status"], 200);
+    assert!(put_line.get("rate_limit_rule").is_none(), "{put_line}");
+    let limited = &access[2];
+    assert_eq!(limited["status"], 429);
+    assert_eq!(limited["rate_limit_rule"], "one-an-hour");
+    assert!(limited["bytes_out"].as_u64().unwrap() > 50, "{limited}");
+    assert_eq!(limited["bytes_in"], 0);
+    assert!(limited.get("upstream_status").is_none(), "{limited}");
+    assert!(access[1].get("rate_limit_rule").is_none());
     assert_eq!(put_line["method"], "PUT");
     assert_eq!(put_line["path"], "/order/account");
     assert_eq!(put_line["status"], 200);
@@ -288,7 +318,7 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
     assert!(put_line["upstream_us"].as_u64().unwrap() > 0);
     assert_eq!(put_line["owner"].as_str().unwrap().len(), 16);
     assert_eq!(put_line["request_id"], put.header("x-request-id").unwrap());
-    assert_eq!(access[1]["status"], 401);
+    assert_eq!(access[3]["status"], 401);
     let all = lines.join("\n");
     for secret in [
         owner,
@@ -428,7 +458,7 @@ shape = "round"
         "server.tls.cert_path: cannot read certificates from /nonexistent/cert.pem",
         "upstream.ca_file: only used with an https:// upstream.url",
         "upstream.connect_timeout_ms: must be greater than 0",
-        "store.kind: `cassandra` is not a store kind",
+        "store.kind: unknown variant `cassandra`, expected one of `redb`, `memory`, `redis`",
         "rate_limits.rules[0].paths: `/orders?page=2` can never match",
         "rate_limits.rules[1].name: `reads` names another rule too",
         "rate_limits.rules[1].key: `nobody` is not",
@@ -440,4 +470,304 @@ shape = "round"
     }
     assert_eq!(lines.len(), 10, "one line per problem and a count:\n{out}");
     assert_eq!(lines.last(), Some(&"FILE: 9 problem(s)"), "{out}");
+}
+
+/// The Redis password lives only in the environment: the gateway
+/// authenticates with it and stores associations, `check` names the
+/// variable but never prints the password, and without it Redis refuses.
+#[tokio::test]
+async fn a_redis_password_only_in_the_environment() {
+    const SECRET: &str = "s3cret-only-in-env";
+    let redis = support::redis_server::RedisServer::start_with_password(SECRET).await;
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("ordergate.toml");
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\n[upstream]\nurl = \"http://{}\"\nrewrite_bases = [\"{INTERNAL}\"]\n[store]\nkind = \"redis\"\nurl = \"{}\"\nkey_prefix = \"envtest:\"\ncommand_timeout_ms = 300\nconnect_timeout_ms = 300\n",
+        backend.addr,
+        redis.url()
+    );
+    assert!(!text.contains(SECRET));
+    std::fs::write(&path, text).unwrap();
+
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .env("ORDERGATE_STORE__PASSWORD", SECRET)
+        .env("ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS", "1500ms")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("store.password: set by ORDERGATE_STORE__PASSWORD"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "upstream.connect_timeout_ms: set by ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS = 1500ms"
+        ),
+        "{stdout}"
+    );
+    assert!(!stdout.contains(SECRET), "{stdout}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
+
+    let put = |addr: String| async move {
+        HttpClient::new(format!("http://{addr}"))
+            .send(
+                Method::PUT,
+                "/order/account",
+                &[("authorization", AUTH)],
+                r#"{"currency":"USD"}"#,
+            )
+            .await
+    };
+    // Without the password Redis refuses the gateway: 503, nothing stored.
+    let (without, addr, _) = start_with_env(&path, &[]);
+    assert_eq!(put(addr).await.status, 503);
+    drop(without);
+    assert!(redis.keys().await.is_empty());
+
+    let (with, addr, lines) = start_with_env(&path, &[("ORDERGATE_STORE__PASSWORD", SECRET)]);
+    let answer = put(addr).await;
+    assert_eq!(answer.status, 200, "{answer:?}");
+    let keys = redis.keys().await;
+    assert!(
+        keys.iter().any(|k| k.starts_with("envtest:")),
+        "no association stored: {keys:?}"
+    );
+    drop(with);
+    let printed: Vec<String> = lines.try_iter().collect();
+    assert!(
+        printed
+            .iter()
+            .any(|l| l.contains("ORDERGATE_STORE__PASSWORD")),
+        "{printed:?}"
+    );
+    assert!(!printed.iter().any(|l| l.contains(SECRET)));
+}
+
+/// Every line up to the first containing `text` (10 s at most).
+fn lines_until(lines: &std::sync::mpsc::Receiver<String>, text: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(text) => {
+                seen.push(line);
+                return seen;
+            }
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no log line with `{text}` in {seen:#?}");
+}
+
+#[tokio::test]
+async fn sighup_applies_the_log_format_and_level() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), upstream);
+    let base = std::fs::read_to_string(&path).unwrap();
+    let with_log = |log: &str| format!("{base}[log]\n{log}\n");
+    std::fs::write(&path, with_log("format = \"text\"")).unwrap();
+    let (child, addr, lines) = start_logged(&path);
+    let client = HttpClient::new(format!("http://{addr}"));
+
+    assert_eq!(client.get("/a", &[]).await.status, 200);
+    let text_line = wait_for_line(&lines, "ordergate::access");
+    assert!(!text_line.starts_with('{'), "{text_line}");
+
+    // JSON from the reload on: the reload's own line is JSON already.
+    std::fs::write(&path, with_log("format = \"json\"")).unwrap();
+    hangup(&child);
+    let reloaded = wait_for_line(&lines, "configuration reloaded");
+    let v: serde_json::Value = serde_json::from_str(&reloaded).unwrap();
+    assert_eq!(v["level"], "INFO");
+    assert_eq!(client.get("/b", &[]).await.status, 200);
+    let access = wait_for_line(&lines, "ordergate::access");
+    let v: serde_json::Value = serde_json::from_str(&access).unwrap();
+    assert_eq!(v["path"], "/b");
+
+    // A level that turns the access log off, applied on SIGHUP.
+    std::fs::write(
+        &path,
+        with_log("format = \"json\"\nlevel = \"info,ordergate::access=off\""),
+    )
+    .unwrap();
+    hangup(&child);
+    wait_for_line(&lines, "configuration reloaded");
+    assert_eq!(client.get("/c", &[]).await.status, 200);
+    // A broken file marks the point in the log after the request.
+    std::fs::write(&path, with_log("level = \"ordergate=loud\"")).unwrap();
+    hangup(&child);
+    let seen = lines_until(&lines, "reload refused");
+    assert!(seen.last().unwrap().contains("log.level"), "{seen:#?}");
+    assert!(
+        !seen.iter().any(|l| l.contains("ordergate::access")),
+        "{seen:#?}"
+    );
+}
+
+#[tokio::test]
+async fn the_log_level_changes_on_the_admin_listener() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_memory_config(dir.path(), upstream);
+    let mut text = std::fs::read_to_string(&path).unwrap();
+    text.push_str("[admin]\nlisten = \"127.0.0.1:0\"\n");
+    std::fs::write(&path, text).unwrap();
+    let (_child, addr, lines) = start_logged(&path);
+    let admin_line = wait_for_line(&lines, "admin endpoints are serving");
+    let admin_addr = admin_line
+        .split("listen=")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_owned();
+    let admin = HttpClient::new(format!("http://{admin_addr}"));
+    let client = HttpClient::new(format!("http://{addr}"));
+    assert_eq!(admin.get("/log/level", &[]).await.text(), "info\n");
+
+    let warn = admin.send(Method::PUT, "/log/level", &[], "warn").await;
+    assert_eq!(warn.status, 200);
+    assert_eq!(warn.text(), "warn\n");
+    assert_eq!(client.get("/quiet", &[]).await.status, 200);
+    // Back to info: the change's own line marks the point after the request.
+    let info = admin
+        .send(Method::PUT, "/log/level", &[], "ordergate=info,warn")
+        .await;
+    assert_eq!(info.status, 200);
+    let seen = lines_until(&lines, "log level changed");
+    assert!(
+        !seen.iter().any(|l| l.contains("ordergate::access")),
+        "{seen:#?}"
+    );
+    assert_eq!(client.get("/loud", &[]).await.status, 200);
+    let access = wait_for_line(&lines, "ordergate::access");
+    assert!(access.contains("/loud"), "{access}");
+
+    let bad = admin
+        .send(Method::PUT, "/log/level", &[], "ordergate=loud")
+        .await;
+    assert_eq!(bad.status, 400);
+    assert_eq!(
+        admin.get("/log/level", &[]).await.text(),
+        "ordergate=info,warn\n"
+    );
+}
+
+#[test]
+fn without_arguments_it_prints_help() {
+    let out = Command::new(BIN).output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(matches!(out.status.code(), Some(0 | 2)), "{:?}", out.status);
+    assert!(text.contains("Usage: ordergate"), "{text}");
+    assert!(text.contains("check"), "{text}");
+    assert!(!text.contains("error"), "{text}");
+}
+
+#[test]
+fn completions_and_the_manual_page() {
+    let bash = Command::new(BIN)
+        .args(["completions", "bash"])
+        .output()
+        .unwrap();
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout);
+    assert!(script.contains("_ordergate()"), "{script}");
+    assert!(script.contains("completions"));
+    let man = Command::new(BIN).arg("man").output().unwrap();
+    assert!(man.status.success());
+    let page = String::from_utf8_lossy(&man.stdout);
+    assert!(page.contains(".TH ordergate 1"), "{page}");
+    let help = Command::new(BIN)
+        .args(["check", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--config <FILE>") && help.contains("The TOML configuration file"),
+        "{help}"
+    );
+    let help = Command::new(BIN).args(["demo", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--config <FILE>") && help.contains("The gateway's TOML"),
+        "{help}"
+    );
+}
+
+/// A user error: one `error:` line on stderr, exit status 1 or 2, no
+/// backtrace even when one is asked for.
+fn user_error(args: &[&str]) -> String {
+    let out = Command::new(BIN)
+        .args(args)
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(1 | 2)), "{:?}", out.status);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: "), "{stderr}");
+    assert!(!stderr.contains("backtrace") && !stderr.contains("Caused by"));
+    stderr
+}
+
+#[test]
+fn user_errors_are_one_line_without_a_backtrace() {
+    let bad_flag = user_error(&["--bogus"]);
+    assert!(bad_flag.contains("--bogus"), "{bad_flag}");
+    let missing = user_error(&["--config", "/nonexistent/gw.toml"]);
+    assert!(missing.contains("/nonexistent/gw.toml"), "{missing}");
+    assert!(missing.contains("cannot read"), "{missing}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(&path, "[server]\nlisten = 5\n").unwrap();
+    let bad = user_error(&["--config", path.to_str().unwrap()]);
+    assert!(
+        bad.contains("server.listen") && bad.contains("upstream"),
+        "{bad}"
+    );
+    let health = user_error(&["health", "--url", "http://127.0.0.1:1/healthz"]);
+    assert!(health.contains("127.0.0.1:1"), "{health}");
+}
+
+#[tokio::test]
+async fn a_locked_store_file_is_named_once() {
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), backend.addr);
+    let (_first, _) = start(&config);
+    let second =
+        tokio::task::spawn_blocking(move || user_error(&["--config", config.to_str().unwrap()]))
+            .await
+            .unwrap();
+    let file = dir.path().join("store/owners.redb");
+    assert!(second.contains(file.to_str().unwrap()), "{second}");
+    assert!(second.contains("in use"), "{second}");
+    assert_eq!(second.matches("owner store").count(), 1, "{second}");
+}
+
+#[test]
+fn check_warns_of_another_store_kinds_keys_and_takes_units() {
+    let (ok, out) = check(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://x\"\nmax_request_body_bytes = \"1MB\"\nidle_timeout_ms = \"2m\"\n[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\nkind = \"memory\"\npath = \"data/owners.redb\"\n",
+    );
+    assert!(ok, "{out}");
+    assert!(
+        out.starts_with(
+            "FILE: warning: store.path: ignored: used with kind = \"redb\", not \"memory\"\n"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("FILE: ok:"), "{out}");
 }

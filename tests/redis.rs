@@ -18,6 +18,7 @@ use support::*;
 fn redis_config(url: &str, prefix: &str, on_error: OnRedisError) -> RedisConfig {
     RedisConfig {
         url: url.to_owned(),
+        password: None,
         key_prefix: prefix.to_owned(),
         pool_size: 2,
         connect_timeout: Duration::from_millis(300),

@@ -1,19 +1,25 @@
 //! Configuration: one TOML file, read in two stages.
 //!
-//! [`raw`] mirrors the file with serde (unknown keys refused); [`Config`] holds
-//! the validated, typed values the gateway runs on. Every problem is reported
-//! as a [`ConfigError`] naming the key and the reason, and stops the start;
+//! [`raw`] mirrors the file with serde (unknown keys refused), after
+//! [`env`] has applied the `ORDERGATE_<SECTION>__<KEY>` overrides to it;
+//! [`Config`] holds the validated, typed values the gateway runs on. Sizes
+//! and durations may carry units ([`units`]). Every problem is reported as a
+//! [`ConfigError`] naming the key and the reason, and stops the start;
 //! [`Config::check`] reports all of a file's problems at once.
 
 mod cors;
+pub mod env;
 mod faults;
 mod rate_limits;
 mod raw;
 pub mod tls;
+pub mod units;
 
 pub use cors::CorsConfig;
+pub use env::Override;
 pub use faults::FaultTypes;
 pub use rate_limits::{KeyKind, PathPattern, RuleSpec, Scope};
+pub use raw::SECRET_KEYS;
 
 use http::HeaderName;
 use std::net::{IpAddr, SocketAddr};
@@ -101,6 +107,11 @@ pub struct Config {
     pub cors: CorsConfig,
     pub log: LogConfig,
     pub compression: CompressionConfig,
+    /// Keys the file sets that are not used (another store kind's): the
+    /// file is accepted, and these are logged and printed by `check`.
+    pub warnings: Vec<ConfigError>,
+    /// Keys set from the environment.
+    pub overrides: Vec<Override>,
 }
 
 /// Compression of answers toward clients that accept it.
@@ -121,11 +132,23 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct LogConfig {
+    /// Filter directives: `info`, `ordergate=debug,warn`.
+    pub level: String,
     pub format: LogFormat,
     /// One line per request (target `ordergate::access`).
     pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: raw::DEFAULT_LOG_LEVEL.to_owned(),
+            format: LogFormat::Text,
+            access_log: true,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -246,6 +269,9 @@ pub enum OnRedisError {
 pub struct RedisConfig {
     /// `redis://[user:password@]host[:port][/db]`, checked at load time.
     pub url: String,
+    /// The password to authenticate with, in place of the URL's (so that
+    /// it can come from the environment while the URL stays in the file).
+    pub password: Option<String>,
     /// Every key the gateway writes starts with it.
     pub key_prefix: String,
     /// Multiplexed connections kept open; each carries many commands at once.
@@ -261,7 +287,7 @@ pub struct RedisConfig {
 }
 
 impl std::fmt::Debug for RedisConfig {
-    /// Without the URL: it may carry a password.
+    /// Without the URL (it may carry a password) or the password.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConfig")
             .field("key_prefix", &self.key_prefix)
@@ -318,20 +344,34 @@ impl Config {
         Self::check(text).map_err(first)
     }
 
-    /// Reads and validates the file at `path`, with every problem found.
+    /// Reads and validates the file at `path` with this process's
+    /// `ORDERGATE_*` overrides, with every problem found. Relative paths in
+    /// the file are relative to its folder.
     pub fn check_file(path: &Path) -> Result<Self, Vec<ConfigError>> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             vec![ConfigError::new(
                 path.display().to_string(),
-                format!("cannot read the config file: {e}"),
+                format!("cannot read the config file: {}", io_reason(&e)),
             )]
         })?;
-        Self::check(&text)
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+        Self::check_with(&text, dir, env::from_process())
     }
 
-    /// Validates TOML text, with every problem found.
+    /// Validates TOML text, with every problem found; no overrides, and
+    /// relative paths relative to the working directory.
     pub fn check(text: &str) -> Result<Self, Vec<ConfigError>> {
-        raw::Raw::check(text)
+        Self::check_with(text, None, Vec::new())
+    }
+
+    /// Validates TOML text with the given `ORDERGATE_*` variables applied,
+    /// and relative paths resolved against `base_dir`.
+    pub fn check_with(
+        text: &str,
+        base_dir: Option<&Path>,
+        env: Vec<(String, String)>,
+    ) -> Result<Self, Vec<ConfigError>> {
+        raw::Raw::check(text, raw::Source { base_dir, env })
     }
 
     /// The settings that differ in `new` but that a running gateway keeps
@@ -377,6 +417,27 @@ impl Config {
         .into_iter()
         .filter_map(|(key, changed)| changed.then_some(key))
         .collect()
+    }
+}
+
+/// Log filter directives (`info`, `ordergate=debug,warn`), checked: what
+/// `[log] level`, `RUST_LOG` and `PUT /log/level` take.
+pub fn parse_log_level(directives: &str) -> Result<tracing_subscriber::EnvFilter, String> {
+    let directives = directives.trim();
+    if directives.is_empty() {
+        return Err("no level given: e.g. \"info\" or \"ordergate=debug,warn\"".to_owned());
+    }
+    tracing_subscriber::EnvFilter::builder()
+        .parse(directives)
+        .map_err(|e| format!("`{directives}` is not a level or filter: {e}"))
+}
+
+/// An I/O error in words, without the OS error code.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "no such file".to_owned(),
+        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
+        _ => e.to_string(),
     }
 }
 

@@ -1,12 +1,21 @@
 //! The serde mirror of the TOML file, and its validation into [`Config`].
 //!
-//! Validation goes on past a problem, so that `ordergate check` can report
-//! every problem of a file at once: each section collects its problems in
+//! Reading goes on past a problem, so that `ordergate check` can report
+//! every problem of a file at once. The file is first read as a TOML table
+//! (environment overrides are applied to it, see [`super::env`]); then each
+//! section, and each element of `server.listeners` and
+//! `rate_limits.rules`, is deserialized on its own. A key of the wrong type,
+//! or an unknown key, is noted and taken out, and the section read again, so
+//! one such problem hides nothing else. Validation then reports every
+//! problem of the sections that could be read: each collects its problems in
 //! [`Problems`] and is built only when it has none.
 
+use super::units::{Millis, Secs, Size};
 use super::*;
 use http::HeaderValue;
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
 
 pub const DEFAULT_STORE_PATH: &str = "data/owners.redb";
 pub const DEFAULT_MAX_REQUEST_BODY: u64 = 1024 * 1024;
@@ -37,127 +46,183 @@ pub const MAX_REDIS_POOL_SIZE: usize = 64;
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_LEASE_TTL_MS: u64 = 10_000;
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
-// Unknown keys are not refused by serde (`deny_unknown_fields` stops at the
-// first); `Raw::parse` collects every one of them instead.
+/// Keys whose values are secrets: never printed, and a problem with one
+/// never repeats its value.
+pub const SECRET_KEYS: &[&str] = &["store.url", "store.password"];
 
-#[derive(Deserialize)]
+/// The sections of the file, each `None` when it could not be read (its
+/// problems are noted).
 pub struct Raw {
-    server: RawServer,
-    upstream: RawUpstream,
-    #[serde(default)]
-    admin: Option<RawAdmin>,
-    #[serde(default)]
-    store: RawStore,
-    #[serde(default)]
-    cookies: RawCookies,
-    #[serde(default)]
-    faults: RawFaults,
-    #[serde(default)]
-    rate_limits: RawRateLimits,
-    #[serde(default)]
-    cors: RawCors,
-    #[serde(default)]
-    log: RawLog,
-    #[serde(default)]
-    compression: RawCompression,
+    server: Option<RawServer>,
+    upstream: Option<RawUpstream>,
+    /// Absent `[admin]`: `Some(None)`.
+    admin: Option<Option<RawAdmin>>,
+    store: Option<RawStore>,
+    cookies: Option<RawCookies>,
+    faults: Option<RawFaults>,
+    rate_limits: Option<RawRateLimits>,
+    cors: Option<RawCors>,
+    log: Option<RawLog>,
+    compression: Option<RawCompression>,
 }
 
+pub const SECTIONS: &[&str] = &[
+    "server",
+    "upstream",
+    "admin",
+    "store",
+    "cookies",
+    "faults",
+    "rate_limits",
+    "cors",
+    "log",
+    "compression",
+];
+
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawServer {
     listen: String,
     tls: Option<RawTls>,
-    /// More listeners, each plain or TLS.
+    /// More listeners, each plain or TLS; each read on its own.
     #[serde(default)]
-    listeners: Vec<RawListener>,
+    listeners: Vec<toml::Value>,
     public_base_url: String,
     #[serde(default)]
     trusted_proxies: Vec<String>,
-    max_request_body_bytes: Option<u64>,
+    max_request_body_bytes: Option<Size>,
     request_id_header: Option<String>,
-    drain_timeout_secs: Option<u64>,
-    max_header_bytes: Option<usize>,
+    drain_timeout_secs: Option<Secs>,
+    max_header_bytes: Option<Size>,
     max_headers: Option<usize>,
-    header_read_timeout_ms: Option<u64>,
-    body_idle_timeout_ms: Option<u64>,
-    idle_timeout_ms: Option<u64>,
+    header_read_timeout_ms: Option<Millis>,
+    body_idle_timeout_ms: Option<Millis>,
+    idle_timeout_ms: Option<Millis>,
     max_connections: Option<usize>,
     workers: Option<usize>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawListener {
     listen: String,
     tls: Option<RawTls>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawTls {
     cert_path: PathBuf,
     key_path: PathBuf,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: String,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawUpstream {
     url: String,
     #[serde(default)]
     rewrite_bases: Vec<String>,
     ca_file: Option<PathBuf>,
     http2: Option<bool>,
-    connect_timeout_ms: Option<u64>,
-    response_timeout_ms: Option<u64>,
-    request_timeout_ms: Option<u64>,
-    pool_idle_timeout_secs: Option<u64>,
+    connect_timeout_ms: Option<Millis>,
+    response_timeout_ms: Option<Millis>,
+    request_timeout_ms: Option<Millis>,
+    pool_idle_timeout_secs: Option<Secs>,
     pool_max_idle_per_host: Option<usize>,
     max_connections: Option<usize>,
-    max_json_body_bytes: Option<usize>,
+    max_json_body_bytes: Option<Size>,
+}
+
+/// `[store]`: the keys of every kind, and the kind's own.
+struct RawStore {
+    kind: RawStoreKind,
+    common: RawStoreCommon,
+}
+
+/// `store.kind`, read by serde: its message lists the kinds.
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+enum StoreKindName {
+    Redb,
+    Memory,
+    Redis,
+}
+
+/// One struct per store kind, holding only that kind's keys.
+enum RawStoreKind {
+    Redb(RawRedb),
+    Memory(RawMemory),
+    Redis(RawRedis),
 }
 
 #[derive(Deserialize, Default)]
-struct RawStore {
-    kind: Option<String>,
+#[serde(deny_unknown_fields)]
+struct RawStoreCommon {
+    idle_expiry_secs: Option<Secs>,
+    sweep_interval_secs: Option<Secs>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedb {
     path: Option<PathBuf>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawMemory {}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
     url: Option<String>,
+    password: Option<String>,
     key_prefix: Option<String>,
     pool_size: Option<usize>,
-    connect_timeout_ms: Option<u64>,
-    command_timeout_ms: Option<u64>,
-    lease_ttl_ms: Option<u64>,
+    connect_timeout_ms: Option<Millis>,
+    command_timeout_ms: Option<Millis>,
+    lease_ttl_ms: Option<Millis>,
     on_redis_error: Option<String>,
-    idle_expiry_secs: Option<u64>,
-    sweep_interval_secs: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawCookies {
     http_only: Option<bool>,
     secure: Option<bool>,
     same_site: Option<String>,
-    max_age_secs: Option<u64>,
+    max_age_secs: Option<Secs>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawFaults {
     #[serde(default)]
     types: std::collections::BTreeMap<String, String>,
-    max_upstream_body_bytes: Option<usize>,
+    max_upstream_body_bytes: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawRateLimits {
-    sweep_interval_secs: Option<u64>,
+    sweep_interval_secs: Option<Secs>,
     on_redis_error: Option<String>,
     local_precheck: Option<bool>,
+    /// Each read on its own.
     #[serde(default)]
-    rules: Vec<RawRule>,
+    rules: Vec<toml::Value>,
 }
 
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct RawRule {
     name: String,
     #[serde(default)]
@@ -165,29 +230,33 @@ struct RawRule {
     paths: Vec<String>,
     key: String,
     rate: u32,
-    per_secs: u64,
+    per_secs: Secs,
     burst: Option<u32>,
     max_keys: Option<usize>,
     scope: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawCors {
     #[serde(default)]
     allowed_origins: Vec<String>,
     allow_headers: Option<Vec<String>>,
     expose_headers: Option<Vec<String>>,
-    max_age_secs: Option<u64>,
+    max_age_secs: Option<Secs>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawCompression {
     enabled: Option<bool>,
-    min_size_bytes: Option<u64>,
+    min_size_bytes: Option<Size>,
 }
 
 #[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
 struct RawLog {
+    level: Option<String>,
     format: Option<String>,
     access_log: Option<bool>,
 }
@@ -213,6 +282,230 @@ impl Problems {
     }
 }
 
+/// The field names of a struct, as serde sees them (so that the lists of
+/// each store kind's keys cannot drift from the structs).
+fn field_names<T: DeserializeOwned>() -> &'static [&'static str] {
+    use serde::de::value::Error;
+    struct Grab<'a>(&'a std::cell::Cell<&'static [&'static str]>);
+    impl<'de> serde::Deserializer<'de> for Grab<'_> {
+        type Error = Error;
+        fn deserialize_any<V: serde::de::Visitor<'de>>(self, _: V) -> Result<V::Value, Error> {
+            Err(serde::de::Error::custom("not a struct"))
+        }
+        fn deserialize_struct<V: serde::de::Visitor<'de>>(
+            self,
+            _: &'static str,
+            fields: &'static [&'static str],
+            _: V,
+        ) -> Result<V::Value, Error> {
+            self.0.set(fields);
+            Err(serde::de::Error::custom("fields taken"))
+        }
+        serde::forward_to_deserialize_any! {
+            bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string
+            bytes byte_buf option unit unit_struct newtype_struct seq tuple
+            tuple_struct map enum identifier ignored_any
+        }
+    }
+    let cell = std::cell::Cell::new(&[][..]);
+    let _ = T::deserialize(Grab(&cell));
+    cell.get()
+}
+
+/// Reads `value` as a `T`, naming problems from `key` down. A value of the
+/// wrong type, an unknown key or a table missing a key is noted and taken
+/// out, and the rest read again; `None` when the value cannot be read at all.
+fn read<T: DeserializeOwned>(p: &mut Problems, key: &str, mut value: toml::Value) -> Option<T> {
+    let full = |path: &[Segment]| -> String {
+        let mut k = key.to_owned();
+        for s in path {
+            match s {
+                Segment::Map { key } => {
+                    if !k.is_empty() {
+                        k.push('.');
+                    }
+                    k.push_str(key);
+                }
+                Segment::Seq { index } => k.push_str(&format!("[{index}]")),
+                Segment::Enum { .. } | Segment::Unknown => {}
+            }
+        }
+        k
+    };
+    let mut noted: Vec<String> = Vec::new();
+    // Each round takes one value out: bounded by the size of the section.
+    for _ in 0..1024 {
+        let e = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+            Ok(v) => return Some(v),
+            Err(e) => e,
+        };
+        let path: Vec<Segment> = e.path().iter().cloned().collect();
+        let message = e.into_inner().message().to_owned();
+        // A missing field is reported one level up: name the field itself.
+        let (path, problem_key, reason) =
+            if let Some(field) = quoted_after(&message, "unknown field `") {
+                let mut at = path.clone();
+                if !matches!(at.last(), Some(Segment::Map { key }) if *key == field) {
+                    at.push(Segment::Map { key: field });
+                }
+                let k = full(&at);
+                (at, k, "unknown field".to_owned())
+            } else if let Some(field) = quoted_after(&message, "missing field `") {
+                let mut at = path.clone();
+                at.push(Segment::Map { key: field });
+                let k = full(&at);
+                // A table missing a key cannot be read: take the table out.
+                (path, k, message)
+            } else {
+                let k = full(&path);
+                let reason = if SECRET_KEYS.contains(&k.as_str()) {
+                    // serde's message may quote the value.
+                    "must be a string".to_owned()
+                } else {
+                    message
+                };
+                (path, k, reason)
+            };
+        // A key taken out for its type is then missing: said once.
+        let said = |n: &String| problem_key == *n || problem_key.starts_with(&format!("{n}."));
+        if !noted.iter().any(said) {
+            p.add(&problem_key, reason);
+            noted.push(problem_key);
+        }
+        if !remove(&mut value, &path) {
+            return None;
+        }
+    }
+    None
+}
+
+/// The name quoted after `prefix` in serde's message.
+fn quoted_after(message: &str, prefix: &str) -> Option<String> {
+    let rest = message.strip_prefix(prefix)?;
+    rest.split('`').next().map(str::to_owned)
+}
+
+/// Takes out the value at `path`; false when there is none (the root
+/// included).
+fn remove(v: &mut toml::Value, path: &[Segment]) -> bool {
+    let Some((last, parents)) = path.split_last() else {
+        return false;
+    };
+    let mut at = v;
+    for s in parents {
+        let next = match (at, s) {
+            (toml::Value::Table(t), Segment::Map { key }) => t.get_mut(key),
+            (toml::Value::Array(a), Segment::Seq { index }) => a.get_mut(*index),
+            _ => None,
+        };
+        match next {
+            Some(n) => at = n,
+            None => return false,
+        }
+    }
+    match (at, last) {
+        (toml::Value::Table(t), Segment::Map { key }) => t.remove(key).is_some(),
+        (toml::Value::Array(a), Segment::Seq { index }) if *index < a.len() => {
+            a.remove(*index);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// Reads `[store]`: the kind (redb when absent), the keys every kind has,
+/// and the kind's own keys. Keys of other kinds are ignored with a warning,
+/// so that switching `kind` needs no other edit.
+fn read_store(
+    p: &mut Problems,
+    warnings: &mut Vec<ConfigError>,
+    v: toml::Value,
+) -> Option<RawStore> {
+    let toml::Value::Table(mut t) = v else {
+        p.add("store", "must be a table");
+        return None;
+    };
+    let kind = match t.remove("kind") {
+        None => Some(StoreKindName::Redb),
+        Some(k) => read::<StoreKindName>(p, "store.kind", k),
+    };
+    let mut common = toml::Table::new();
+    for f in field_names::<RawStoreCommon>() {
+        if let Some(v) = t.remove(*f) {
+            common.insert((*f).to_owned(), v);
+        }
+    }
+    let common = read::<RawStoreCommon>(p, "store", toml::Value::Table(common));
+    let kind = kind?;
+    let kinds = [
+        (StoreKindName::Redb, "redb", field_names::<RawRedb>()),
+        (StoreKindName::Memory, "memory", field_names::<RawMemory>()),
+        (StoreKindName::Redis, "redis", field_names::<RawRedis>()),
+    ];
+    let own = kinds
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map_or(&[][..], |(_, _, f)| *f);
+    let (name, _) = kinds
+        .iter()
+        .find(|(k, _, _)| *k == kind)
+        .map_or(("", ()), |(_, n, _)| (*n, ()));
+    for (other, other_name, fields) in &kinds {
+        if *other == kind {
+            continue;
+        }
+        for f in *fields {
+            if !own.contains(f) && t.remove(*f).is_some() {
+                warnings.push(ConfigError::new(
+                    format!("store.{f}"),
+                    format!("ignored: used with kind = \"{other_name}\", not \"{name}\""),
+                ));
+            }
+        }
+    }
+    let rest = toml::Value::Table(t);
+    let kind = match kind {
+        StoreKindName::Redb => RawStoreKind::Redb(read(p, "store", rest)?),
+        StoreKindName::Memory => RawStoreKind::Memory(read(p, "store", rest)?),
+        StoreKindName::Redis => RawStoreKind::Redis(read(p, "store", rest)?),
+    };
+    Some(RawStore {
+        kind,
+        common: common?,
+    })
+}
+
+/// A section that may be absent (then its defaults).
+fn section<T: DeserializeOwned + Default>(
+    p: &mut Problems,
+    doc: &mut toml::Table,
+    name: &str,
+) -> Option<T> {
+    match doc.remove(name) {
+        None => Some(T::default()),
+        Some(v) => read(p, name, v),
+    }
+}
+
+/// A section that must be there.
+fn required<T: DeserializeOwned>(p: &mut Problems, doc: &mut toml::Table, name: &str) -> Option<T> {
+    match doc.remove(name) {
+        None => {
+            p.add(name, format!("missing field `{name}`"));
+            None
+        }
+        Some(v) => read(p, name, v),
+    }
+}
+
+/// What a file says beside its values: where it is, and the environment.
+pub struct Source<'a> {
+    /// The folder relative paths in the file are resolved against.
+    pub base_dir: Option<&'a Path>,
+    /// `ORDERGATE_*` variables, applied over the file.
+    pub env: Vec<(String, String)>,
+}
+
 fn positive(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError> {
     match v.unwrap_or(default) {
         0 => Err(ConfigError::new(key, "must be greater than 0")),
@@ -220,12 +513,34 @@ fn positive(key: &str, v: Option<u64>, default: u64) -> Result<u64, ConfigError>
     }
 }
 
-fn millis(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
-    positive(key, v, default).map(Duration::from_millis)
+fn size(key: &str, v: Option<Size>, default: u64) -> Result<u64, ConfigError> {
+    positive(key, v.map(|s| s.0), default)
 }
 
-fn secs(key: &str, v: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
-    positive(key, v, default).map(Duration::from_secs)
+/// A duration that must not be zero.
+fn nonzero(key: &str, v: Option<Duration>, default: Duration) -> Result<Duration, ConfigError> {
+    match v.unwrap_or(default) {
+        d if d.is_zero() => Err(ConfigError::new(key, "must be greater than 0")),
+        d => Ok(d),
+    }
+}
+
+fn millis(key: &str, v: Option<Millis>, default: u64) -> Result<Duration, ConfigError> {
+    nonzero(key, v.map(|d| d.get()), Duration::from_millis(default))
+}
+
+fn secs(key: &str, v: Option<Secs>, default: u64) -> Result<Duration, ConfigError> {
+    nonzero(key, v.map(|d| d.get()), Duration::from_secs(default))
+}
+
+/// A duration sent to clients in whole seconds.
+fn whole_secs(key: &str, v: Option<Secs>) -> Result<Option<Duration>, ConfigError> {
+    match v.map(|d| d.get()) {
+        Some(d) if d.subsec_nanos() != 0 => {
+            Err(ConfigError::new(key, "must be a whole number of seconds"))
+        }
+        d => Ok(d),
+    }
 }
 
 fn on_redis_error(
@@ -273,14 +588,20 @@ fn key_prefix(key: &str, prefix: Option<String>) -> Result<String, ConfigError> 
 }
 
 /// The `[store]` keys of `kind = "redis"`.
-fn redis(p: &mut Problems, st: &mut RawStore) -> Option<RedisConfig> {
-    let url = match st.url.take() {
+fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
+    let url = match st.url {
         None => {
             p.add("store.url", "required with kind = \"redis\"");
             None
         }
         Some(url) => p.take(redis_url("store.url", &url)),
     };
+    if st.password.as_deref() == Some("") {
+        p.add(
+            "store.password",
+            "must not be empty (leave it out for none)",
+        );
+    }
     let pool_size = p.take(
         positive(
             "store.pool_size",
@@ -298,7 +619,7 @@ fn redis(p: &mut Problems, st: &mut RawStore) -> Option<RedisConfig> {
             }
         }),
     );
-    let key_prefix = p.take(key_prefix("store.key_prefix", st.key_prefix.take()));
+    let key_prefix = p.take(key_prefix("store.key_prefix", st.key_prefix));
     let connect_timeout = p.take(millis(
         "store.connect_timeout_ms",
         st.connect_timeout_ms,
@@ -321,6 +642,7 @@ fn redis(p: &mut Problems, st: &mut RawStore) -> Option<RedisConfig> {
     ));
     Some(RedisConfig {
         url: url?,
+        password: st.password.filter(|p| !p.is_empty()),
         key_prefix: key_prefix?,
         pool_size: pool_size?,
         connect_timeout: connect_timeout?,
@@ -344,100 +666,101 @@ fn header_list(key: &str, names: &[String]) -> Result<HeaderValue, ConfigError> 
         .map_err(|_| ConfigError::new(key, "not a valid header list"))
 }
 
-/// `rate_limits.rules[0].key` from serde_ignored's path.
-fn ignored_key(path: &serde_ignored::Path) -> String {
-    use serde_ignored::Path;
-    match path {
-        Path::Root => String::new(),
-        Path::Seq { parent, index } => format!("{}[{index}]", ignored_key(parent)),
-        Path::Map { parent, key } => match ignored_key(parent) {
-            p if p.is_empty() => key.clone(),
-            p => format!("{p}.{key}"),
-        },
-        Path::Some { parent }
-        | Path::NewtypeStruct { parent }
-        | Path::NewtypeVariant { parent } => ignored_key(parent),
-    }
+/// What reading a file found beside its problems.
+pub struct Read {
+    pub warnings: Vec<ConfigError>,
+    pub overrides: Vec<Override>,
 }
 
 impl Raw {
-    /// Reads the TOML text and validates it. Every unknown key is a problem,
-    /// and so is the first syntax or type error (which stops the reading);
-    /// validation reports every problem it finds.
-    pub fn check(text: &str) -> Result<Config, Vec<ConfigError>> {
-        let (raw, mut problems) = Self::parse(text);
-        let validated = raw.map(Raw::validate);
-        match validated {
-            Some(Ok(config)) if problems.is_empty() => Ok(config),
-            Some(Err(more)) => {
-                problems.extend(more);
-                Err(problems)
-            }
-            _ => Err(problems),
-        }
-    }
-
-    /// The file's values, if it can be read, and the problems found.
-    fn parse(text: &str) -> (Option<Self>, Vec<ConfigError>) {
-        let de = match toml::de::Deserializer::parse(text) {
-            Ok(de) => de,
-            Err(e) => {
-                let problem = ConfigError::new("(file)", format!("invalid TOML: {}", e.message()));
-                return (None, vec![problem]);
-            }
-        };
-        let mut unknown = Vec::new();
-        let mut note = |path: serde_ignored::Path| {
-            unknown.push(ConfigError::new(ignored_key(&path), "unknown field"));
-        };
-        let ignoring = serde_ignored::Deserializer::new(de, &mut note);
-        let parsed = serde_path_to_error::deserialize(ignoring).map_err(|e| {
-            let path = e.path().to_string();
-            let key = if path == "." {
-                "(file)".to_owned()
-            } else {
-                path
-            };
-            let inner = e.into_inner();
-            let reason = inner.message().to_owned();
-            // serde reports a missing field one level up; name it fully.
-            let key = match missing_field(&reason) {
-                Some(field) if key == "(file)" => field,
-                Some(field) => format!("{key}.{field}"),
-                None => key,
-            };
-            ConfigError::new(key, reason)
-        });
-        match parsed {
-            Ok(raw) => (Some(raw), unknown),
-            Err(e) => {
-                unknown.push(e);
-                (None, unknown)
-            }
-        }
-    }
-
-    fn validate(self) -> Result<Config, Vec<ConfigError>> {
+    /// Reads the TOML text, applies the environment and validates the
+    /// result, with every problem found.
+    pub fn check(text: &str, source: Source<'_>) -> Result<Config, Vec<ConfigError>> {
         let mut p = Problems::default();
-        let server = server(&mut p, self.server);
-        let admin = self
-            .admin
-            .and_then(|a| p.take(address("admin.listen", &a.listen)))
-            .map(|listen| AdminConfig { listen });
-        let upstream = upstream(&mut p, self.upstream);
-        let store = store(&mut p, self.store);
-        let cookies = cookies(&mut p, self.cookies);
-        let faults = faults(&mut p, self.faults);
-        let rate_limits = rate_limits(&mut p, self.rate_limits);
-        let cors = cors(&mut p, self.cors);
-        let log = log(&mut p, self.log);
-        let compression = CompressionConfig {
-            enabled: self.compression.enabled.unwrap_or(true),
-            min_size: self
-                .compression
-                .min_size_bytes
-                .unwrap_or(DEFAULT_COMPRESSION_MIN_SIZE),
+        let mut read = Read {
+            warnings: Vec::new(),
+            overrides: Vec::new(),
         };
+        let raw = Self::parse(&mut p, &mut read, text, &source.env);
+        let overrides = read.overrides.clone();
+        let config = raw.and_then(|raw| raw.validate(&mut p, source.base_dir, read));
+        match config {
+            Some(config) if p.0.is_empty() => Ok(config),
+            _ => {
+                // Problems with an overridden key say where its value came from.
+                super::env::attribute(&mut p.0, &overrides);
+                Err(p.0)
+            }
+        }
+    }
+
+    /// The file's sections, each read on its own.
+    fn parse(
+        p: &mut Problems,
+        read: &mut Read,
+        text: &str,
+        env: &[(String, String)],
+    ) -> Option<Self> {
+        let mut doc: toml::Table = match text.parse() {
+            Ok(doc) => doc,
+            Err(e) => {
+                let e: toml::de::Error = e;
+                p.add("(file)", format!("invalid TOML: {}", e.message()));
+                return None;
+            }
+        };
+        read.overrides = super::env::apply(&mut doc, env, &mut |key, reason| p.add(key, reason));
+        let server = required(p, &mut doc, "server");
+        let upstream = required(p, &mut doc, "upstream");
+        let admin = match doc.remove("admin") {
+            None => Some(None),
+            Some(v) => read_admin(p, v),
+        };
+        let store = match doc.remove("store") {
+            None => Some(RawStore {
+                kind: RawStoreKind::Redb(RawRedb::default()),
+                common: RawStoreCommon::default(),
+            }),
+            Some(v) => read_store(p, &mut read.warnings, v),
+        };
+        let cookies = section(p, &mut doc, "cookies");
+        let faults = section(p, &mut doc, "faults");
+        let rate_limits = section(p, &mut doc, "rate_limits");
+        let cors = section(p, &mut doc, "cors");
+        let log = section(p, &mut doc, "log");
+        let compression = section(p, &mut doc, "compression");
+        for key in doc.keys() {
+            debug_assert!(!SECTIONS.contains(&key.as_str()));
+            p.add(key, "unknown field");
+        }
+        Some(Self {
+            server,
+            upstream,
+            admin,
+            store,
+            cookies,
+            faults,
+            rate_limits,
+            cors,
+            log,
+            compression,
+        })
+    }
+
+    fn validate(self, p: &mut Problems, base_dir: Option<&Path>, read: Read) -> Option<Config> {
+        let server = self.server.and_then(|s| server(p, s));
+        let admin = self.admin.map(|a| {
+            a.and_then(|a| p.take(address("admin.listen", &a.listen)))
+                .map(|listen| AdminConfig { listen })
+        });
+        let upstream = self.upstream.and_then(|u| upstream(p, u));
+        let store = self.store.and_then(|s| store(p, s, base_dir));
+        let cookies = self.cookies.and_then(|c| cookies(p, c));
+        let faults = self.faults.and_then(|f| faults(p, f));
+        let rate_limits = self.rate_limits.and_then(|r| rate_limits(p, r));
+        let cors = self.cors.and_then(|c| cors(p, c));
+        let log = self.log.and_then(|l| log(p, l));
+        let compression = self.compression.and_then(|c| compression(p, c));
         if let (Some(st), Some(rl)) = (&store, &rate_limits)
             && st.redis().is_none()
         {
@@ -452,47 +775,47 @@ impl Raw {
                 );
             }
         }
-        if let (Some(s), Some(a)) = (&server, &admin)
+        if let (Some(s), Some(Some(a))) = (&server, &admin)
             && s.listeners
                 .iter()
                 .any(|l| l.addr == a.listen && a.listen.port() != 0)
         {
             p.add("admin.listen", "is also a gateway listener");
         }
-        match (
-            server,
-            upstream,
-            store,
-            cookies,
-            faults,
-            rate_limits,
-            cors,
-            log,
-        ) {
-            (
-                Some(server),
-                Some(upstream),
-                Some(store),
-                Some(cookies),
-                Some(faults),
-                Some(rate_limits),
-                Some(cors),
-                Some(log),
-            ) if p.0.is_empty() => Ok(Config {
-                server,
-                admin,
-                upstream,
-                store,
-                cookies,
-                faults,
-                rate_limits,
-                cors,
-                log,
-                compression,
-            }),
-            _ => Err(p.0),
+        if !p.0.is_empty() {
+            return None;
         }
+        Some(Config {
+            server: server?,
+            admin: admin?,
+            upstream: upstream?,
+            store: store?,
+            cookies: cookies?,
+            faults: faults?,
+            rate_limits: rate_limits?,
+            cors: cors?,
+            log: log?,
+            compression: compression?,
+            warnings: read.warnings,
+            overrides: read.overrides,
+        })
     }
+}
+
+fn compression(p: &mut Problems, c: RawCompression) -> Option<CompressionConfig> {
+    let min_size = c.min_size_bytes.map_or(DEFAULT_COMPRESSION_MIN_SIZE, |s| s.0);
+    if min_size > u64::from(u16::MAX) {
+        p.add("compression.min_size_bytes", "must be at most 65535");
+        return None;
+    }
+    Some(CompressionConfig {
+        enabled: c.enabled.unwrap_or(true),
+        min_size,
+    })
+}
+
+fn read_admin(p: &mut Problems, v: toml::Value) -> Option<Option<RawAdmin>> {
+    read::<RawAdmin>(p, "admin", v).map(Some)
 }
 
 fn listener(
@@ -524,13 +847,12 @@ fn listener(
 
 fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
     let mut listeners = vec![listener(p, "server.", &s.listen, s.tls.as_ref())];
-    for (i, l) in s.listeners.iter().enumerate() {
-        listeners.push(listener(
-            p,
-            &format!("server.listeners[{i}]."),
-            &l.listen,
-            l.tls.as_ref(),
-        ));
+    for (i, l) in s.listeners.into_iter().enumerate() {
+        let key = format!("server.listeners[{i}]");
+        listeners.push(
+            read::<RawListener>(p, &key, l)
+                .and_then(|l| listener(p, &format!("{key}."), &l.listen, l.tls.as_ref())),
+        );
     }
     let listeners: Option<Vec<ListenerConfig>> = listeners.into_iter().collect();
     if let Some(ls) = &listeners {
@@ -566,12 +888,14 @@ fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
             format!("`{request_id_header}` is not a header name"),
         )
     }));
-    let max_request_body = p.take(positive(
+    let max_request_body = p.take(size(
         "server.max_request_body_bytes",
         s.max_request_body_bytes,
         DEFAULT_MAX_REQUEST_BODY,
     ));
-    let max_header_bytes = s.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    let max_header_bytes = s
+        .max_header_bytes
+        .map_or(DEFAULT_MAX_HEADER_BYTES, |b| b.0 as usize);
     if max_header_bytes < MIN_MAX_HEADER_BYTES {
         p.add(
             "server.max_header_bytes",
@@ -613,9 +937,9 @@ fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
         max_request_body: max_request_body?,
         request_id_header: request_id_header?,
         workers: s.workers,
-        drain_timeout: Duration::from_secs(
-            s.drain_timeout_secs.unwrap_or(DEFAULT_DRAIN_TIMEOUT_SECS),
-        ),
+        drain_timeout: s
+            .drain_timeout_secs
+            .map_or(Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS), |d| d.get()),
         limits: ServerLimits {
             max_header_bytes,
             max_headers: max_headers? as usize,
@@ -675,9 +999,9 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
             "must not be shorter than upstream.response_timeout_ms",
         );
     }
-    let max_json_body = p.take(positive(
+    let max_json_body = p.take(size(
         "upstream.max_json_body_bytes",
-        u.max_json_body_bytes.map(|v| v as u64),
+        u.max_json_body_bytes,
         DEFAULT_MAX_JSON_BODY as u64,
     ));
     if u.max_connections == Some(0) {
@@ -691,10 +1015,11 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
         connect_timeout: connect_timeout?,
         response_timeout: response_timeout?,
         request_timeout: request_timeout?,
-        pool_idle_timeout: Duration::from_secs(
-            u.pool_idle_timeout_secs
-                .unwrap_or(DEFAULT_POOL_IDLE_TIMEOUT_SECS),
-        ),
+        pool_idle_timeout: u
+            .pool_idle_timeout_secs
+            .map_or(Duration::from_secs(DEFAULT_POOL_IDLE_TIMEOUT_SECS), |d| {
+                d.get()
+            }),
         pool_max_idle_per_host: u
             .pool_max_idle_per_host
             .unwrap_or(DEFAULT_POOL_MAX_IDLE_PER_HOST),
@@ -703,37 +1028,17 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
     })
 }
 
-fn store(p: &mut Problems, mut st: RawStore) -> Option<StoreConfig> {
-    let kind_name = st.kind.clone().unwrap_or_else(|| "redb".to_owned());
-    if kind_name != "redis" {
-        let redis_only = [
-            ("store.url", st.url.is_some()),
-            ("store.key_prefix", st.key_prefix.is_some()),
-            ("store.pool_size", st.pool_size.is_some()),
-            ("store.connect_timeout_ms", st.connect_timeout_ms.is_some()),
-            ("store.command_timeout_ms", st.command_timeout_ms.is_some()),
-            ("store.lease_ttl_ms", st.lease_ttl_ms.is_some()),
-            ("store.on_redis_error", st.on_redis_error.is_some()),
-        ];
-        for (key, _) in redis_only.iter().filter(|(_, set)| *set) {
-            p.add(*key, "only used with kind = \"redis\"");
-        }
-    }
-    let kind = match kind_name.as_str() {
-        "redis" => {
-            if st.path.is_some() {
-                p.add("store.path", "only used with kind = \"redb\"");
-            }
-            redis(p, &mut st).map(StoreKind::Redis)
-        }
-        "memory" => {
-            if st.path.is_some() {
-                p.add("store.path", "only used with kind = \"redb\"");
-            }
-            Some(StoreKind::Memory)
-        }
-        "redb" => {
-            let path = st.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH));
+fn store(p: &mut Problems, st: RawStore, base_dir: Option<&Path>) -> Option<StoreConfig> {
+    let kind = match st.kind {
+        RawStoreKind::Redis(r) => redis(p, r).map(StoreKind::Redis),
+        RawStoreKind::Memory(RawMemory {}) => Some(StoreKind::Memory),
+        RawStoreKind::Redb(r) => {
+            let path = r.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH));
+            // Relative to the file, not to wherever the gateway was started.
+            let path = match base_dir {
+                Some(dir) if path.is_relative() && !path.as_os_str().is_empty() => dir.join(path),
+                _ => path,
+            };
             if path.as_os_str().is_empty() {
                 p.add("store.path", "must not be empty");
                 None
@@ -747,24 +1052,15 @@ fn store(p: &mut Problems, mut st: RawStore) -> Option<StoreConfig> {
                 Some(StoreKind::Redb { path })
             }
         }
-        other => {
-            p.add(
-                "store.kind",
-                format!(
-                    "`{other}` is not a store kind; expected \"redb\", \"memory\" or \"redis\""
-                ),
-            );
-            None
-        }
     };
     let idle_expiry = p.take(secs(
         "store.idle_expiry_secs",
-        st.idle_expiry_secs,
+        st.common.idle_expiry_secs,
         DEFAULT_IDLE_EXPIRY_SECS,
     ));
     let sweep_interval = p.take(secs(
         "store.sweep_interval_secs",
-        st.sweep_interval_secs,
+        st.common.sweep_interval_secs,
         DEFAULT_SWEEP_INTERVAL_SECS,
     ));
     Some(StoreConfig {
@@ -801,11 +1097,12 @@ fn cookies(p: &mut Problems, c: RawCookies) -> Option<CookieConfig> {
         );
         return None;
     }
+    let max_age = p.take(whole_secs("cookies.max_age_secs", c.max_age_secs))?;
     Some(CookieConfig {
         http_only: c.http_only.unwrap_or(true),
         secure,
         same_site,
-        max_age: c.max_age_secs.map(Duration::from_secs),
+        max_age,
     })
 }
 
@@ -831,9 +1128,9 @@ fn faults(p: &mut Problems, f: RawFaults) -> Option<FaultsConfig> {
             Some(code) => overrides.push((code, name)),
         }
     }
-    let max_upstream_body = p.take(positive(
+    let max_upstream_body = p.take(size(
         "faults.max_upstream_body_bytes",
-        f.max_upstream_body_bytes.map(|v| v as u64),
+        f.max_upstream_body_bytes,
         DEFAULT_MAX_UPSTREAM_FAULT_BYTES as u64,
     ));
     Some(FaultsConfig {
@@ -848,8 +1145,15 @@ fn rate_limits(p: &mut Problems, rl: RawRateLimits) -> Option<RateLimitsConfig> 
         rl.sweep_interval_secs,
         DEFAULT_RATE_LIMIT_SWEEP_SECS,
     ));
+    let count = rl.rules.len();
+    let read: Vec<(usize, RawRule)> = rl
+        .rules
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, read(p, &format!("rate_limits.rules[{i}]"), r)?)))
+        .collect();
     let mut names = std::collections::HashSet::new();
-    for (i, r) in rl.rules.iter().enumerate() {
+    for (i, r) in &read {
         if !names.insert(r.name.as_str()) {
             p.add(
                 format!("rate_limits.rules[{i}].name"),
@@ -862,11 +1166,8 @@ fn rate_limits(p: &mut Problems, rl: RawRateLimits) -> Option<RateLimitsConfig> 
         rl.on_redis_error.as_deref(),
         OnRedisError::FailOpen,
     ));
-    let count = rl.rules.len();
-    let rules: Vec<_> = rl
-        .rules
+    let rules: Vec<_> = read
         .into_iter()
-        .enumerate()
         .filter_map(|(i, r)| rule(p, i, r))
         .collect();
     Some(RateLimitsConfig {
@@ -961,7 +1262,8 @@ fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<super::RuleSpec> {
     if rate.is_none() {
         p.add(key("rate"), "must be greater than 0");
     }
-    if r.per_secs == 0 {
+    let per = r.per_secs.get();
+    if per.is_zero() {
         p.add(key("per_secs"), "must be greater than 0");
     }
     let burst = NonZeroU32::new(r.burst.unwrap_or(r.rate));
@@ -992,7 +1294,7 @@ fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<super::RuleSpec> {
         paths,
         key: kind?,
         rate: rate?,
-        per: Duration::from_secs(r.per_secs),
+        per,
         burst: burst?,
         max_keys,
         scope: scope?,
@@ -1023,8 +1325,11 @@ fn cors(p: &mut Problems, c: RawCors) -> Option<super::CorsConfig> {
     {
         cors.expose_headers = v;
     }
-    if let Some(age) = c.max_age_secs {
-        cors.max_age_secs = age;
+    if let Some(age) = p
+        .take(whole_secs("cors.max_age_secs", c.max_age_secs))
+        .flatten()
+    {
+        cors.max_age_secs = age.as_secs();
     }
     (p.0.len() == before).then_some(cors)
 }
@@ -1041,14 +1346,14 @@ fn log(p: &mut Problems, l: RawLog) -> Option<LogConfig> {
             return None;
         }
     };
+    let level = l.level.unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    if let Err(e) = parse_log_level(&level) {
+        p.add("log.level", e);
+        return None;
+    }
     Some(LogConfig {
+        level: level.trim().to_owned(),
         format,
         access_log: l.access_log.unwrap_or(true),
     })
-}
-
-/// Pulls the field name out of serde's "missing field `x`".
-fn missing_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("missing field `")?;
-    rest.split('`').next().map(str::to_owned)
 }

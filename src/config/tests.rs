@@ -241,15 +241,7 @@ fn bad_redis_settings_are_named() {
             format!("{REDIS}on_redis_error = \"ignore\"\n"),
             "store.on_redis_error",
         ),
-        (format!("{REDIS}path = \"x.redb\"\n"), "store.path"),
-        (
-            "[store]\nkind = \"memory\"\nurl = \"redis://h\"\n".to_owned(),
-            "store.url",
-        ),
-        (
-            "[store]\nkind = \"redb\"\non_redis_error = \"fail_open\"\n".to_owned(),
-            "store.on_redis_error",
-        ),
+        (format!("{REDIS}colour = 1\n"), "store.colour"),
     ];
     for (store, key) in cases {
         assert_eq!(err(&with_store(&store)).key, key, "{store}");
@@ -310,4 +302,196 @@ fn a_reload_names_the_settings_that_need_a_restart() {
             "admin.listen",
         ]
     );
+}
+
+#[test]
+fn other_store_kinds_keys_are_ignored_with_a_warning() {
+    let c = Config::parse(&with_store(
+        "[store]\nkind = \"memory\"\npath = \"x.redb\"\nurl = \"redis://h\"\nidle_expiry_secs = 5\n",
+    ))
+    .unwrap();
+    assert_eq!(c.store.kind, StoreKind::Memory);
+    assert_eq!(c.store.idle_expiry, Duration::from_secs(5));
+    let warned: Vec<&str> = c.warnings.iter().map(|w| w.key.as_str()).collect();
+    assert_eq!(warned, ["store.path", "store.url"]);
+    assert!(
+        c.warnings[0].reason.contains("kind = \"redb\""),
+        "{:?}",
+        c.warnings
+    );
+    let c = Config::parse(&with_store(&format!("{REDIS}path = \"x.redb\"\n"))).unwrap();
+    assert!(c.store.redis().is_some());
+    assert_eq!(c.warnings[0].key, "store.path");
+    let c = Config::parse(GOOD).unwrap();
+    assert!(c.warnings.is_empty());
+}
+
+#[test]
+fn sizes_and_durations_take_units() {
+    let text = GOOD
+        .replace(
+            "[server]",
+            "[server]\nmax_request_body_bytes = \"1MB\"\nmax_header_bytes = \"64KiB\"\nidle_timeout_ms = \"2m\"\ndrain_timeout_secs = \"1500ms\"",
+        )
+        .replace(
+            "[upstream]",
+            "[upstream]\nmax_json_body_bytes = \"1MiB\"\nconnect_timeout_ms = 250\nresponse_timeout_ms = \"30s\"",
+        );
+    let c = Config::parse(&format!(
+        "{text}[faults]\nmax_upstream_body_bytes = 4096\n{RULE}"
+    ))
+    .unwrap();
+    assert_eq!(c.server.max_request_body, 1_000_000);
+    assert_eq!(c.server.limits.max_header_bytes, 64 * 1024);
+    assert_eq!(c.server.limits.idle_timeout, Duration::from_secs(120));
+    assert_eq!(c.server.drain_timeout, Duration::from_millis(1500));
+    assert_eq!(c.upstream.max_json_body, 1 << 20);
+    assert_eq!(c.upstream.connect_timeout, Duration::from_millis(250));
+    assert_eq!(c.upstream.response_timeout, Duration::from_secs(30));
+    assert_eq!(c.faults.max_upstream_body, 4096);
+    assert_eq!(c.rate_limits.rules[0].per, Duration::from_secs(60));
+    let c = Config::parse(&format!(
+        "{GOOD}{}",
+        RULE.replace("per_secs = 60", "per_secs = \"1m\"")
+    ))
+    .unwrap();
+    assert_eq!(c.rate_limits.rules[0].per, Duration::from_secs(60));
+    let e = err(&GOOD.replace("[server]", "[server]\nmax_request_body_bytes = \"1m\""));
+    assert_eq!(e.key, "server.max_request_body_bytes");
+    assert!(e.reason.contains("ambiguous"), "{e}");
+    let e = err(&GOOD.replace("[server]", "[server]\nidle_timeout_ms = \"soon\""));
+    assert_eq!(e.key, "server.idle_timeout_ms");
+    let e = err(&format!("{GOOD}[cors]\nmax_age_secs = \"1500ms\"\n"));
+    assert_eq!(e.key, "cors.max_age_secs");
+}
+
+#[test]
+fn check_lists_every_problem_past_type_errors() {
+    let text = GOOD
+        .replace(
+            "[server]",
+            "[server]\nmax_headers = \"many\"\nworkers = 0\ncolour = 1",
+        )
+        .replace(
+            "[upstream]",
+            "[upstream]\nhttp2 = \"yes\"\nconnect_timeout_ms = 0",
+        );
+    let rules = format!(
+        "{}{}",
+        RULE.replace("rate = 5", "rate = \"five\""),
+        RULE.replace("\"owner\"", "\"cookie\"")
+    );
+    let text = format!("{text}[cookies]\nsame_site = \"sometimes\"\nsecure = 1\n{rules}");
+    let problems = Config::check(&text).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "server.max_headers",
+        "server.colour",
+        "server.workers",
+        "upstream.http2",
+        "upstream.connect_timeout_ms",
+        "cookies.secure",
+        "cookies.same_site",
+        "rate_limits.rules[0].rate",
+        "rate_limits.rules[1].key",
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
+    // A key taken out for its type is not reported missing as well.
+    assert_eq!(
+        keys.iter().filter(|k| k.contains("rules[0].rate")).count(),
+        1,
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn a_relative_store_path_is_relative_to_the_file() {
+    let text = with_store("[store]\nkind = \"redb\"\npath = \"data/o.redb\"\n");
+    let c = Config::check_with(&text, Some(Path::new("/etc/ordergate")), Vec::new()).unwrap();
+    assert_eq!(
+        c.store.kind,
+        StoreKind::Redb {
+            path: "/etc/ordergate/data/o.redb".into()
+        }
+    );
+    let text = with_store("[store]\nkind = \"redb\"\npath = \"/var/lib/o.redb\"\n");
+    let c = Config::check_with(&text, Some(Path::new("/etc/ordergate")), Vec::new()).unwrap();
+    assert_eq!(
+        c.store.kind,
+        StoreKind::Redb {
+            path: "/var/lib/o.redb".into()
+        }
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, with_store("[store]\npath = \"owners.redb\"\n")).unwrap();
+    let c = Config::check_file(&file).unwrap();
+    assert_eq!(
+        c.store.kind,
+        StoreKind::Redb {
+            path: dir.path().join("owners.redb")
+        }
+    );
+}
+
+fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
+
+#[test]
+fn the_environment_overrides_keys_and_keeps_secrets() {
+    let c = Config::check_with(
+        &with_store(REDIS),
+        None,
+        vars(&[
+            ("ORDERGATE_STORE__PASSWORD", "hunter2"),
+            ("ORDERGATE_SERVER__MAX_REQUEST_BODY_BYTES", "2MiB"),
+            ("ORDERGATE_UPSTREAM__URL", "http://127.0.0.1:9100"),
+        ]),
+    )
+    .unwrap();
+    let r = c.store.redis().unwrap();
+    assert_eq!(r.password.as_deref(), Some("hunter2"));
+    assert_eq!(c.server.max_request_body, 2 << 20);
+    assert_eq!(c.upstream.url.as_str(), "http://127.0.0.1:9100");
+    assert!(!format!("{c:?}").contains("hunter2"));
+    let secret = c
+        .overrides
+        .iter()
+        .find(|o| o.key == "store.password")
+        .unwrap();
+    assert_eq!(secret.var, "ORDERGATE_STORE__PASSWORD");
+    assert!(secret.is_secret());
+    // A bad value says where it came from, and a secret's is never repeated.
+    let problems = Config::check_with(
+        &with_store(REDIS),
+        None,
+        vars(&[
+            ("ORDERGATE_STORE__URL", "http://user:hunter2@h"),
+            ("ORDERGATE_SERVER__MAX_HEADERS", "lots"),
+            ("ORDERGATE_STORE_URL", "x"),
+        ]),
+    )
+    .unwrap_err();
+    let text = format!("{problems:?}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let url = problems.iter().find(|p| p.key == "store.url").unwrap();
+    assert!(url.reason.contains("ORDERGATE_STORE__URL"), "{url}");
+    assert!(problems.iter().any(|p| p.key == "server.max_headers"));
+    assert!(problems.iter().any(|p| p.key == "ORDERGATE_STORE_URL"));
+}
+
+#[test]
+fn the_shipped_file_switches_to_memory_with_one_edit() {
+    let shipped = include_str!("../../config/ordergate.toml");
+    let text = shipped.replace("kind = \"redb\"", "kind = \"memory\"");
+    assert_ne!(text, shipped);
+    let c = Config::parse(&text).unwrap();
+    assert_eq!(c.store.kind, StoreKind::Memory);
+    assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
+    assert_eq!(c.warnings[0].key, "store.path");
 }

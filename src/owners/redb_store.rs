@@ -37,9 +37,18 @@ impl RedbStore {
     /// call it at start-up or from the blocking pool.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(backend)?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(backend)?;
+        let db = Database::create(path).map_err(|e| {
+            StoreError::Backend(match e {
+                redb::DatabaseError::DatabaseAlreadyOpen => format!(
+                    "{} is in use by another process (one gateway per redb file; several share Redis)",
+                    path.display()
+                ),
+                e => format!("{}: {e}", path.display()),
+            })
+        })?;
         let mut maps = Maps::default();
         let txn = db.begin_write().map_err(backend)?;
         {

@@ -14,6 +14,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
@@ -64,6 +65,24 @@ struct Shared<S> {
     limits: ServerLimits,
     slots: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
+    /// Open client connections, for the metrics.
+    open: Gauge,
+}
+
+/// One open client connection on the gauge while it lives.
+struct Open(Gauge);
+
+impl Open {
+    fn new(gauge: &Gauge) -> Self {
+        gauge.inc();
+        Self(gauge.clone())
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Serves `service` on every listener until `shutdown` completes, then waits
@@ -76,6 +95,7 @@ pub async fn serve<S>(
     shutdown: impl Future<Output = ()>,
     drain: Duration,
     limits: ServerLimits,
+    open: Gauge,
 ) where
     S: GatewayService,
 {
@@ -101,6 +121,7 @@ pub async fn serve<S>(
         limits,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         stop,
+        open,
     });
     let loops: Vec<_> = listeners
         .into_iter()
@@ -148,7 +169,9 @@ where
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
+        let open = Open::new(&shared.open);
         tokio::spawn(async move {
+            let _open = open;
             let (stream, activity) = Tracked::new(stream);
             let result = match acceptor {
                 None => connection(stream, activity, peer, false, &shared).await,

@@ -1,6 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the
-//! process is up) and `GET /readyz` (it takes traffic: not draining, and the
-//! owner store answers). Kept off the public listeners.
+//! process is up), `GET /readyz` (it takes traffic: not draining, and the
+//! owner store answers), and `GET`/`PUT /log/level` (the log's filter
+//! directives, changed at run time: 200 with the new level, 400 for
+//! directives that do not parse, 503 when the process's log cannot change).
+//! Kept off the public listeners.
 
 use super::metrics::Metrics;
 use crate::body::{self, Body};
@@ -25,7 +28,10 @@ pub struct Admin {
 }
 
 impl Admin {
-    pub async fn answer(&self, req: &Request<Incoming>) -> Response<Body> {
+    pub async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        if req.uri().path() == "/log/level" {
+            return log_level(req).await;
+        }
         if req.method() != Method::GET && req.method() != Method::HEAD {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
@@ -62,6 +68,47 @@ impl Admin {
     }
 }
 
+/// Longest filter directives accepted.
+const MAX_LEVEL_BYTES: usize = 4096;
+
+/// `GET /log/level`: the directives in force; `PUT` with directives in the
+/// body (`debug`, `ordergate=debug,info`) replaces them.
+async fn log_level(req: Request<Incoming>) -> Response<Body> {
+    use http_body_util::BodyExt;
+    let Some(control) = super::log::control() else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this process's log level cannot change\n",
+        );
+    };
+    match *req.method() {
+        Method::GET | Method::HEAD => text(StatusCode::OK, format!("{}\n", control.level())),
+        Method::PUT => {
+            let body = http_body_util::Limited::new(req.into_body(), MAX_LEVEL_BYTES);
+            let bytes = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("the level must be text of at most {MAX_LEVEL_BYTES} bytes\n"),
+                    );
+                }
+            };
+            let Ok(directives) = std::str::from_utf8(&bytes) else {
+                return text(StatusCode::BAD_REQUEST, "the level must be UTF-8 text\n");
+            };
+            match control.set_level(directives) {
+                Ok(()) => {
+                    tracing::info!(level = %directives.trim(), "log level changed on the admin listener");
+                    text(StatusCode::OK, format!("{}\n", control.level()))
+                }
+                Err(e) => text(StatusCode::BAD_REQUEST, format!("{e}\n")),
+            }
+        }
+        _ => text(StatusCode::METHOD_NOT_ALLOWED, "GET or PUT only\n"),
+    }
+}
+
 fn text(status: StatusCode, body: impl Into<bytes::Bytes>) -> Response<Body> {
     let mut resp = Response::new(body::full(body));
     *resp.status_mut() = status;
@@ -90,7 +137,7 @@ pub async fn serve(listener: TcpListener, admin: Admin, mut stop: watch::Receive
         tokio::spawn(async move {
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let admin = admin.clone();
-                async move { Ok::<_, Infallible>(admin.answer(&req).await) }
+                async move { Ok::<_, Infallible>(admin.answer(req).await) }
             });
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder

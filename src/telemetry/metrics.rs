@@ -4,7 +4,11 @@
 //! telemetry layer counts requests by route group and status and times them,
 //! the upstream client times its exchanges and counts failures by kind, and
 //! the policy phases count rate-limited requests, implicit creations and 409s.
-//! The number of open orders is read from the store when scraped.
+//! The number of open orders is read from the store when scraped, and so
+//! are the process's CPU time, resident memory and open file descriptors
+//! (from `/proc/self` on Linux; absent elsewhere). The accept loops count
+//! open client connections, the upstream pool its open connections.
+//! `ordergate_build_info{version,commit}` is always 1.
 
 use crate::route::{PathError, Route};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -93,6 +97,16 @@ struct FunctionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    commit: &'static str,
+}
+
+/// The version and commit of this build (see build.rs).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const COMMIT: &str = env!("BUILD_GIT_COMMIT");
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RuleLabels {
     rule: String,
 }
@@ -118,6 +132,76 @@ pub struct Metrics {
     redis_fail_opens: Family<FunctionLabels, Counter>,
     /// Counted by the rate limits of every configuration in turn.
     rate_limit_fail_opens: Arc<AtomicU64>,
+    client_connections: Gauge,
+    upstream_connections: Gauge,
+    process: Process,
+}
+
+/// The process's own figures, read at a scrape.
+struct Process {
+    cpu_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
+    resident_bytes: Gauge,
+    open_fds: Gauge,
+}
+
+impl Process {
+    fn register(registry: &mut Registry) -> Self {
+        let p = Self {
+            cpu_seconds: Counter::default(),
+            resident_bytes: Gauge::default(),
+            open_fds: Gauge::default(),
+        };
+        registry.register(
+            "process_cpu_seconds",
+            "CPU time used by the process, user and system",
+            p.cpu_seconds.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of the process",
+            p.resident_bytes.clone(),
+        );
+        registry.register(
+            "process_open_fds",
+            "Open file descriptors of the process (sockets included)",
+            p.open_fds.clone(),
+        );
+        p
+    }
+
+    /// Reads `/proc/self`; figures it cannot read are left as they were.
+    fn read(&self) {
+        // The kernel reports CPU time in USER_HZ ticks, 100 a second on
+        // every Linux architecture (it is part of the ABI, unlike HZ).
+        const TICKS_PER_SEC: f64 = 100.0;
+        const PAGE: i64 = 4096;
+        if let Ok(stat) = std::fs::read_to_string("/proc/self/stat") {
+            // Fields after the command name, which may hold spaces and ")".
+            let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+            let fields: Vec<&str> = after.split_whitespace().collect();
+            // utime and stime are fields 14 and 15 of the whole line; the
+            // rest starts at field 3.
+            if let (Some(u), Some(s)) = (fields.get(11), fields.get(12))
+                && let (Ok(u), Ok(s)) = (u.parse::<u64>(), s.parse::<u64>())
+            {
+                let total = (u + s) as f64 / TICKS_PER_SEC;
+                let now = self.cpu_seconds.get();
+                if total > now {
+                    self.cpu_seconds.inc_by(total - now);
+                }
+            }
+        }
+        if let Ok(statm) = std::fs::read_to_string("/proc/self/statm")
+            && let Some(Ok(pages)) = statm.split_whitespace().nth(1).map(str::parse::<i64>)
+        {
+            self.resident_bytes.set(pages.saturating_mul(PAGE));
+        }
+        if let Ok(dir) = std::fs::read_dir("/proc/self/fd") {
+            // The directory's own descriptor, open while it is read, is one.
+            let n = dir.count().saturating_sub(1);
+            self.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
+    }
 }
 
 /// What the owner store tells at a scrape.
@@ -196,8 +280,41 @@ impl Metrics {
             "Operations served by this replica alone because Redis failed (fail-open), by function",
             redis_fail_opens.clone(),
         );
+        let build = Family::<BuildLabels, Gauge>::default();
+        build
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                commit: COMMIT,
+            })
+            .set(1);
+        registry.register(
+            "build_info",
+            "The version and git commit of this build (always 1)",
+            build,
+        );
+        let client_connections = Gauge::default();
+        registry.register(
+            "client_connections",
+            "Client connections open on the gateway's listeners",
+            client_connections.clone(),
+        );
+        let upstream_connections = Gauge::default();
+        registry.register(
+            "upstream_pool_connections",
+            "Connections open to the upstream (HTTP/1.1 pool; https and HTTP/2 upstreams are not counted)",
+            upstream_connections.clone(),
+        );
+        registry.register(
+            "tunnels",
+            "Upgraded connections (WebSocket, CONNECT) open; the gateway does not upgrade yet",
+            Gauge::<i64, std::sync::atomic::AtomicI64>::default(),
+        );
+        let process = Process::register(&mut registry);
         Self {
             registry,
+            client_connections,
+            upstream_connections,
+            process,
             redis_fail_opens,
             rate_limit_fail_opens: Arc::default(),
             requests,
@@ -251,8 +368,19 @@ impl Metrics {
         Arc::clone(&self.rate_limit_fail_opens)
     }
 
+    /// The gauge the accept loops keep the open client connections in.
+    pub fn client_connections(&self) -> Gauge {
+        self.client_connections.clone()
+    }
+
+    /// The gauge the upstream pool keeps its open connections in.
+    pub fn upstream_connections(&self) -> Gauge {
+        self.upstream_connections.clone()
+    }
+
     /// The text exposition, with what the store tells.
     pub fn render(&self, store: StoreReading) -> String {
+        self.process.read();
         if let Some(n) = store.open_orders {
             self.open_orders.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
@@ -327,8 +455,20 @@ mod tests {
             "ordergate_redis_fail_open_total{function=\"store\"} 3",
             "ordergate_redis_fail_open_total{function=\"rate_limits\"} 2",
             "ordergate_request_duration_seconds_count{route=\"shorthand\"} 2",
+            "ordergate_tunnels 0",
+            "ordergate_client_connections 0",
+            &format!("ordergate_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1"),
         ] {
             assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
         }
+        // Read from /proc: a running process has used memory and holds files.
+        let figure = |name: &str| -> f64 {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+                .unwrap_or_else(|| panic!("{name} in\n{text}"))
+        };
+        assert!(figure("ordergate_process_resident_memory_bytes") > 1_000_000.0);
+        assert!(figure("ordergate_process_open_fds") >= 3.0);
+        assert!(figure("ordergate_process_cpu_seconds_total") >= 0.0);
     }
 }

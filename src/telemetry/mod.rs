@@ -6,6 +6,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod log;
 pub mod metrics;
 
 use http::{HeaderName, HeaderValue, Request, Response};

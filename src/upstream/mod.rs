@@ -130,6 +130,7 @@ impl Upstream {
                     connect_timeout: u.connect_timeout,
                     idle_timeout: u.pool_idle_timeout,
                     max_idle: u.pool_max_idle_per_host,
+                    open: metrics.upstream_connections(),
                 },
             ))
         } else {
@@ -259,6 +260,9 @@ impl Upstream {
         }
         if let Some(record) = record {
             record.add_upstream(elapsed);
+            if let Ok(resp) = &out {
+                record.set_upstream_status(resp.status());
+            }
         }
         out
     }

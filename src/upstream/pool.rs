@@ -34,6 +34,17 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// Where the open connections are counted, for the metrics.
+    pub open: prometheus_client::metrics::gauge::Gauge,
+}
+
+/// One open connection on the gauge while it lives.
+struct Live(prometheus_client::metrics::gauge::Gauge);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 /// Why a request could not be exchanged.
@@ -68,6 +79,7 @@ struct Conn {
     /// Boxed: the connection's state and buffers are large, and a `Conn`
     /// moves from the pool to a request's body and back.
     driver: Option<Pin<Box<Driver>>>,
+    _live: Live,
 }
 
 type Driver = http1::Connection<TokioIo<TcpStream>, Body>;
@@ -217,9 +229,11 @@ impl Pool {
         let (send, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
+        self.settings.open.inc();
         Ok(Conn {
             send,
             driver: Some(Box::pin(driver)),
+            _live: Live(self.settings.open.clone()),
         })
     }
 

@@ -11,12 +11,23 @@ pub struct RedisServer {
     pub port: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
+    /// `requirepass`, when the server asks for one.
+    password: Option<String>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` (installed by `.ci/run` from Debian's packages)
     /// and waits until it answers PING.
     pub async fn start() -> Self {
+        Self::start_with(None).await
+    }
+
+    /// Like [`Self::start`], with `requirepass`: every client must AUTH.
+    pub async fn start_with_password(password: &str) -> Self {
+        Self::start_with(Some(password.to_owned())).await
+    }
+
+    async fn start_with(password: Option<String>) -> Self {
         // A port the system just handed out, released for redis-server.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -27,13 +38,18 @@ impl RedisServer {
             port,
             dir: tempfile::tempdir().unwrap(),
             child: None,
+            password,
         };
         server.spawn().await;
         server
     }
 
     async fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut cmd = Command::new("redis-server");
+        if let Some(p) = &self.password {
+            cmd.args(["--requirepass", p]);
+        }
+        let child = cmd
             .args(["--port", &self.port.to_string()])
             .args(["--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
@@ -91,12 +107,20 @@ impl RedisServer {
         .await
         .ok()?
         .ok()?;
+        let mut buf = vec![0u8; 1 << 16];
+        if let Some(p) = &self.password {
+            let auth = format!("*2\r\n$4\r\nAUTH\r\n${}\r\n{p}\r\n", p.len());
+            s.write_all(auth.as_bytes()).await.ok()?;
+            tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
+                .await
+                .ok()?
+                .ok()?;
+        }
         let mut out = format!("*{}\r\n", args.len());
         for a in args {
             out.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(out.as_bytes()).await.ok()?;
-        let mut buf = vec![0u8; 1 << 16];
         let n = tokio::time::timeout(Duration::from_secs(2), s.read(&mut buf))
             .await
             .ok()?
@@ -107,7 +131,11 @@ impl RedisServer {
 
     /// Every key in the server, read with the `redis` crate.
     pub async fn keys(&self) -> Vec<String> {
-        let client = redis::Client::open(self.url()).unwrap();
+        let url = match &self.password {
+            Some(p) => format!("redis://:{p}@127.0.0.1:{}/0", self.port),
+            None => self.url(),
+        };
+        let client = redis::Client::open(url).unwrap();
         let mut conn = client.get_multiplexed_async_connection().await.unwrap();
         redis::cmd("KEYS")
             .arg("*")

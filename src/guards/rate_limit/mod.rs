@@ -98,6 +98,8 @@ fn outcome<C: Clock>(
     .respond(guid);
     resp.headers_mut()
         .insert(RETRY_AFTER, HeaderValue::from(ceil_secs(wait).max(1)));
+    resp.extensions_mut()
+        .insert(crate::telemetry::access_log::RateLimitedBy(name.clone()));
     for (n, v) in headers {
         resp.headers_mut().insert(n, v);
     }
