@@ -10,7 +10,8 @@
 
 use http::{Response, StatusCode};
 use libfuzzer_sys::fuzz_target;
-use ordergate::faults::{FaultTypes, normalise, render_into};
+use ordergate::config::FaultTypes;
+use ordergate::faults::{normalise, render_into};
 use serde_json::Value;
 
 const TYPES: [Option<&str>; 5] = [

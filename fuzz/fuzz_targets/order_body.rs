@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ordergate::policy::{
+use ordergate::orders::order_body::{
     View, body_is_open, is_open, order_status, order_view, set_link, with_links,
 };
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};

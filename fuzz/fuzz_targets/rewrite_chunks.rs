@@ -10,7 +10,7 @@
 use bytes::Bytes;
 use http_body::{Body, Frame};
 use libfuzzer_sys::fuzz_target;
-use ordergate::proxy::rewrite::{RewriteBody, Rewriter};
+use ordergate::upstream::rewrite::{RewriteBody, Rewriter};
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::pin::Pin;
