@@ -100,7 +100,20 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
+    pub compression: CompressionConfig,
 }
+
+/// Compression of answers toward clients that accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    pub enabled: bool,
+    /// Answers smaller than this go uncompressed (when their size is known).
+    pub min_size: u64,
+}
+
+/// `compression.min_size_bytes` when unset: below a kilobyte, compression
+/// saves less than it costs.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

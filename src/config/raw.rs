@@ -59,6 +59,8 @@ pub struct Raw {
     cors: RawCors,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    compression: RawCompression,
 }
 
 #[derive(Deserialize)]
@@ -176,6 +178,12 @@ struct RawCors {
     allow_headers: Option<Vec<String>>,
     expose_headers: Option<Vec<String>>,
     max_age_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCompression {
+    enabled: Option<bool>,
+    min_size_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -423,6 +431,13 @@ impl Raw {
         let rate_limits = rate_limits(&mut p, self.rate_limits);
         let cors = cors(&mut p, self.cors);
         let log = log(&mut p, self.log);
+        let compression = CompressionConfig {
+            enabled: self.compression.enabled.unwrap_or(true),
+            min_size: self
+                .compression
+                .min_size_bytes
+                .unwrap_or(DEFAULT_COMPRESSION_MIN_SIZE),
+        };
         if let (Some(st), Some(rl)) = (&store, &rate_limits)
             && st.redis().is_none()
         {
@@ -473,6 +488,7 @@ impl Raw {
                 rate_limits,
                 cors,
                 log,
+                compression,
             }),
             _ => Err(p.0),
         }
