@@ -129,6 +129,18 @@ pub fn explicit_path(id: &OrderId, rest: &Rest, query: Option<&str>) -> String {
     out
 }
 
+/// `s` without `prefix` (ASCII, in any case); compared as bytes, so that a
+/// multi-byte character where the prefix would end is no match, not a panic.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.as_bytes().get(..prefix.len())?;
+    // An ASCII prefix matched: its end is a character boundary.
+    if head.eq_ignore_ascii_case(prefix.as_bytes()) {
+        s.get(prefix.len()..)
+    } else {
+        None
+    }
+}
+
 fn is_dot_segment(seg: &str) -> bool {
     // `.` may also arrive percent-encoded (`%2e`, `%2E`), alone or mixed.
     let mut rest = seg;
@@ -136,8 +148,8 @@ fn is_dot_segment(seg: &str) -> bool {
     while !rest.is_empty() {
         if let Some(r) = rest.strip_prefix('.') {
             rest = r;
-        } else if rest.len() >= 3 && rest[..3].eq_ignore_ascii_case("%2e") {
-            rest = &rest[3..];
+        } else if let Some(r) = strip_prefix_ignore_case(rest, "%2e") {
+            rest = r;
         } else {
             return false;
         }
@@ -213,6 +225,19 @@ mod tests {
         ] {
             assert_eq!(classify(p), Ok(Route::Other), "{p}");
         }
+    }
+
+    /// Found by the `classify_path` fuzz target: a segment with a
+    /// multi-byte character where `%2e` would end panicked.
+    #[test]
+    fn non_ascii_segments_are_classified() {
+        assert_eq!(classify("\u{450}\u{450}"), Ok(Route::Other));
+        assert!(matches!(
+            classify("/order/\u{450}\u{450}"),
+            Ok(Route::Shorthand { .. })
+        ));
+        assert_eq!(classify("/x/%2E\u{e9}"), Ok(Route::Other));
+        assert_eq!(classify("/x/.%2\u{e9}"), Ok(Route::Other));
     }
 
     #[test]

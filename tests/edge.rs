@@ -26,6 +26,11 @@ fn sample(page: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The edge API's contract as kept in the repository.
+fn contract_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi/ordergate.yaml")
+}
+
 struct AdminEnv {
     backend: Backend,
     gateway: Gateway,
@@ -145,6 +150,32 @@ async fn metrics_count_what_happened() {
     assert_eq!(post.status, 405);
     // The admin endpoints are not on the public listener.
     assert_ne!(env.client.get("/metrics", &[]).await.text(), after);
+    env.gateway.stop().await;
+}
+
+#[tokio::test]
+async fn admin_serves_the_edge_contract() {
+    let env = admin_env("").await;
+    let contract = env.admin.get("/openapi.yaml", &[]).await;
+    assert_eq!(contract.status, 200);
+    assert_eq!(
+        contract.header("content-type"),
+        Some("application/yaml; charset=utf-8")
+    );
+    let text = contract.text();
+    assert_eq!(text, std::fs::read_to_string(contract_path()).unwrap());
+    assert!(text.contains("\nopenapi: 3.1.0\n"), "{}", &text[..200]);
+    let head = env.admin.send(Method::HEAD, "/openapi.yaml", &[], "").await;
+    assert_eq!(head.status, 200);
+    // Not on the public listener: there the path is the upstream's, and
+    // the emulated backend has no such resource.
+    let public = env.client.get("/openapi.yaml", &[]).await;
+    assert_eq!(public.status, 404);
+    assert!(
+        public.json()["itemNotFound"].is_object(),
+        "{}",
+        public.text()
+    );
     env.gateway.stop().await;
 }
 

@@ -72,7 +72,9 @@ fn documented(obj: &Map<String, Value>) -> Option<Normalised> {
     let (kind, inner) = obj.iter().next()?;
     let inner = inner.as_object()?;
     let message = inner.get("message")?.as_str()?;
-    if !inner.contains_key("code") || !kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    // A type name is what clients match on: an empty one is no shape at all.
+    let named = !kind.is_empty() && kind.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !inner.contains_key("code") || !named {
         return None;
     }
     let details = match inner.get("details") {
@@ -178,6 +180,17 @@ mod tests {
                 r.upstream_guid.as_deref()
             ),
             ("conflict", "d", Some("g"))
+        );
+    }
+
+    /// `{"": {...}}` passed as a fault whose type name was empty (the
+    /// `normalise_fault` fuzz target's invariant refuses it).
+    #[test]
+    fn an_empty_type_name_is_not_the_documented_shape() {
+        let r = n(400, None, r#"{"": {"message": "m", "code": 400}}"#);
+        assert_eq!(
+            (r.kind.as_str(), r.message.as_str()),
+            ("badRequest", "Bad Request")
         );
     }
 

@@ -133,7 +133,10 @@ pub fn order_status(body: &Value) -> Option<&str> {
 /// gateway reads the status of every tracked order that passes through.
 /// `None` when the body is not JSON.
 pub fn body_is_open(body: &[u8]) -> Option<bool> {
-    serde_json::from_slice::<StatusIn<true>>(body)
+    // From a `str`: a value skipped unread is not checked for UTF-8 when
+    // parsed from bytes, and a body that is not UTF-8 is not JSON.
+    let text = std::str::from_utf8(body).ok()?;
+    serde_json::from_str::<StatusIn<true>>(text)
         .ok()
         .map(|s| s.open.unwrap_or(true))
 }
@@ -573,6 +576,19 @@ mod tests {
             let expected = tree.as_ref().map(|j| is_open(order_status(j)));
             assert_eq!(body_is_open(body.as_bytes()), expected, "{body}");
         }
+    }
+
+    /// Found by the `order_body` fuzz target: an invalid UTF-8 string in a
+    /// skipped value made a body that is not JSON read as an open order.
+    #[test]
+    fn a_body_that_is_not_utf8_is_not_json() {
+        let body = b"[\"new\", {\"st\xff\xff\": \"x\"}]";
+        assert!(serde_json::from_slice::<Value>(body).is_err());
+        assert_eq!(body_is_open(body), None);
+        assert_eq!(order_view(body, &[("self", "/order/")]), View::NotJson);
+        let object = b"{\"order\": {\"Status\": \"new\"}, \"x\": [\"\xc3\"]}";
+        assert_eq!(body_is_open(object), None);
+        assert_eq!(order_view(object, &[("self", "/order/")]), View::NotJson);
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the
 //! process is up), `GET /readyz` (it takes traffic: not draining, and the
-//! owner store answers), and `GET`/`PUT /log/level` (the log's filter
-//! directives, changed at run time: 200 with the new level, 400 for
-//! directives that do not parse, 503 when the process's log cannot change).
+//! owner store answers), `GET /openapi.yaml` (the edge API's contract), and
+//! `GET`/`PUT /log/level` (the log's filter directives, changed at run time:
+//! 200 with the new level, 400 for directives that do not parse, 503 when
+//! the process's log cannot change).
 //! Kept off the public listeners.
 
 use super::metrics::Metrics;
@@ -17,6 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// The OpenAPI 3.1 document of the gateway's public surface, built into the
+/// binary so that what is served is what was checked.
+pub const OPENAPI_YAML: &str = include_str!("../../openapi/ordergate.yaml");
 
 /// What the admin endpoints report on.
 #[derive(Clone)]
@@ -51,6 +56,14 @@ impl Admin {
                 resp
             }
             "/healthz" => text(StatusCode::OK, "ok\n"),
+            "/openapi.yaml" => {
+                let mut resp = text(StatusCode::OK, OPENAPI_YAML);
+                resp.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/yaml; charset=utf-8"),
+                );
+                resp
+            }
             "/readyz" => {
                 if self.draining.load(Ordering::Relaxed) {
                     return text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
