@@ -96,6 +96,32 @@ struct RuleLabels {
     rule: String,
 }
 
+/// Why a connection ended before a request of it reached the stack.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum Refusal {
+    /// `server.max_connections` were open: answered 503 or closed.
+    over_capacity,
+    first_byte_timeout,
+    tls_handshake_timeout,
+    tls_handshake_failed,
+    protocol_timeout,
+    http2_handshake_timeout,
+    /// No complete request head within `server.header_read_timeout_ms`.
+    header_timeout,
+    /// A request head hyper would refuse: answered 400 (or 414).
+    malformed_head,
+    /// A request head over hyper's hard limits: answered 431.
+    head_too_large,
+    /// A TLS ClientHello on a plain HTTP listener: answered 400.
+    tls_on_plain_port,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: Refusal,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
@@ -115,6 +141,7 @@ pub struct Metrics {
     conflicts: Counter,
     open_orders: Gauge,
     redis_fail_opens: Family<FunctionLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     /// Counted by the rate limits of every configuration in turn.
     rate_limit_fail_opens: Arc<AtomicU64>,
 }
@@ -195,8 +222,15 @@ impl Metrics {
             "Operations served by this replica alone because Redis failed (fail-open), by function",
             redis_fail_opens.clone(),
         );
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered or closed before a request of theirs reached the gateway's stack, by reason",
+            refusals.clone(),
+        );
         Self {
             registry,
+            refusals,
             redis_fail_opens,
             rate_limit_fail_opens: Arc::default(),
             requests,
@@ -242,6 +276,10 @@ impl Metrics {
                 rule: rule.to_owned(),
             })
             .inc();
+    }
+
+    pub fn connection_refused(&self, reason: Refusal) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     pub fn implicit_creation(&self) {
@@ -314,6 +352,7 @@ mod tests {
         m.upstream_answered(Duration::ZERO, Some(&UpstreamError::Timeout));
         m.rate_limited("per-owner");
         m.conflict();
+        m.connection_refused(Refusal::over_capacity);
         m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);
         let text = m.render(StoreReading {
             open_orders: Some(7),
@@ -324,6 +363,7 @@ mod tests {
             "ordergate_upstream_errors_total{kind=\"timeout\"} 1",
             "ordergate_rate_limited_total{rule=\"per-owner\"} 1",
             "ordergate_open_order_conflicts_total 1",
+            "ordergate_connections_refused_total{reason=\"over_capacity\"} 1",
             "ordergate_implicit_creations_total 0",
             "ordergate_open_orders 7",
             "ordergate_redis_fail_open_total{function=\"store\"} 3",
