@@ -68,6 +68,13 @@ pub struct TooLarge {
 #[error("the client sent no request body data for {0:?}")]
 pub struct BodyTimeout(pub std::time::Duration);
 
+/// The error a [`Limited`] body yields when the client's body itself fails
+/// (malformed chunked framing, a connection closed midway): the client's
+/// fault, not the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body could not be read")]
+pub struct Unreadable(#[source] pub BoxError);
+
 /// A body's timer, made only when the body first has to wait: most bodies
 /// arrive whole with their headers.
 #[derive(Default)]
@@ -147,7 +154,9 @@ where
                 };
             }
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                return Poll::Ready(Some(Err(Box::new(Unreadable(e.into())))));
+            }
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         let idle = *this.idle;

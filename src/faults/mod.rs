@@ -41,6 +41,10 @@ pub enum UpstreamError {
     /// Nor this: the client stopped sending its body.
     #[error("The client stopped sending the request body")]
     ClientBodyTimeout,
+    /// Nor this: the client's body was malformed (chunked framing hyper
+    /// refused) or cut short.
+    #[error("The request body could not be read")]
+    ClientBodyUnreadable,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +98,7 @@ impl GatewayError {
             Upstream(UpstreamError::Timeout) => StatusCode::GATEWAY_TIMEOUT,
             Upstream(UpstreamError::ClientBodyTooLarge) => StatusCode::PAYLOAD_TOO_LARGE,
             Upstream(UpstreamError::ClientBodyTimeout) => StatusCode::REQUEST_TIMEOUT,
+            Upstream(UpstreamError::ClientBodyUnreadable) => StatusCode::BAD_REQUEST,
             Refused(resp) => resp.status(),
             Upstream(_) | NoOrderCreated => StatusCode::BAD_GATEWAY,
             Store(_) | CreationBusy => StatusCode::SERVICE_UNAVAILABLE,

@@ -516,12 +516,14 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 }
 
 /// Whether an error came from the client's own request body (over the size
-/// limit, or stalled) rather than from the upstream.
+/// limit, stalled, or malformed) rather than from the upstream.
 pub fn client_body_error(e: &(dyn std::error::Error + 'static)) -> Option<UpstreamError> {
     if caused_by::<body::TooLarge>(e) {
         Some(UpstreamError::ClientBodyTooLarge)
     } else if caused_by::<body::BodyTimeout>(e) {
         Some(UpstreamError::ClientBodyTimeout)
+    } else if caused_by::<body::Unreadable>(e) {
+        Some(UpstreamError::ClientBodyUnreadable)
     } else {
         None
     }

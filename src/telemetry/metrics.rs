@@ -263,7 +263,11 @@ impl Metrics {
             Some(UpstreamError::Protocol(_)) => ErrorKind::protocol,
             Some(UpstreamError::BadAnswer(_)) => ErrorKind::bad_answer,
             // The client's own body failed, not the upstream.
-            Some(UpstreamError::ClientBodyTooLarge | UpstreamError::ClientBodyTimeout) => return,
+            Some(
+                UpstreamError::ClientBodyTooLarge
+                | UpstreamError::ClientBodyTimeout
+                | UpstreamError::ClientBodyUnreadable,
+            ) => return,
         };
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
