@@ -1,0 +1,219 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Slow and bursty clients over real sockets: hundreds of clients that send
+//! a byte a second (HTTP/1, HTTP/2 prior knowledge) or nothing at all are
+//! closed by the connection deadlines while others are served, and a burst
+//! of a thousand connects is absorbed by the listen backlog.
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// Raises the open-file limit towards `want`; the number of descriptors the
+/// test may count on.
+fn fd_budget(want: u64) -> u64 {
+    let _ = rlimit::increase_nofile_limit(want);
+    let (soft, _) = rlimit::Resource::NOFILE.get().unwrap();
+    soft
+}
+
+/// A plain upstream answering every request 200, on a listener with a deep
+/// backlog so that the gateway's own connections to it never wait.
+async fn wide_upstream() -> std::net::SocketAddr {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let l = socket.listen(4096).unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(|_req| async {
+                    Ok::<_, std::convert::Infallible>(http::Response::new(
+                        http_body_util::Full::new(bytes::Bytes::from_static(b"ok")),
+                    ))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// The gateway bound the way the binary binds it (`Bound::bind`, with the
+/// configured listen backlog), in front of `upstream`.
+async fn gateway(upstream: std::net::SocketAddr, server_extra: &str) -> Gateway {
+    let text = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"http://127.0.0.1\"\n{server_extra}\n[upstream]\nurl = \"http://{upstream}\"\n[store]\nkind = \"memory\"\n"
+    );
+    let config = ordergate::config::Config::parse(&text).unwrap();
+    let bound = ordergate::Bound::bind(&config).await.unwrap();
+    Gateway::start_bound(config, bound).await
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Slow {
+    /// An HTTP/1 request head, a byte a second.
+    Http1,
+    /// The HTTP/2 preface, a byte a second.
+    Http2Preface,
+    /// The HTTP/2 preface and SETTINGS at once, then HEADERS a byte a second.
+    Http2Headers,
+    /// Nothing at all.
+    Silent,
+}
+
+const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// An empty SETTINGS frame.
+const SETTINGS: &[u8] = &[0, 0, 0, 4, 0, 0, 0, 0, 0];
+
+/// Plays one slow client until the gateway closes the connection, or
+/// `give_up` passes; how long the connection lived, if it was closed.
+async fn slow_client(
+    addr: std::net::SocketAddr,
+    kind: Slow,
+    give_up: Duration,
+) -> Option<Duration> {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let opened = Instant::now();
+    let trickle: Vec<u8> = match kind {
+        Slow::Http1 => b"GET /x HTTP/1.1\r\nhost: gw\r\nx-slow: aaaaaaaaaaaaaaaa\r\n\r\n".to_vec(),
+        Slow::Http2Preface => PREFACE.to_vec(),
+        Slow::Http2Headers => {
+            s.write_all(PREFACE).await.unwrap();
+            s.write_all(SETTINGS).await.unwrap();
+            // A HEADERS frame header announcing a 40-byte block, stream 1.
+            vec![0, 0, 40, 1, 4, 0, 0, 0, 1, 0x82, 0x86, 0x84]
+        }
+        Slow::Silent => Vec::new(),
+    };
+    let mut next = trickle.iter();
+    let mut buf = [0u8; 4096];
+    loop {
+        if opened.elapsed() > give_up {
+            return None;
+        }
+        if let Some(b) = next.next()
+            && s.write_all(&[*b]).await.is_err()
+        {
+            return Some(opened.elapsed());
+        }
+        // Read what the gateway sends (a 408 fault, HTTP/2 SETTINGS) until
+        // it closes; a second between bytes.
+        let second = Instant::now() + Duration::from_secs(1);
+        loop {
+            match tokio::time::timeout_at(second.into(), s.read(&mut buf)).await {
+                Err(_) => break,
+                Ok(Ok(0) | Err(_)) => return Some(opened.elapsed()),
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_hundred_slow_clients_are_closed_on_time_while_others_are_served() {
+    // Each slow client holds two descriptors in this process (both ends).
+    let clients: usize = if fd_budget(4096) >= 2048 { 500 } else { 200 };
+    let header_timeout = Duration::from_secs(1);
+    let up = wide_upstream().await;
+    let gw = gateway(up, "header_read_timeout_ms = 1000").await;
+    let limit = header_timeout + Duration::from_secs(2);
+
+    let mut slow = tokio::task::JoinSet::new();
+    let kinds = [
+        Slow::Http1,
+        Slow::Http2Preface,
+        Slow::Http2Headers,
+        Slow::Silent,
+    ];
+    for i in 0..clients {
+        let kind = kinds[i % kinds.len()];
+        let addr = gw.addr;
+        slow.spawn(async move { (kind, slow_client(addr, kind, limit).await) });
+    }
+    // Meanwhile an ordinary client keeps being served.
+    let client = HttpClient::new(gw.base.clone());
+    let mut served = 0;
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let a = client.get("/x", &[]).await;
+        assert_eq!(a.status, 200, "{a:?}");
+        served += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let results = tokio::time::timeout(Duration::from_secs(30), slow.join_all())
+        .await
+        .expect("every slow client ends");
+    let mut longest = Duration::ZERO;
+    for (kind, lived) in &results {
+        let lived =
+            lived.unwrap_or_else(|| panic!("a {kind:?} client was still open after {limit:?}"));
+        longest = longest.max(lived);
+    }
+    assert_eq!(results.len(), clients);
+    assert!(served >= 5, "{served} ordinary requests served");
+    println!(
+        "{clients} slow clients closed, the last after {longest:?}; {served} ordinary requests served meanwhile"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_simultaneous_connects_are_all_served() {
+    // Four descriptors a connection here: client, gateway, and both ends of
+    // the gateway's own connection upstream.
+    let clients: usize = if fd_budget(8192) >= 4500 { 1000 } else { 200 };
+    let up = wide_upstream().await;
+    let gw = gateway(up, "").await;
+    let go = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
+    let mut runs = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let go = std::sync::Arc::clone(&go);
+        let addr = gw.addr;
+        runs.spawn(async move {
+            go.wait().await;
+            let started = Instant::now();
+            let mut s = TcpStream::connect(addr).await.ok()?;
+            let connected = started.elapsed();
+            s.write_all(b"GET /x HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+                .await
+                .ok()?;
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.ok()?;
+            out.starts_with(b"HTTP/1.1 200")
+                .then(|| (connected, started.elapsed()))
+        });
+    }
+    let results = tokio::time::timeout(Duration::from_secs(60), runs.join_all())
+        .await
+        .expect("every connect ends");
+    let served: Vec<(Duration, Duration)> = results.into_iter().flatten().collect();
+    assert_eq!(
+        served.len(),
+        clients,
+        "some connections were not served 200"
+    );
+    let p = |mut v: Vec<Duration>, q: usize| {
+        v.sort();
+        v[(v.len() * q / 100).saturating_sub(1)]
+    };
+    let connects: Vec<Duration> = served.iter().map(|s| s.0).collect();
+    let answers: Vec<Duration> = served.iter().map(|s| s.1).collect();
+    // A handshake the kernel dropped for want of backlog is retried after 1 s.
+    let retried = connects
+        .iter()
+        .filter(|t| **t >= Duration::from_secs(1))
+        .count();
+    println!(
+        "{clients} simultaneous connects: connect p50 {:?} p99 {:?} max {:?} ({retried} took 1 s or more); connect-to-answer p50 {:?} p99 {:?} max {:?}",
+        p(connects.clone(), 50),
+        p(connects.clone(), 99),
+        p(connects, 100),
+        p(answers.clone(), 50),
+        p(answers.clone(), 99),
+        p(answers, 100),
+    );
+}
