@@ -135,19 +135,30 @@ async fn five_hundred_slow_clients_are_closed_on_time_while_others_are_served() 
         let addr = gw.addr;
         slow.spawn(async move { (kind, slow_client(addr, kind, limit).await) });
     }
-    // Meanwhile an ordinary client keeps being served.
-    let client = HttpClient::new(gw.base.clone());
-    let mut served = 0;
-    let started = Instant::now();
-    while started.elapsed() < limit {
-        let a = client.get("/x", &[]).await;
-        assert_eq!(a.status, 200, "{a:?}");
-        served += 1;
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Meanwhile an ordinary client keeps being served, until every slow
+    // one has ended.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ordinary = tokio::spawn({
+        let client = HttpClient::new(gw.base.clone());
+        let done = std::sync::Arc::clone(&done);
+        async move {
+            let mut served = 0;
+            while served < 3 || !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let a = client.get("/x", &[]).await;
+                assert_eq!(a.status, 200, "{a:?}");
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            served
+        }
+    });
     let results = tokio::time::timeout(Duration::from_secs(30), slow.join_all())
         .await
         .expect("every slow client ends");
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let served = ordinary
+        .await
+        .expect("every ordinary request was served 200");
     let mut longest = Duration::ZERO;
     for (kind, lived) in &results {
         let lived =
@@ -155,10 +166,21 @@ async fn five_hundred_slow_clients_are_closed_on_time_while_others_are_served() 
         longest = longest.max(lived);
     }
     assert_eq!(results.len(), clients);
-    assert!(served >= 5, "{served} ordinary requests served");
     println!(
         "{clients} slow clients closed, the last after {longest:?}; {served} ordinary requests served meanwhile"
     );
+}
+
+/// The kernel's count of connections dropped because a listen queue was
+/// full (machine-wide; Linux only).
+fn listen_overflows() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/net/netstat").ok()?;
+    let mut lines = text.lines().filter(|l| l.starts_with("TcpExt:"));
+    let (names, values) = (lines.next()?, lines.next()?);
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "ListenOverflows")?;
+    values.split_whitespace().nth(i)?.parse().ok()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -168,6 +190,7 @@ async fn a_thousand_simultaneous_connects_are_all_served() {
     let clients: usize = if fd_budget(8192) >= 4500 { 1000 } else { 200 };
     let up = wide_upstream().await;
     let gw = gateway(up, "").await;
+    let overflows_before = listen_overflows();
     let go = std::sync::Arc::new(tokio::sync::Barrier::new(clients));
     let mut runs = tokio::task::JoinSet::new();
     for _ in 0..clients {
@@ -190,6 +213,9 @@ async fn a_thousand_simultaneous_connects_are_all_served() {
     let results = tokio::time::timeout(Duration::from_secs(60), runs.join_all())
         .await
         .expect("every connect ends");
+    let overflows = listen_overflows()
+        .zip(overflows_before)
+        .map(|(after, before)| after - before);
     let served: Vec<(Duration, Duration)> = results.into_iter().flatten().collect();
     assert_eq!(
         served.len(),
@@ -208,7 +234,7 @@ async fn a_thousand_simultaneous_connects_are_all_served() {
         .filter(|t| **t >= Duration::from_secs(1))
         .count();
     println!(
-        "{clients} simultaneous connects: connect p50 {:?} p99 {:?} max {:?} ({retried} took 1 s or more); connect-to-answer p50 {:?} p99 {:?} max {:?}",
+        "{clients} simultaneous connects: listen queue overflows (machine-wide) {overflows:?}; connect p50 {:?} p99 {:?} max {:?} ({retried} took 1 s or more); connect-to-answer p50 {:?} p99 {:?} max {:?}",
         p(connects.clone(), 50),
         p(connects.clone(), 99),
         p(connects, 100),
