@@ -1,8 +1,11 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! Slow and bursty clients over real sockets: hundreds of clients that send
 //! a byte a second (HTTP/1, HTTP/2 prior knowledge) or nothing at all are
-//! closed by the connection deadlines while others are served, and a burst
-//! of a thousand connects is absorbed by the listen backlog.
+//! closed by the connection deadlines while others are served; a stalled
+//! TLS handshake and a silent client end at their own deadlines; an HTTP/2
+//! connection kept busy by pings but without requests ends at the idle
+//! timeout; and a burst of a thousand connects is absorbed by the listen
+//! backlog.
 
 mod support;
 
@@ -242,4 +245,96 @@ async fn a_thousand_simultaneous_connects_are_all_served() {
         p(answers.clone(), 99),
         p(answers, 100),
     );
+}
+
+/// The gateway in front of `upstream` on a listener bound here, with an
+/// admin listener; `server_extra` and `tables` go into the config.
+async fn gateway_with_admin(
+    upstream: std::net::SocketAddr,
+    server_extra: &str,
+    tables: &str,
+) -> (Gateway, HttpClient) {
+    let gl = listener().await;
+    let addr = gl.local_addr().unwrap();
+    let text = format!(
+        "[server]\nlisten = \"{addr}\"\npublic_base_url = \"http://{addr}\"\n{server_extra}\n[upstream]\nurl = \"http://{upstream}\"\n[store]\nkind = \"memory\"\n{tables}"
+    );
+    Gateway::start_with_admin(ordergate::config::Config::parse(&text).unwrap(), gl).await
+}
+
+/// The count of `ordergate_connections_refused_total` for `reason`.
+async fn refused(admin: &HttpClient, reason: &str) -> u64 {
+    let text = admin.get("/metrics", &[]).await.text();
+    let prefix = format!("ordergate_connections_refused_total{{reason=\"{reason}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_stalled_tls_handshake_ends_at_its_own_deadline() {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
+    let up = wide_upstream().await;
+    let (gw, admin) = gateway_with_admin(
+        up,
+        &format!(
+            "tls = {{ cert_path = \"{}\", key_path = \"{}\" }}\ntls_handshake_timeout_ms = 300\nheader_read_timeout_ms = 20000",
+            cert.display(),
+            key.display()
+        ),
+        "",
+    )
+    .await;
+    // The first bytes of a ClientHello, then nothing.
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"\x16\x03\x01\x00\xa5\x01").await.unwrap();
+    let mut out = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the stalled handshake was not ended");
+    assert_eq!(refused(&admin, "tls_handshake_timeout").await, 1);
+    // A silent client is ended by the first-byte deadline.
+    let (gw, admin) = gateway_with_admin(
+        up,
+        "first_byte_timeout_ms = 200\nheader_read_timeout_ms = 20000",
+        "",
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(closed.is_ok(), "the silent connection was not ended");
+    assert_eq!(refused(&admin, "first_byte_timeout").await, 1);
+}
+
+#[tokio::test]
+async fn an_http2_connection_without_requests_is_closed_though_pings_keep_it_busy() {
+    let up = wide_upstream().await;
+    let (gw, admin) = gateway_with_admin(
+        up,
+        "idle_timeout_ms = 600\nhttp2_keep_alive_interval_ms = 100\nhttp2_keep_alive_timeout_ms = 1000",
+        "",
+    )
+    .await;
+    let stream = TcpStream::connect(gw.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let conn = tokio::spawn(conn);
+    let req = http::Request::get(format!("http://{}/x", gw.addr))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    // The gateway's pings keep bytes moving; the connection ends all the
+    // same once it has had no request for the idle timeout.
+    let ended = tokio::time::timeout(Duration::from_secs(10), conn).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection stayed open");
+    // It was served, not refused.
+    assert_eq!(refused(&admin, "header_timeout").await, 0);
 }
