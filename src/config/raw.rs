@@ -454,7 +454,7 @@ impl Raw {
             let global = rl
                 .rules
                 .iter()
-                .position(|r| r.scope == crate::policy::rate_limit::Scope::Global);
+                .position(|r| r.scope == super::Scope::Global);
             if let Some(i) = global {
                 p.add(
                     format!("rate_limits.rules[{i}].scope"),
@@ -515,10 +515,10 @@ fn listener(
         None => Some(None),
         Some(t) => p
             .take(
-                crate::server::tls::server_config(&t.cert_path, &t.key_path).map_err(|e| {
+                super::tls::server_config(&t.cert_path, &t.key_path).map_err(|e| {
                     let field = match e {
-                        crate::server::tls::TlsError::Cert(_) => "cert_path",
-                        crate::server::tls::TlsError::Key(_) => "key_path",
+                        super::tls::TlsError::Cert(_) => "cert_path",
+                        super::tls::TlsError::Key(_) => "key_path",
                     };
                     ConfigError::new(format!("{key}tls.{field}"), e.to_string())
                 }),
@@ -740,9 +740,9 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
     let http2 = u.http2.unwrap_or(false);
     let tls = p.take(
         if https {
-            crate::proxy::tls::client_config(u.ca_file.as_deref())
+            super::tls::client_config(u.ca_file.as_deref())
         } else {
-            crate::proxy::tls::unused_config()
+            super::tls::unused_config()
         }
         .map_err(|e| ConfigError::new("upstream.ca_file", e)),
     );
@@ -936,7 +936,7 @@ fn faults(p: &mut Problems, f: RawFaults) -> Option<FaultsConfig> {
         DEFAULT_MAX_UPSTREAM_FAULT_BYTES as u64,
     ));
     Some(FaultsConfig {
-        types: crate::faults::FaultTypes::with(overrides),
+        types: super::FaultTypes::with(overrides),
         max_upstream_body: max_upstream_body? as usize,
     })
 }
@@ -991,8 +991,8 @@ fn never_matches(pattern: &str) -> Option<&'static str> {
     }
 }
 
-fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<crate::policy::rate_limit::RuleSpec> {
-    use crate::policy::rate_limit::{KeyKind, PathPattern, RuleSpec, Scope};
+fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<super::RuleSpec> {
+    use super::{KeyKind, PathPattern, RuleSpec, Scope};
     use std::num::NonZeroU32;
     let key = |field: &str| format!("rate_limits.rules[{i}].{field}");
     let before = p.0.len();
@@ -1098,9 +1098,9 @@ fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<crate::policy::rate_li
     })
 }
 
-fn cors(p: &mut Problems, c: RawCors) -> Option<crate::cors::CorsConfig> {
+fn cors(p: &mut Problems, c: RawCors) -> Option<super::CorsConfig> {
     let before = p.0.len();
-    let mut cors = crate::cors::CorsConfig::default();
+    let mut cors = super::CorsConfig::default();
     for origin in &c.allowed_origins {
         let value = BaseUrl::parse("cors.allowed_origins", origin).and_then(|base| {
             HeaderValue::from_str(base.as_str()).map_err(|_| {

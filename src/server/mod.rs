@@ -14,13 +14,10 @@
 
 mod activity;
 mod prelude;
-pub mod tls;
 
 use crate::body::Body;
 use crate::config::ServerLimits;
-use crate::faults::FaultTypes;
-use crate::proxy::ClientAddr;
-use crate::telemetry::metrics::{Metrics, Refusal};
+use crate::context::Peer;
 use activity::Tracked;
 use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -37,10 +34,6 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
-
-/// Marks requests that came over TLS.
-#[derive(Clone, Copy, Debug)]
-pub struct Tls;
 
 /// What the listeners serve: a service over hyper's requests, cloned for
 /// every connection and shared by every accept loop.
@@ -76,15 +69,43 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
+/// Why a connection ended before a request of it reached the stack.
+#[derive(
+    Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+#[allow(non_camel_case_types)]
+pub enum Refusal {
+    /// `server.max_connections` were open: answered 503 or closed.
+    over_capacity,
+    first_byte_timeout,
+    tls_handshake_timeout,
+    tls_handshake_failed,
+    protocol_timeout,
+    http2_handshake_timeout,
+    /// No complete request head within `server.header_read_timeout_ms`.
+    header_timeout,
+    /// A request head hyper would refuse: answered 400 (or 414).
+    malformed_head,
+    /// A request head over hyper's hard limits: answered 431.
+    head_too_large,
+    /// A TLS ClientHello on a plain HTTP listener: answered 400.
+    tls_on_plain_port,
+}
+
+/// The body of a fault the server writes itself: from its status, request
+/// id and message (the stack's fault renderer, given by the caller).
+pub type FaultBody = Arc<dyn Fn(StatusCode, &str, &str) -> Vec<u8> + Send + Sync>;
+
 /// What the accept loops need besides the service.
 pub struct Options {
     /// Time open connections get to finish their requests at shutdown.
     pub drain: Duration,
     pub limits: ServerLimits,
     /// For the faults written before a request reaches the stack.
-    pub fault_types: FaultTypes,
+    pub fault_body: FaultBody,
     pub request_id_header: HeaderName,
-    pub metrics: Arc<Metrics>,
+    /// Counts a connection refused before a request reached the stack.
+    pub refused: Arc<dyn Fn(Refusal) + Send + Sync>,
 }
 
 /// Connections past the cap answered at once, at most; more are closed
@@ -116,16 +137,11 @@ impl<S> Shared<S> {
     /// A whole HTTP/1.1 answer carrying a fault, with a new request id,
     /// logged under that id.
     fn fault_answer(&self, status: StatusCode, message: &str, why: Refusal) -> Vec<u8> {
-        let id = crate::telemetry::generate();
-        let guid = id.to_str().unwrap_or("");
+        let mut buf = uuid::Uuid::encode_buffer();
+        let guid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let id = http::HeaderValue::from_str(guid).unwrap_or(http::HeaderValue::from_static("-"));
         tracing::debug!(request_id = guid, status = status.as_u16(), reason = ?why, "answered before the stack");
-        let body = crate::faults::body_bytes(
-            self.options.fault_types.name(status),
-            guid,
-            message,
-            status,
-            "",
-        );
+        let body = (self.options.fault_body)(status, guid, message);
         prelude::answer(
             status,
             &self.options.request_id_header,
@@ -136,7 +152,7 @@ impl<S> Shared<S> {
     }
 
     fn refused(&self, reason: Refusal) {
-        self.options.metrics.connection_refused(reason);
+        (self.options.refused)(reason);
     }
 
     /// A connection past the cap: a 503 fault and a close, off the accept
@@ -390,10 +406,10 @@ where
     let requests = Arc::clone(&activity);
     let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         let in_flight = requests.request();
-        req.extensions_mut().insert(ClientAddr(peer));
-        if secure {
-            req.extensions_mut().insert(Tls);
-        }
+        req.extensions_mut().insert(Peer {
+            addr: peer,
+            tls: secure,
+        });
         let answer = svc.clone().oneshot(req);
         async move {
             let answer = answer.await;

@@ -18,9 +18,8 @@
 //! What was read goes to hyper in front of the rest of the stream
 //! ([`Rewind`]).
 
+use super::Refusal;
 use crate::config::ServerLimits;
-use crate::faults::GatewayError;
-use crate::telemetry::metrics::Refusal;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use http::StatusCode;
 use std::io;
@@ -209,10 +208,10 @@ fn http1(buf: &[u8], rules: &Rules) -> Step {
     let too_large = || {
         Step::Refuse(Refused::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::HeadersTooLarge {
-                limit: limits.max_header_bytes,
-            }
-            .to_string(),
+            format!(
+                "The request's header fields are larger than {} bytes",
+                limits.max_header_bytes
+            ),
             Refusal::head_too_large,
         ))
     };
@@ -226,10 +225,10 @@ fn http1(buf: &[u8], rules: &Rules) -> Step {
         },
         Err(httparse::Error::TooManyHeaders) => Step::Refuse(Refused::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::TooManyHeaders {
-                limit: limits.max_headers,
-            }
-            .to_string(),
+            format!(
+                "The request has more than {} header fields",
+                limits.max_headers
+            ),
             Refusal::head_too_large,
         )),
         Err(e) => Step::Refuse(Refused::malformed(match e {

@@ -6,8 +6,7 @@
 //! the policy phases count rate-limited requests, implicit creations and 409s.
 //! The number of open orders is read from the store when scraped.
 
-use crate::faults::UpstreamError;
-use crate::shorthand::{Route, classify};
+use crate::route::{PathError, Route};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -43,8 +42,9 @@ impl RouteGroup {
         Self::other,
     ];
 
-    pub fn of(path: &str) -> Self {
-        match classify(path) {
+    /// The group of a request's route, as the request facts have it.
+    pub fn of(route: &Result<Route, PathError>) -> Self {
+        match route {
             Ok(Route::Shorthand { .. }) => Self::shorthand,
             Ok(Route::Orders) => Self::orders,
             Ok(Route::Order { .. }) => Self::order,
@@ -65,9 +65,10 @@ struct RouteLabels {
     route: RouteGroup,
 }
 
+/// How an exchange with the upstream failed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-enum ErrorKind {
+pub enum UpstreamFailure {
     connect,
     timeout,
     protocol,
@@ -76,7 +77,7 @@ enum ErrorKind {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
-    kind: ErrorKind,
+    kind: UpstreamFailure,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -96,26 +97,7 @@ struct RuleLabels {
     rule: String,
 }
 
-/// Why a connection ended before a request of it reached the stack.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
-#[allow(non_camel_case_types)]
-pub enum Refusal {
-    /// `server.max_connections` were open: answered 503 or closed.
-    over_capacity,
-    first_byte_timeout,
-    tls_handshake_timeout,
-    tls_handshake_failed,
-    protocol_timeout,
-    http2_handshake_timeout,
-    /// No complete request head within `server.header_read_timeout_ms`.
-    header_timeout,
-    /// A request head hyper would refuse: answered 400 (or 414).
-    malformed_head,
-    /// A request head over hyper's hard limits: answered 431.
-    head_too_large,
-    /// A TLS ClientHello on a plain HTTP listener: answered 400.
-    tls_on_plain_port,
-}
+pub use crate::server::Refusal;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
@@ -252,22 +234,11 @@ impl Metrics {
     }
 
     /// One upstream exchange: its time to headers, and its failure if any.
-    pub fn upstream_answered(&self, latency: Duration, error: Option<&UpstreamError>) {
-        let kind = match error {
-            None => {
-                self.upstream_latency.observe(latency.as_secs_f64());
-                return;
-            }
-            Some(UpstreamError::Connect(_)) => ErrorKind::connect,
-            Some(UpstreamError::Timeout) => ErrorKind::timeout,
-            Some(UpstreamError::Protocol(_)) => ErrorKind::protocol,
-            Some(UpstreamError::BadAnswer(_)) => ErrorKind::bad_answer,
-            // The client's own body failed, not the upstream.
-            Some(
-                UpstreamError::ClientBodyTooLarge
-                | UpstreamError::ClientBodyTimeout
-                | UpstreamError::ClientBodyUnreadable,
-            ) => return,
+    /// Times an upstream exchange, or counts its failure by kind.
+    pub fn upstream_answered(&self, latency: Duration, failure: Option<UpstreamFailure>) {
+        let Some(kind) = failure else {
+            self.upstream_latency.observe(latency.as_secs_f64());
+            return;
         };
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
@@ -341,7 +312,11 @@ mod tests {
             ("/orders/%2e%2e/x", RouteGroup::invalid),
             ("/order/../x", RouteGroup::invalid),
         ] {
-            assert_eq!(RouteGroup::of(path), group, "{path}");
+            assert_eq!(
+                RouteGroup::of(&crate::route::classify(path)),
+                group,
+                "{path}"
+            );
         }
         for (i, group) in RouteGroup::ALL.iter().enumerate() {
             assert_eq!(*group as usize, i);
@@ -353,7 +328,7 @@ mod tests {
         let m = Metrics::new();
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
-        m.upstream_answered(Duration::ZERO, Some(&UpstreamError::Timeout));
+        m.upstream_answered(Duration::ZERO, Some(UpstreamFailure::timeout));
         m.rate_limited("per-owner");
         m.conflict();
         m.connection_refused(Refusal::over_capacity);

@@ -1,4 +1,11 @@
-//! The body type that flows through the stack, and small constructors.
+//! The body type that flows through the stack, small constructors, the
+//! limits bodies stream under ([`Limited`] for requests, [`Deadline`] for
+//! answers), and the one reader of bodies the gateway must look into
+//! ([`read`]).
+
+mod read;
+
+pub use read::{Coding, ReadError, read_capped, read_decoded};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -27,35 +34,6 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
-/// Why a body could not be read whole.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("the body is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("the body could not be read: {0}")]
-    Failed(BoxError),
-}
-
-/// Reads a whole body, refusing it as soon as it grows past `cap` bytes.
-pub async fn read_capped<B>(body: B, cap: usize) -> Result<Bytes, ReadError>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    let mut body = body;
-    let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Failed(e.into()))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > cap {
-                return Err(ReadError::TooLarge(cap));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
-}
-
 /// The error a [`Limited`] body yields once more than its limit has come.
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the request body is larger than {limit} bytes")]
@@ -67,13 +45,6 @@ pub struct TooLarge {
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the client sent no request body data for {0:?}")]
 pub struct BodyTimeout(pub std::time::Duration);
-
-/// The error a [`Limited`] body yields when the client's body itself fails
-/// (malformed chunked framing, a connection closed midway): the client's
-/// fault, not the upstream's.
-#[derive(Debug, thiserror::Error)]
-#[error("the request body could not be read")]
-pub struct Unreadable(#[source] pub BoxError);
 
 /// A body's timer, made only when the body first has to wait: most bodies
 /// arrive whole with their headers.
@@ -154,9 +125,7 @@ where
                 };
             }
             Poll::Ready(None) => return Poll::Ready(None),
-            Poll::Ready(Some(Err(e))) => {
-                return Poll::Ready(Some(Err(Box::new(Unreadable(e.into())))));
-            }
+            Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e.into()))),
             Poll::Ready(Some(Ok(frame))) => frame,
         };
         let idle = *this.idle;
