@@ -71,23 +71,34 @@ pub struct Bound {
 }
 
 impl Bound {
-    /// Binds every address the configuration names.
+    /// Binds every address the configuration names, with its listen
+    /// backlog (the runtime's own bind would queue only 128).
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        async fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-            TcpListener::bind(addr)
-                .await
+        let backlog = config.server.limits.listen_backlog;
+        let listen = |addr: std::net::SocketAddr| {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()
+            } else {
+                tokio::net::TcpSocket::new_v6()
+            };
+            socket
+                .and_then(|s| {
+                    s.set_reuseaddr(true)?;
+                    s.bind(addr)?;
+                    s.listen(backlog)
+                })
                 .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-        }
+        };
         let mut listeners = Vec::new();
         for l in &config.server.listeners {
             listeners.push(server::Listener {
-                tcp: listen(l.addr).await?,
+                tcp: listen(l.addr)?,
                 tls: l.tls.clone(),
             });
         }
         let admin = match &config.admin {
             None => None,
-            Some(a) => Some(listen(a.listen).await?),
+            Some(a) => Some(listen(a.listen)?),
         };
         Ok(Self { listeners, admin })
     }
@@ -268,9 +279,22 @@ pub async fn run(
         bound.listeners,
         Current(current),
         shutdown,
-        config.server.drain_timeout,
-        config.server.limits,
-        metrics.client_connections(),
+        server::Options {
+            drain: config.server.drain_timeout,
+            limits: config.server.limits,
+            fault_body: {
+                let types = config.faults.types.clone();
+                Arc::new(move |status, guid, message| {
+                    crate::faults::body_bytes(types.name(status), guid, message, status, "")
+                })
+            },
+            request_id_header: config.server.request_id_header.clone(),
+            refused: {
+                let metrics = Arc::clone(&metrics);
+                Arc::new(move |reason| metrics.connection_refused(reason))
+            },
+            open: metrics.client_connections(),
+        },
     )
     .await;
     let _ = stop_admin.send(true);

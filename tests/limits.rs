@@ -91,8 +91,13 @@ async fn a_client_sending_headers_a_byte_at_a_time_is_cut_off() {
 }
 
 #[tokio::test]
-async fn connections_past_the_cap_wait_for_a_free_slot() {
-    let (gw, _client) = gateway("max_connections = 2").await;
+async fn connections_past_the_cap_are_answered_503_at_once_and_counted() {
+    let up = echo_upstream().await;
+    let gl = listener().await;
+    let text = config_text(gl.local_addr().unwrap(), up, "[store]\nkind = \"memory\"")
+        .replace("[server]", "[server]\nmax_connections = 2");
+    let (gw, admin) =
+        Gateway::start_with_admin(ordergate::config::Config::parse(&text).unwrap(), gl).await;
     let request = format!("GET /x HTTP/1.1\r\nhost: {}\r\n\r\n", gw.addr);
     // Two open keep-alive connections fill the slots.
     let mut held = Vec::new();
@@ -104,18 +109,43 @@ async fn connections_past_the_cap_wait_for_a_free_slot() {
         assert_eq!(&buf, b"HTTP/1.1 200");
         held.push(s);
     }
-    // A third is accepted by the kernel but not served while they stay open.
-    let mut third = TcpStream::connect(gw.addr).await.unwrap();
-    third.write_all(request.as_bytes()).await.unwrap();
-    let mut buf = [0u8; 12];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read_exact(&mut buf)).await;
-    assert!(early.is_err(), "served past the connection cap");
+    // More are answered at once with a 503 fault and closed, one after the
+    // other: the accept loop does not wait for a slot.
+    for _ in 0..5 {
+        let out = raw(gw.addr, &[request.as_bytes()], Duration::from_secs(5)).await;
+        assert!(out.starts_with("HTTP/1.1 503"), "{out}");
+        assert!(out.contains("retry-after: 1\r\n"), "{out}");
+        let body = out.split("\r\n\r\n").nth(1).unwrap();
+        let fault: serde_json::Value = serde_json::from_str(body).unwrap();
+        let id = out
+            .lines()
+            .find_map(|l| l.strip_prefix("x-request-id: "))
+            .unwrap();
+        assert_eq!(fault["serviceUnavailable"]["guid"], id, "{out}");
+        assert_eq!(fault["serviceUnavailable"]["code"], 503);
+    }
+    let metrics = admin.get("/metrics", &[]).await.text();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "ordergate_connections_refused_total{reason=\"over_capacity\"} 5"),
+        "{metrics}"
+    );
+    // A slot given back is used again.
     drop(held.pop());
-    tokio::time::timeout(Duration::from_secs(10), third.read_exact(&mut buf))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&buf, b"HTTP/1.1 200");
+    let closing = request.replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = raw(gw.addr, &[closing.as_bytes()], Duration::from_secs(5)).await;
+        if out.starts_with("HTTP/1.1 200") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the freed slot was not used: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[test]

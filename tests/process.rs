@@ -1,6 +1,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-//! The real binary: start-up, bad configuration, and a `kill -9` restart
-//! that keeps the owner associations (redb store).
+//! The real binary: start-up, bad configuration, and `kill -9` restarts
+//! that keep the owner associations (redb store), one at rest and every one
+//! acknowledged while implicit creations race.
 
 mod support;
 
@@ -770,4 +771,108 @@ fn check_warns_of_another_store_kinds_keys_and_takes_units() {
         "{out}"
     );
     assert!(out.contains("FILE: ok:"), "{out}");
+}
+
+/// One implicit creation over a fresh connection; the owner the answer's
+/// Set-Cookie names when it was a 2xx, `Err` when the gateway could not be
+/// reached or cut the exchange short (as when it is killed).
+async fn create_implicitly(addr: &str, cookie: Option<&str>) -> Result<Option<String>, ()> {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<bytes::Bytes>>();
+    let mut req = http::Request::builder()
+        .method(Method::PUT)
+        .uri(format!("http://{addr}/order/account"))
+        .header("authorization", AUTH)
+        .header("content-type", "application/json");
+    if let Some(c) = cookie {
+        req = req.header("cookie", c);
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from_static(
+            br#"{"currency":"USD"}"#,
+        )))
+        .unwrap();
+    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(req))
+        .await
+        .map_err(|_| ())?
+        .map_err(|_| ())?;
+    let (parts, body) = resp.into_parts();
+    // The answer counts only once it has arrived whole.
+    http_body_util::BodyExt::collect(body)
+        .await
+        .map_err(|_| ())?;
+    if !parts.status.is_success() {
+        return Ok(None);
+    }
+    Ok(parts.headers.get_all("set-cookie").iter().find_map(|v| {
+        let v = v.to_str().ok()?;
+        Some(v.strip_prefix("OwnerId=")?.split(';').next()?.to_owned())
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_association_survives_kill_9_under_concurrent_creations() {
+    let backend =
+        ordergate::backend::Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), backend.addr);
+    let (mut first, addr) = start(&config);
+
+    // Creations race on many connections, some with an OwnerId of the
+    // client's own choosing, some with none; every owner a 2xx names is an
+    // association the client was told about.
+    let told = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let mut workers = tokio::task::JoinSet::new();
+    for w in 0..24 {
+        let (addr, told) = (addr.clone(), std::sync::Arc::clone(&told));
+        workers.spawn(async move {
+            for _ in 0..200 {
+                let own = (w % 2 == 0).then(|| cookie(&uuid::Uuid::new_v4().to_string()));
+                match create_implicitly(&addr, own.as_deref()).await {
+                    Ok(Some(owner)) => told.lock().unwrap().push(owner),
+                    Ok(None) => {}
+                    Err(()) => return,
+                }
+            }
+        });
+    }
+    // Kill it mid-load: once some creations were acknowledged, while the
+    // others are in flight.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while told.lock().unwrap().len() < 60 {
+        assert!(std::time::Instant::now() < deadline, "no load got through");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.kill().unwrap(); // SIGKILL
+    first.wait().unwrap();
+    tokio::time::timeout(Duration::from_secs(30), workers.join_all())
+        .await
+        .expect("the workers stop once the gateway is gone");
+    let told = told.lock().unwrap().clone();
+
+    let (_second, addr) = start(&config);
+    let client = HttpClient::new(format!("http://{addr}"));
+    let mut lost = Vec::new();
+    for owner in &told {
+        let a = client.get("/order", &[("cookie", &cookie(owner))]).await;
+        if a.status != 200 {
+            lost.push(format!("{owner}: {}", a.status));
+            continue;
+        }
+        // The same order: the one the backend made for this owner.
+        let alternate = a.json()["links"][1]["href"].as_str().unwrap().to_owned();
+        let order = backend.state.order(&order_id(&alternate)).unwrap();
+        assert_eq!(&order.owner, owner, "{alternate}");
+    }
+    assert!(
+        lost.is_empty(),
+        "{} of {} lost: {lost:?}",
+        lost.len(),
+        told.len()
+    );
+    println!(
+        "{} acknowledged associations, all found after kill -9; {} orders created in all",
+        told.len(),
+        backend.state.count(&Method::POST, "/orders")
+    );
 }

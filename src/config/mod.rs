@@ -216,8 +216,41 @@ pub struct ServerLimits {
     /// A client connection with nothing read or written for this long is
     /// closed (gracefully: a request in progress finishes first).
     pub idle_timeout: Duration,
-    /// Most client connections open at once; more wait to be accepted.
+    /// Most client connections open at once; past it, a new connection is
+    /// answered 503 (or closed) at once.
     pub max_connections: usize,
+    /// Connections the kernel queues before they are accepted.
+    pub listen_backlog: u32,
+    pub handshake: Handshake,
+    pub http2: Http2Limits,
+}
+
+/// Deadlines of a connection's start, each counted from its accept and each
+/// within `header_read_timeout` (which also bounds the first request head).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handshake {
+    /// Until the first byte arrives.
+    pub first_byte: Duration,
+    /// Until the TLS handshake is done (TLS listeners).
+    pub tls: Duration,
+    /// Until enough has arrived to tell HTTP/1 from HTTP/2.
+    pub protocol: Duration,
+    /// Until an HTTP/2 client's preface and SETTINGS frame have arrived.
+    pub http2: Duration,
+}
+
+/// HTTP/2 keep-alive pings, and the limits on streams and resets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Http2Limits {
+    /// A ping is sent after this long without a frame from the client...
+    pub keep_alive_interval: Duration,
+    /// ...and the connection closed if its answer takes longer than this.
+    pub keep_alive_timeout: Duration,
+    pub max_concurrent_streams: u32,
+    /// Streams the client opened and reset before the gateway saw them.
+    pub max_pending_reset_streams: usize,
+    /// Streams the gateway resets for the client's protocol errors.
+    pub max_local_error_reset_streams: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -408,6 +441,15 @@ impl Config {
                 self.server.drain_timeout != new.server.drain_timeout,
             ),
             ("server.workers", self.server.workers != new.server.workers),
+            (
+                "server.listen_backlog",
+                old.listen_backlog != now.listen_backlog,
+            ),
+            (
+                "server.first_byte_timeout_ms, tls_handshake_timeout_ms, protocol_timeout_ms, http2_handshake_timeout_ms",
+                old.handshake != now.handshake,
+            ),
+            ("server.http2_*", old.http2 != now.http2),
             ("store", self.store.kind != new.store.kind),
             (
                 "admin.listen",

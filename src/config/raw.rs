@@ -37,6 +37,21 @@ pub const DEFAULT_HEADER_READ_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_BODY_IDLE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Connections the kernel queues before they are accepted (its own cap,
+/// `net.core.somaxconn`, may lower it).
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+pub const MAX_LISTEN_BACKLOG: u32 = 65_535;
+pub const DEFAULT_FIRST_BYTE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_PROTOCOL_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_HTTP2_HANDSHAKE_TIMEOUT_MS: u64 = 10_000;
+pub const DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL_MS: u64 = 30_000;
+pub const DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT_MS: u64 = 10_000;
+/// nginx's `http2_max_concurrent_streams`.
+pub const DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// hyper's own defaults for the two reset limits.
+pub const DEFAULT_HTTP2_MAX_PENDING_RESETS: usize = 20;
+pub const DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESETS: usize = 1024;
 pub const DEFAULT_MAX_UPSTREAM_FAULT_BYTES: usize = 64 * 1024;
 pub const DEFAULT_RATE_LIMIT_SWEEP_SECS: u64 = 10;
 pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
@@ -102,6 +117,16 @@ struct RawServer {
     idle_timeout_ms: Option<Millis>,
     max_connections: Option<usize>,
     workers: Option<usize>,
+    listen_backlog: Option<u32>,
+    first_byte_timeout_ms: Option<Millis>,
+    tls_handshake_timeout_ms: Option<Millis>,
+    protocol_timeout_ms: Option<Millis>,
+    http2_handshake_timeout_ms: Option<Millis>,
+    http2_keep_alive_interval_ms: Option<Millis>,
+    http2_keep_alive_timeout_ms: Option<Millis>,
+    http2_max_concurrent_streams: Option<u32>,
+    http2_max_pending_reset_streams: Option<usize>,
+    http2_max_local_error_reset_streams: Option<usize>,
 }
 
 #[derive(Deserialize)]
@@ -803,7 +828,9 @@ impl Raw {
 }
 
 fn compression(p: &mut Problems, c: RawCompression) -> Option<CompressionConfig> {
-    let min_size = c.min_size_bytes.map_or(DEFAULT_COMPRESSION_MIN_SIZE, |s| s.0);
+    let min_size = c
+        .min_size_bytes
+        .map_or(DEFAULT_COMPRESSION_MIN_SIZE, |s| s.0);
     if min_size > u64::from(u16::MAX) {
         p.add("compression.min_size_bytes", "must be at most 65535");
         return None;
@@ -846,6 +873,8 @@ fn listener(
 }
 
 fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
+    let handshake = handshake(p, &s);
+    let http2 = http2(p, &s);
     let mut listeners = vec![listener(p, "server.", &s.listen, s.tls.as_ref())];
     for (i, l) in s.listeners.into_iter().enumerate() {
         let key = format!("server.listeners[{i}]");
@@ -930,6 +959,24 @@ fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
     if s.workers == Some(0) {
         p.add("server.workers", "must be greater than 0");
     }
+    let listen_backlog = p.take(
+        positive(
+            "server.listen_backlog",
+            s.listen_backlog.map(u64::from),
+            u64::from(DEFAULT_LISTEN_BACKLOG),
+        )
+        .and_then(|n| {
+            u32::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_LISTEN_BACKLOG)
+                .ok_or_else(|| {
+                    ConfigError::new(
+                        "server.listen_backlog",
+                        format!("must be at most {MAX_LISTEN_BACKLOG}"),
+                    )
+                })
+        }),
+    );
     Some(ServerConfig {
         listeners: listeners?,
         public_base_url: public_base_url?,
@@ -947,7 +994,77 @@ fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
             body_idle_timeout: body_idle_timeout?,
             idle_timeout: idle_timeout?,
             max_connections: max_connections? as usize,
+            listen_backlog: listen_backlog?,
+            handshake: handshake?,
+            http2: http2?,
         },
+    })
+}
+
+/// The deadlines of a connection's start.
+fn handshake(p: &mut Problems, s: &RawServer) -> Option<Handshake> {
+    let first_byte = p.take(millis(
+        "server.first_byte_timeout_ms",
+        s.first_byte_timeout_ms,
+        DEFAULT_FIRST_BYTE_TIMEOUT_MS,
+    ));
+    let tls = p.take(millis(
+        "server.tls_handshake_timeout_ms",
+        s.tls_handshake_timeout_ms,
+        DEFAULT_TLS_HANDSHAKE_TIMEOUT_MS,
+    ));
+    let protocol = p.take(millis(
+        "server.protocol_timeout_ms",
+        s.protocol_timeout_ms,
+        DEFAULT_PROTOCOL_TIMEOUT_MS,
+    ));
+    let http2 = p.take(millis(
+        "server.http2_handshake_timeout_ms",
+        s.http2_handshake_timeout_ms,
+        DEFAULT_HTTP2_HANDSHAKE_TIMEOUT_MS,
+    ));
+    Some(Handshake {
+        first_byte: first_byte?,
+        tls: tls?,
+        protocol: protocol?,
+        http2: http2?,
+    })
+}
+
+/// HTTP/2 keep-alive and the limits on streams and resets.
+fn http2(p: &mut Problems, s: &RawServer) -> Option<Http2Limits> {
+    let keep_alive_interval = p.take(millis(
+        "server.http2_keep_alive_interval_ms",
+        s.http2_keep_alive_interval_ms,
+        DEFAULT_HTTP2_KEEP_ALIVE_INTERVAL_MS,
+    ));
+    let keep_alive_timeout = p.take(millis(
+        "server.http2_keep_alive_timeout_ms",
+        s.http2_keep_alive_timeout_ms,
+        DEFAULT_HTTP2_KEEP_ALIVE_TIMEOUT_MS,
+    ));
+    let max_concurrent_streams = p.take(positive(
+        "server.http2_max_concurrent_streams",
+        s.http2_max_concurrent_streams.map(u64::from),
+        u64::from(DEFAULT_HTTP2_MAX_CONCURRENT_STREAMS),
+    ));
+    let max_pending_reset_streams = p.take(positive(
+        "server.http2_max_pending_reset_streams",
+        s.http2_max_pending_reset_streams.map(|v| v as u64),
+        DEFAULT_HTTP2_MAX_PENDING_RESETS as u64,
+    ));
+    let max_local_error_reset_streams = p.take(positive(
+        "server.http2_max_local_error_reset_streams",
+        s.http2_max_local_error_reset_streams.map(|v| v as u64),
+        DEFAULT_HTTP2_MAX_LOCAL_ERROR_RESETS as u64,
+    ));
+    Some(Http2Limits {
+        keep_alive_interval: keep_alive_interval?,
+        keep_alive_timeout: keep_alive_timeout?,
+        // Read as a u32 from the file: it fits.
+        max_concurrent_streams: u32::try_from(max_concurrent_streams?).unwrap_or(u32::MAX),
+        max_pending_reset_streams: max_pending_reset_streams? as usize,
+        max_local_error_reset_streams: max_local_error_reset_streams? as usize,
     })
 }
 

@@ -495,3 +495,47 @@ fn the_shipped_file_switches_to_memory_with_one_edit() {
     assert_eq!(c.warnings.len(), 1, "{:?}", c.warnings);
     assert_eq!(c.warnings[0].key, "store.path");
 }
+
+#[test]
+fn connection_deadlines_and_http2_limits_have_safe_defaults_and_named_problems() {
+    let l = Config::parse(GOOD).unwrap().server.limits;
+    assert!(l.listen_backlog >= 1024);
+    assert_eq!(l.handshake.first_byte, Duration::from_secs(10));
+    assert_eq!(l.handshake.tls, Duration::from_secs(10));
+    assert_eq!(l.handshake.http2, Duration::from_secs(10));
+    assert_eq!(l.http2.max_concurrent_streams, 128);
+    assert_eq!(l.http2.keep_alive_timeout, Duration::from_secs(10));
+    let set = |line: &str| GOOD.replace("[server]", &format!("[server]\n{line}"));
+    let l = Config::parse(&set(
+        "http2_max_concurrent_streams = 7\nlisten_backlog = 4096",
+    ))
+    .unwrap()
+    .server
+    .limits;
+    assert_eq!(
+        (l.http2.max_concurrent_streams, l.listen_backlog),
+        (7, 4096)
+    );
+    for key in [
+        "listen_backlog",
+        "first_byte_timeout_ms",
+        "tls_handshake_timeout_ms",
+        "protocol_timeout_ms",
+        "http2_handshake_timeout_ms",
+        "http2_keep_alive_interval_ms",
+        "http2_keep_alive_timeout_ms",
+        "http2_max_concurrent_streams",
+        "http2_max_pending_reset_streams",
+        "http2_max_local_error_reset_streams",
+    ] {
+        let e = err(&set(&format!("{key} = 0")));
+        assert_eq!(e.key, format!("server.{key}"), "{e}");
+    }
+    assert_eq!(
+        err(&set("listen_backlog = 70000")).key,
+        "server.listen_backlog"
+    );
+    let old = Config::parse(GOOD).unwrap();
+    let new = Config::parse(&set("http2_keep_alive_interval_ms = 5")).unwrap();
+    assert_eq!(old.restart_needed_for(&new), vec!["server.http2_*"]);
+}

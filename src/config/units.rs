@@ -90,6 +90,14 @@ pub type Millis = Dur<Ms>;
 /// A `_secs` key.
 pub type Secs = Dur<S>;
 
+impl<U> Clone for Dur<U> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<U> Copy for Dur<U> {}
+
 impl<U> Dur<U> {
     pub fn get(&self) -> Duration {
         self.0

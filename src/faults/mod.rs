@@ -295,17 +295,28 @@ pub fn render_into(
     message: &str,
     details: &str,
 ) {
-    let status = resp.status();
-    let body = serde_json::json!({
-        kind: { "guid": guid, "message": message, "code": status.as_u16(), "details": details }
-    });
-    let bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let bytes = body_bytes(kind, guid, message, resp.status(), details);
     let headers = resp.headers_mut();
     headers.remove(header::CONTENT_ENCODING);
     headers.remove(header::TRANSFER_ENCODING);
     headers.insert(CONTENT_TYPE, JSON_UTF8);
     headers.insert(CONTENT_LENGTH, HeaderValue::from(bytes.len()));
     *resp.body_mut() = body::full(bytes);
+}
+
+/// The documented fault body, also for the answers the server writes
+/// before a request reaches the stack.
+pub fn body_bytes(
+    kind: &str,
+    guid: &str,
+    message: &str,
+    status: StatusCode,
+    details: &str,
+) -> Vec<u8> {
+    let body = serde_json::json!({
+        kind: { "guid": guid, "message": message, "code": status.as_u16(), "details": details }
+    });
+    serde_json::to_vec(&body).unwrap_or_default()
 }
 
 /// A gateway-made fault, to be rendered by [`FaultLayer`].

@@ -585,10 +585,10 @@ mod tests {
         let body = b"[\"new\", {\"st\xff\xff\": \"x\"}]";
         assert!(serde_json::from_slice::<Value>(body).is_err());
         assert_eq!(body_is_open(body), None);
-        assert_eq!(order_view(body, &[("self", "/order/")]), View::NotJson);
+        assert_eq!(order_view(body, &[("self", "/order/")]), Shown::NotJson);
         let object = b"{\"order\": {\"Status\": \"new\"}, \"x\": [\"\xc3\"]}";
         assert_eq!(body_is_open(object), None);
-        assert_eq!(order_view(object, &[("self", "/order/")]), View::NotJson);
+        assert_eq!(order_view(object, &[("self", "/order/")]), Shown::NotJson);
     }
 
     #[test]

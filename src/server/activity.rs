@@ -1,9 +1,12 @@
-//! When a connection last moved bytes, for the idle timeout.
+//! When a connection last moved bytes, and when it last had a request in
+//! flight: what its idle timeout is measured against (bytes for HTTP/1,
+//! requests for HTTP/2, whose keep-alive pings move bytes on a connection
+//! nobody uses).
 
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -13,18 +16,60 @@ pub struct Activity {
     opened: Instant,
     /// Milliseconds after `opened`.
     last_ms: AtomicU64,
+    /// Requests whose heads hyper handed over.
+    requests: AtomicU64,
+    in_flight: AtomicU32,
+    /// When a request last started or ended, in milliseconds after `opened`.
+    last_request_ms: AtomicU64,
 }
 
 impl Activity {
+    fn now_ms(&self) -> u64 {
+        self.opened.elapsed().as_millis() as u64
+    }
+
     fn touch(&self) {
-        self.last_ms
-            .store(self.opened.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// A request starts; it ends when the guard is dropped.
+    pub fn request(self: &Arc<Self>) -> InFlight {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        InFlight(Arc::clone(self))
+    }
+
+    /// Request heads received so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// How long no request has been in flight (zero while one is).
+    pub fn no_request_for(&self) -> Duration {
+        if self.in_flight.load(Ordering::Relaxed) > 0 {
+            return Duration::ZERO;
+        }
+        let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
+        self.opened.elapsed().saturating_sub(last)
     }
 
     /// How long nothing has been read or written.
     pub fn quiet_for(&self) -> Duration {
         let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
         self.opened.elapsed().saturating_sub(last)
+    }
+}
+
+/// A request in flight on a connection.
+pub struct InFlight(Arc<Activity>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0
+            .last_request_ms
+            .store(self.0.now_ms(), Ordering::Relaxed);
     }
 }
 
@@ -42,6 +87,9 @@ impl<S> Tracked<S> {
         let activity = Arc::new(Activity {
             opened: Instant::now(),
             last_ms: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            in_flight: AtomicU32::new(0),
+            last_request_ms: AtomicU64::new(0),
         });
         let tracked = Self {
             inner,

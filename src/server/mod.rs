@@ -1,27 +1,39 @@
 //! The accept loops: HTTP/1.1 and HTTP/2 (ALPN over TLS, prior knowledge
-//! over plain TCP) on every listener, hard request-head limits, a header read
-//! timeout and an idle timeout that close quiet clients' connections, a cap on
-//! open connections shared by all listeners, and graceful shutdown that lets
-//! in-flight requests finish.
+//! over plain TCP) on every listener, a cap on open connections shared by
+//! all listeners, and graceful shutdown that lets in-flight requests finish.
+//!
+//! Every slow client ends on time: the TLS handshake, the first byte, the
+//! protocol, the HTTP/2 preface and SETTINGS, and the first request head
+//! each have a deadline from the accept ([`prelude`]); later HTTP/1 heads
+//! have hyper's header read timeout; a connection with nothing moving (HTTP/1)
+//! or no request (HTTP/2, whose pings find dead peers) for the idle timeout
+//! is closed. Past `max_connections`, a new connection is answered with a
+//! 503 fault and closed at once, so the accept loop never stalls.
+//! Connections refused before a request reached the stack are counted in
+//! `ordergate_connections_refused_total{reason}`.
 
 mod activity;
+mod prelude;
 
 use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::context::Peer;
 use activity::Tracked;
-use http::{Request, Response};
+use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use prelude::{Protocol, Rewind, Rules, Start};
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::{Semaphore, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, TryAcquireError, watch};
+use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
 /// What the listeners serve: a service over hyper's requests, cloned for
@@ -58,15 +70,45 @@ pub struct Listener {
     pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
-/// What every accept loop shares.
-struct Shared<S> {
-    service: S,
-    builder: auto::Builder<TokioExecutor>,
-    limits: ServerLimits,
-    slots: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
+/// Why a connection ended before a request of it reached the stack.
+#[derive(
+    Clone, Copy, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelValue,
+)]
+#[allow(non_camel_case_types)]
+pub enum Refusal {
+    /// `server.max_connections` were open: answered 503 or closed.
+    over_capacity,
+    first_byte_timeout,
+    tls_handshake_timeout,
+    tls_handshake_failed,
+    protocol_timeout,
+    http2_handshake_timeout,
+    /// No complete request head within `server.header_read_timeout_ms`.
+    header_timeout,
+    /// A request head hyper would refuse: answered 400 (or 414).
+    malformed_head,
+    /// A request head over hyper's hard limits: answered 431.
+    head_too_large,
+    /// A TLS ClientHello on a plain HTTP listener: answered 400.
+    tls_on_plain_port,
+}
+
+/// The body of a fault the server writes itself: from its status, request
+/// id and message (the stack's fault renderer, given by the caller).
+pub type FaultBody = Arc<dyn Fn(StatusCode, &str, &str) -> Vec<u8> + Send + Sync>;
+
+/// What the accept loops need besides the service.
+pub struct Options {
+    /// Time open connections get to finish their requests at shutdown.
+    pub drain: Duration,
+    pub limits: ServerLimits,
+    /// For the faults written before a request reaches the stack.
+    pub fault_body: FaultBody,
+    pub request_id_header: HeaderName,
+    /// Counts a connection refused before a request reached the stack.
+    pub refused: Arc<dyn Fn(Refusal) + Send + Sync>,
     /// Open client connections, for the metrics.
-    open: Gauge,
+    pub open: Gauge,
 }
 
 /// One open client connection on the gauge while it lives.
@@ -85,43 +127,141 @@ impl Drop for Open {
     }
 }
 
+/// Connections past the cap answered at once, at most; more are closed
+/// without an answer.
+const OVERFLOW_ANSWERS: usize = 256;
+/// The over-capacity warning is logged at most this often.
+const WARN_EVERY_MS: u64 = 10_000;
+
+/// What every accept loop shares.
+struct Shared<S> {
+    service: S,
+    builder: auto::Builder<TokioExecutor>,
+    options: Options,
+    slots: Arc<Semaphore>,
+    overflow: Arc<Semaphore>,
+    stop: watch::Receiver<bool>,
+    started: Instant,
+    /// When the over-capacity warning may next be logged (ms after
+    /// `started`), and the refusals since the last one.
+    next_warning_ms: AtomicU64,
+    refused_since_warning: AtomicU64,
+}
+
+impl<S> Shared<S> {
+    fn limits(&self) -> &ServerLimits {
+        &self.options.limits
+    }
+
+    /// A whole HTTP/1.1 answer carrying a fault, with a new request id,
+    /// logged under that id.
+    fn fault_answer(&self, status: StatusCode, message: &str, why: Refusal) -> Vec<u8> {
+        let mut buf = uuid::Uuid::encode_buffer();
+        let guid = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
+        let id = http::HeaderValue::from_str(guid).unwrap_or(http::HeaderValue::from_static("-"));
+        tracing::debug!(request_id = guid, status = status.as_u16(), reason = ?why, "answered before the stack");
+        let body = (self.options.fault_body)(status, guid, message);
+        prelude::answer(
+            status,
+            &self.options.request_id_header,
+            &id,
+            &body,
+            status == StatusCode::SERVICE_UNAVAILABLE,
+        )
+    }
+
+    fn refused(&self, reason: Refusal) {
+        (self.options.refused)(reason);
+    }
+
+    /// A connection past the cap: a 503 fault and a close, off the accept
+    /// loop; a warning now and then.
+    fn over_capacity(&self, stream: TcpStream, tls: bool) {
+        self.refused(Refusal::over_capacity);
+        let refused = self.refused_since_warning.fetch_add(1, Ordering::Relaxed) + 1;
+        let now = self.started.elapsed().as_millis() as u64;
+        let next = self.next_warning_ms.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_warning_ms
+                .compare_exchange(
+                    next,
+                    now + WARN_EVERY_MS,
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            self.refused_since_warning
+                .fetch_sub(refused, Ordering::Relaxed);
+            tracing::warn!(
+                refused,
+                max_connections = self.limits().max_connections,
+                "connection limit reached: new connections are answered 503 and closed"
+            );
+        }
+        // A TLS client cannot read an answer before its handshake.
+        let permit = match Arc::clone(&self.overflow).try_acquire_owned() {
+            Ok(permit) if !tls => permit,
+            _ => return,
+        };
+        let answer = self.fault_answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "The gateway has too many open connections; retry shortly",
+            Refusal::over_capacity,
+        );
+        tokio::spawn(async move {
+            let mut stream = stream;
+            prelude::send_and_close(&mut stream, &answer).await;
+            drop(permit);
+        });
+    }
+}
+
 /// Serves `service` on every listener until `shutdown` completes, then waits
-/// up to `drain` for open connections to finish their requests. Past
-/// `limits.max_connections` open connections, new ones wait in the kernel's
-/// backlog until one closes.
+/// up to `options.drain` for open connections to finish their requests.
 pub async fn serve<S>(
     listeners: Vec<Listener>,
     service: S,
     shutdown: impl Future<Output = ()>,
-    drain: Duration,
-    limits: ServerLimits,
-    open: Gauge,
+    options: Options,
 ) where
     S: GatewayService,
 {
+    let limits = options.limits;
     // The configured head limits are enforced in the stack, which answers
     // with a fault (431); hyper's own, at twice those, only stop what would
-    // not fit in memory, with hyper's bare 431.
-    let hard_head = limits.max_header_bytes.saturating_mul(2);
+    // not fit in memory. The prelude answers those of a connection's first
+    // request with a fault too; later ones get hyper's bare 431.
+    let hard_head = Rules::hard_head_bytes(&limits);
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(hard_head)
-        .max_headers(limits.max_headers.saturating_mul(2));
+        .max_headers(Rules::hard_headers(&limits));
     builder
         .http2()
         .timer(TokioTimer::new())
-        .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX));
+        .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX))
+        .keep_alive_interval(limits.http2.keep_alive_interval)
+        .keep_alive_timeout(limits.http2.keep_alive_timeout)
+        .max_concurrent_streams(limits.http2.max_concurrent_streams)
+        .max_pending_accept_reset_streams(limits.http2.max_pending_reset_streams)
+        .max_local_error_reset_streams(limits.http2.max_local_error_reset_streams);
     let (stop_tx, stop) = watch::channel(false);
+    let drain = options.drain;
     let shared = Arc::new(Shared {
         service,
         builder,
-        limits,
+        options,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
+        overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
         stop,
-        open,
+        started: Instant::now(),
+        next_warning_ms: AtomicU64::new(0),
+        refused_since_warning: AtomicU64::new(0),
     });
     let loops: Vec<_> = listeners
         .into_iter()
@@ -147,13 +287,6 @@ where
     let mut stop = shared.stop.clone();
     let acceptor = listener.tls.map(tokio_rustls::TlsAcceptor::from);
     loop {
-        let slot = tokio::select! {
-            slot = Arc::clone(&shared.slots).acquire_owned() => match slot {
-                Ok(slot) => slot,
-                Err(_) => break,
-            },
-            () = stopped(&mut stop) => break,
-        };
         let (stream, peer) = tokio::select! {
             accepted = listener.tcp.accept() => match accepted {
                 Ok(conn) => conn,
@@ -166,38 +299,105 @@ where
             },
             () = stopped(&mut stop) => break,
         };
+        let accepted = Instant::now();
+        let slot = match Arc::clone(&shared.slots).try_acquire_owned() {
+            Ok(slot) => slot,
+            Err(TryAcquireError::NoPermits) => {
+                shared.over_capacity(stream, acceptor.is_some());
+                continue;
+            }
+            Err(TryAcquireError::Closed) => break,
+        };
         let _ = stream.set_nodelay(true);
         let shared = Arc::clone(&shared);
         let acceptor = acceptor.clone();
-        let open = Open::new(&shared.open);
+        let open = Open::new(&shared.options.open);
         tokio::spawn(async move {
             let _open = open;
-            let (stream, activity) = Tracked::new(stream);
-            let result = match acceptor {
-                None => connection(stream, activity, peer, false, &shared).await,
+            match acceptor {
+                None => start(stream, peer, accepted, false, &shared).await,
                 // Boxed: TLS state would make every plain connection's task
                 // larger too.
                 Some(acceptor) => {
-                    Box::pin(async {
-                        let handshake = acceptor.accept(stream);
-                        match tokio::time::timeout(shared.limits.header_read_timeout, handshake)
-                            .await
-                        {
-                            Ok(Ok(stream)) => {
-                                connection(stream, activity, peer, true, &shared).await
-                            }
-                            Ok(Err(e)) => Err(e.into()),
-                            Err(_) => Err("TLS handshake timed out".into()),
-                        }
-                    })
-                    .await
+                    Box::pin(handshake(acceptor, stream, peer, accepted, &shared)).await
                 }
-            };
-            if let Err(e) = result {
-                tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
             drop(slot);
         });
+    }
+}
+
+/// The TLS handshake, by its deadline, then the connection.
+async fn handshake<S>(
+    acceptor: tokio_rustls::TlsAcceptor,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    accepted: Instant,
+    shared: &Shared<S>,
+) where
+    S: GatewayService,
+{
+    let limits = shared.limits();
+    let by = |d: Duration| accepted + d.min(limits.header_read_timeout);
+    let mut first = [0u8; 1];
+    match tokio::time::timeout_at(by(limits.handshake.first_byte), stream.peek(&mut first)).await {
+        Ok(Ok(n)) if n > 0 => {}
+        Ok(_) => return,
+        Err(_) => return shared.refused(Refusal::first_byte_timeout),
+    }
+    match tokio::time::timeout_at(by(limits.handshake.tls), acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => start(stream, peer, accepted, true, shared).await,
+        Ok(Err(e)) => {
+            tracing::debug!(error = %e, %peer, "TLS handshake failed");
+            shared.refused(Refusal::tls_handshake_failed);
+        }
+        Err(_) => shared.refused(Refusal::tls_handshake_timeout),
+    }
+}
+
+/// Reads the start of a connection ([`prelude`]), then serves it, or
+/// answers and closes it.
+async fn start<I, S>(
+    mut io: I,
+    peer: std::net::SocketAddr,
+    accepted: Instant,
+    secure: bool,
+    shared: &Shared<S>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: GatewayService,
+{
+    let rules = Rules::new(*shared.limits(), !secure);
+    let mut stop = shared.stop.clone();
+    let start = tokio::select! {
+        start = prelude::read(&mut io, &rules, accepted) => start,
+        () = stopped(&mut stop) => return,
+    };
+    match start {
+        Start::Ready(protocol, read) => {
+            let io = Rewind::new(read, io);
+            let result = connection(io, protocol, peer, accepted, secure, shared).await;
+            if let Err(e) = result {
+                tracing::debug!(error = %e, %peer, "connection ended with an error");
+            }
+        }
+        Start::Refused(refused) => {
+            shared.refused(refused.reason);
+            let answer = shared.fault_answer(refused.status, &refused.message, refused.reason);
+            prelude::send_and_close(&mut io, &answer).await;
+        }
+        Start::Late(phase) => {
+            shared.refused(phase.refusal());
+            if phase == prelude::Phase::Head {
+                let answer = shared.fault_answer(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "The request head did not arrive in time",
+                    phase.refusal(),
+                );
+                prelude::send_and_close(&mut io, &answer).await;
+            }
+        }
+        Start::Gone => {}
     }
 }
 
@@ -206,13 +406,15 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Serves one connection until it ends: closed gracefully at shutdown or when
-/// nothing has moved on it for the idle timeout (a request in progress
-/// finishes first either way).
+/// Serves one connection until it ends: closed gracefully at shutdown or
+/// when it has been idle for the idle timeout (a request in progress
+/// finishes first either way); closed at once when an HTTP/2 client has
+/// sent no request head within the header read timeout.
 async fn connection<I, S>(
     io: I,
-    activity: Arc<activity::Activity>,
+    protocol: Protocol,
     peer: std::net::SocketAddr,
+    accepted: Instant,
     secure: bool,
     shared: &Shared<S>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
@@ -220,22 +422,36 @@ where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: GatewayService,
 {
+    let (io, activity) = Tracked::new(io);
     let svc = shared.service.clone();
+    let requests = Arc::clone(&activity);
     let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+        let in_flight = requests.request();
         req.extensions_mut().insert(Peer {
             addr: peer,
             tls: secure,
         });
-        svc.clone().oneshot(req)
+        let answer = svc.clone().oneshot(req);
+        async move {
+            let answer = answer.await;
+            drop(in_flight);
+            answer
+        }
     });
     let conn = shared
         .builder
         .serve_connection(TokioIo::new(io), hyper_svc)
         .into_owned();
     tokio::pin!(conn);
-    let idle = shared.limits.idle_timeout;
+    let limits = shared.limits();
+    let idle = limits.idle_timeout;
     let check = tokio::time::sleep(idle);
     tokio::pin!(check);
+    // An HTTP/1 connection's first head is whole already (the prelude read
+    // it); an HTTP/2 client's first HEADERS must come by the same deadline.
+    let first_head = tokio::time::sleep_until(accepted + limits.header_read_timeout);
+    tokio::pin!(first_head);
+    let mut awaiting_head = protocol == Protocol::Http2;
     let mut stop = shared.stop.clone();
     let mut closing = false;
     loop {
@@ -245,8 +461,18 @@ where
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
+            () = &mut first_head, if awaiting_head => {
+                if activity.requests() == 0 {
+                    shared.refused(Refusal::header_timeout);
+                    return Ok(());
+                }
+                awaiting_head = false;
+            }
             () = &mut check, if !closing => {
-                let quiet = activity.quiet_for();
+                let quiet = match protocol {
+                    Protocol::Http1 => activity.quiet_for(),
+                    Protocol::Http2 => activity.no_request_for(),
+                };
                 if quiet >= idle {
                     conn.as_mut().graceful_shutdown();
                     closing = true;

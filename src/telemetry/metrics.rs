@@ -111,6 +111,13 @@ struct RuleLabels {
     rule: String,
 }
 
+pub use crate::server::Refusal;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusalLabels {
+    reason: Refusal,
+}
+
 fn latency_histogram() -> Histogram {
     // 100 µs to about 26 s.
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
@@ -130,6 +137,7 @@ pub struct Metrics {
     conflicts: Counter,
     open_orders: Gauge,
     redis_fail_opens: Family<FunctionLabels, Counter>,
+    refusals: Family<RefusalLabels, Counter>,
     /// Counted by the rate limits of every configuration in turn.
     rate_limit_fail_opens: Arc<AtomicU64>,
     client_connections: Gauge,
@@ -310,11 +318,18 @@ impl Metrics {
             Gauge::<i64, std::sync::atomic::AtomicI64>::default(),
         );
         let process = Process::register(&mut registry);
+        let refusals = Family::<RefusalLabels, Counter>::default();
+        registry.register(
+            "connections_refused",
+            "Connections answered or closed before a request of theirs reached the gateway's stack, by reason",
+            refusals.clone(),
+        );
         Self {
             registry,
             client_connections,
             upstream_connections,
             process,
+            refusals,
             redis_fail_opens,
             rate_limit_fail_opens: Arc::default(),
             requests,
@@ -353,6 +368,10 @@ impl Metrics {
                 rule: rule.to_owned(),
             })
             .inc();
+    }
+
+    pub fn connection_refused(&self, reason: Refusal) {
+        self.refusals.get_or_create(&RefusalLabels { reason }).inc();
     }
 
     pub fn implicit_creation(&self) {
@@ -440,6 +459,7 @@ mod tests {
         m.upstream_answered(Duration::ZERO, Some(UpstreamFailure::timeout));
         m.rate_limited("per-owner");
         m.conflict();
+        m.connection_refused(Refusal::over_capacity);
         m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);
         let text = m.render(StoreReading {
             open_orders: Some(7),
@@ -450,6 +470,7 @@ mod tests {
             "ordergate_upstream_errors_total{kind=\"timeout\"} 1",
             "ordergate_rate_limited_total{rule=\"per-owner\"} 1",
             "ordergate_open_order_conflicts_total 1",
+            "ordergate_connections_refused_total{reason=\"over_capacity\"} 1",
             "ordergate_implicit_creations_total 0",
             "ordergate_open_orders 7",
             "ordergate_redis_fail_open_total{function=\"store\"} 3",

@@ -41,7 +41,8 @@ fn usable(v: &HeaderValue) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':'))
 }
 
-fn generate() -> HeaderValue {
+/// A new request id (UUIDv4).
+pub fn generate() -> HeaderValue {
     let mut buf = uuid::Uuid::encode_buffer();
     let s = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut buf);
     HeaderValue::from_str(s).unwrap_or_else(|_| HeaderValue::from_static("-"))
