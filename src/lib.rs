@@ -260,6 +260,7 @@ pub async fn run(
         })
         .collect();
     tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
+    let running_tls: Vec<_> = bound.listeners.iter().map(|l| l.tls.clone()).collect();
 
     let reloader = {
         let current = Arc::clone(&current);
@@ -271,6 +272,7 @@ pub async fn run(
         async move {
             while let Some(new) = reloads.recv().await {
                 warn_unreloadable(&running, &new);
+                rotate_certificates(&running_tls, &running, &new);
                 let next = Generation::build(
                     &new,
                     &store,
@@ -340,6 +342,22 @@ fn warn_unreloadable(running: &Config, new: &Config) {
     let keys = running.restart_needed_for(new);
     if !keys.is_empty() {
         tracing::warn!(keys = %keys.join(", "), "changed settings that apply after a restart");
+    }
+}
+
+/// Puts the certificates, keys, OCSP responses and HSTS of `new` into the
+/// running TLS listeners, for new handshakes; a listener whose address
+/// changed is left alone (a restart applies it, and a warning says so).
+fn rotate_certificates(tls: &[Option<server::tls::ListenerTls>], old: &Config, new: &Config) {
+    let pairs = old.server.listeners.iter().zip(&new.server.listeners);
+    for (i, (tls, (was, now))) in tls.iter().zip(pairs).enumerate() {
+        if was.addr != now.addr {
+            continue;
+        }
+        if let (Some(tls), Some(next)) = (tls, &now.tls) {
+            tls.take_reloadable(next);
+            tracing::info!(listener = i, cert = %next.settings.cert_path.display(), "certificate reloaded");
+        }
     }
 }
 

@@ -135,7 +135,8 @@ pub struct AdminConfig {
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Its certificate and key reload; its cipher suites need a restart.
+    pub tls: Option<crate::server::tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -314,8 +315,9 @@ impl Config {
     }
 
     /// The settings that differ in `new` but that a running gateway keeps
-    /// until it restarts: its listeners, connection handling, runtime, store
-    /// and admin listener. (A TLS certificate changed in place is not seen.)
+    /// until it restarts: its listeners, TLS cipher suites, connection
+    /// handling, runtime, store and admin listener. (Certificates, keys, OCSP
+    /// responses and HSTS reload.)
     pub fn restart_needed_for(&self, new: &Config) -> Vec<&'static str> {
         let listeners = |c: &Config| -> Vec<_> {
             c.server
@@ -324,11 +326,22 @@ impl Config {
                 .map(|l| (l.addr, l.tls.is_some()))
                 .collect()
         };
+        let suites = |c: &Config| -> Vec<_> {
+            c.server
+                .listeners
+                .iter()
+                .map(|l| l.tls.as_ref().map(|t| t.fixed_at_start()))
+                .collect()
+        };
         let (old, now) = (&self.server.limits, &new.server.limits);
         [
             (
                 "server.listen, server.listeners",
                 listeners(self) != listeners(new),
+            ),
+            (
+                "tls.cipher_suites, tls.prefer_server_cipher_order",
+                suites(self) != suites(new),
             ),
             (
                 "server.header_read_timeout_ms",

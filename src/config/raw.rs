@@ -93,6 +93,11 @@ struct RawListener {
 struct RawTls {
     cert_path: PathBuf,
     key_path: PathBuf,
+    ocsp_path: Option<PathBuf>,
+    cipher_suites: Option<Vec<String>>,
+    prefer_server_cipher_order: Option<bool>,
+    hsts_max_age_secs: Option<u64>,
+    hsts_include_subdomains: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -488,22 +493,35 @@ fn listener(
     let addr = p.take(address(&format!("{key}listen"), listen));
     let tls = match tls {
         None => Some(None),
-        Some(t) => p
-            .take(
-                crate::server::tls::server_config(&t.cert_path, &t.key_path).map_err(|e| {
-                    let field = match e {
-                        crate::server::tls::TlsError::Cert(_) => "cert_path",
-                        crate::server::tls::TlsError::Key(_) => "key_path",
-                    };
-                    ConfigError::new(format!("{key}tls.{field}"), e.to_string())
-                }),
-            )
-            .map(Some),
+        Some(t) => p.take(listener_tls(key, t)).map(Some),
     };
     Some(ListenerConfig {
         addr: addr?,
         tls: tls?,
     })
+}
+
+fn listener_tls(key: &str, t: &RawTls) -> Result<crate::server::tls::ListenerTls, ConfigError> {
+    use crate::server::tls::{Hsts, ListenerTls, TlsSettings};
+    if t.hsts_max_age_secs.is_none() && t.hsts_include_subdomains.is_some() {
+        return Err(ConfigError::new(
+            format!("{key}tls.hsts_include_subdomains"),
+            "needs hsts_max_age_secs",
+        ));
+    }
+    let settings = TlsSettings {
+        cert_path: t.cert_path.clone(),
+        key_path: t.key_path.clone(),
+        ocsp_path: t.ocsp_path.clone(),
+        cipher_suites: t.cipher_suites.clone(),
+        prefer_server_cipher_order: t.prefer_server_cipher_order.unwrap_or(true),
+        hsts: t.hsts_max_age_secs.map(|secs| Hsts {
+            max_age: Duration::from_secs(secs),
+            include_subdomains: t.hsts_include_subdomains.unwrap_or(false),
+        }),
+    };
+    ListenerTls::load(settings)
+        .map_err(|e| ConfigError::new(format!("{key}tls.{}", e.field()), e.to_string()))
 }
 
 fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {

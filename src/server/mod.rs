@@ -59,7 +59,7 @@ where
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<tls::ListenerTls>,
 }
 
 /// What every accept loop shares.
@@ -129,7 +129,9 @@ where
     S: GatewayService,
 {
     let mut stop = shared.stop.clone();
-    let acceptor = listener.tls.map(tokio_rustls::TlsAcceptor::from);
+    let acceptor = listener
+        .tls
+        .map(|t| (tokio_rustls::TlsAcceptor::from(t.config), t.hsts));
     loop {
         let slot = tokio::select! {
             slot = Arc::clone(&shared.slots).acquire_owned() => match slot {
@@ -156,17 +158,17 @@ where
         tokio::spawn(async move {
             let (stream, activity) = Tracked::new(stream);
             let result = match acceptor {
-                None => connection(stream, activity, peer, false, &shared).await,
+                None => connection(stream, activity, peer, None, &shared).await,
                 // Boxed: TLS state would make every plain connection's task
                 // larger too.
-                Some(acceptor) => {
+                Some((acceptor, hsts)) => {
                     Box::pin(async {
                         let handshake = acceptor.accept(stream);
                         match tokio::time::timeout(shared.limits.header_read_timeout, handshake)
                             .await
                         {
                             Ok(Ok(stream)) => {
-                                connection(stream, activity, peer, true, &shared).await
+                                connection(stream, activity, peer, Some(hsts), &shared).await
                             }
                             Ok(Err(e)) => Err(e.into()),
                             Err(_) => Err("TLS handshake timed out".into()),
@@ -188,14 +190,18 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The `Strict-Transport-Security` value of a TLS listener's answers, if
+/// any; swapped on reload.
+type HstsValue = Arc<arc_swap::ArcSwapOption<http::HeaderValue>>;
+
 /// Serves one connection until it ends: closed gracefully at shutdown or when
 /// nothing has moved on it for the idle timeout (a request in progress
-/// finishes first either way).
+/// finishes first either way). `tls` is set for a TLS connection.
 async fn connection<I, S>(
     io: I,
     activity: Arc<activity::Activity>,
     peer: std::net::SocketAddr,
-    secure: bool,
+    tls: Option<HstsValue>,
     shared: &Shared<S>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -205,10 +211,20 @@ where
     let svc = shared.service.clone();
     let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
         req.extensions_mut().insert(ClientAddr(peer));
-        if secure {
+        let hsts = tls.as_ref().map(|hsts| {
             req.extensions_mut().insert(Tls);
+            hsts.load_full()
+        });
+        let answer = svc.clone().oneshot(req);
+        async move {
+            let mut resp = answer.await?;
+            // Over TLS only: a browser ignores it on plain HTTP (RFC 6797 8.1).
+            if let Some(Some(value)) = hsts {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, (*value).clone());
+            }
+            Ok::<_, Infallible>(resp)
         }
-        svc.clone().oneshot(req)
     });
     let conn = shared
         .builder
