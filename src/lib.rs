@@ -236,11 +236,15 @@ pub async fn run(
     )));
     let (stop_admin, admin_stop) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
+    let admin_settings = Arc::new(ArcSwap::from_pointee(telemetry::admin::AdminSettings::new(
+        &config,
+    )));
     let admin = bound.admin.map(|listener| {
         let admin = telemetry::admin::Admin {
             metrics: Arc::clone(&metrics),
             store: Arc::clone(&store),
             draining: Arc::clone(&draining),
+            settings: Arc::clone(&admin_settings),
         };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, "admin endpoints are serving");
@@ -281,6 +285,7 @@ pub async fn run(
                     Some((&running, &limits)),
                 );
                 current.store(Arc::new(next.gateway));
+                admin_settings.store(Arc::new(telemetry::admin::AdminSettings::new(&new)));
                 if !Arc::ptr_eq(&limits, &next.limits) {
                     limits = next.limits;
                     limit_sweeper.replace(tokio::spawn(sweep_rate_limits(

@@ -126,9 +126,22 @@ pub struct FaultsConfig {
     pub max_upstream_body: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// When set, every admin route needs `Authorization: Bearer <token>`
+    /// (or Basic with it as the password, for browsers).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    /// Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 /// One address the gateway serves on, plain or TLS.
@@ -363,7 +376,7 @@ impl Config {
             ("store", self.store.kind != new.store.kind),
             (
                 "admin.listen",
-                self.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),
+                self.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
             ),
         ]
         .into_iter()

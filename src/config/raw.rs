@@ -103,6 +103,7 @@ struct RawTls {
 #[derive(Deserialize)]
 struct RawAdmin {
     listen: String,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -417,10 +418,23 @@ impl Raw {
     fn validate(self) -> Result<Config, Vec<ConfigError>> {
         let mut p = Problems::default();
         let server = server(&mut p, self.server);
-        let admin = self
-            .admin
-            .and_then(|a| p.take(address("admin.listen", &a.listen)))
-            .map(|listen| AdminConfig { listen });
+        let admin = self.admin.and_then(|a| {
+            let listen = p.take(address("admin.listen", &a.listen));
+            let token = match a.token {
+                Some(t) if t.trim().len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+                    p.add(
+                        "admin.token",
+                        "must be at least 16 visible ASCII characters, no spaces",
+                    );
+                    None
+                }
+                t => t,
+            };
+            Some(AdminConfig {
+                listen: listen?,
+                token,
+            })
+        });
         let upstream = upstream(&mut p, self.upstream);
         let store = store(&mut p, self.store);
         let cookies = cookies(&mut p, self.cookies);

@@ -192,6 +192,7 @@ impl Upstream {
                     connect_timeout: u.connect_timeout,
                     idle_timeout: u.pool_idle_timeout,
                     max_idle: u.pool_max_idle_per_host,
+                    open: metrics.upstream_connections_counter(),
                 },
             ))
         } else {

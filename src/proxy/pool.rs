@@ -23,6 +23,7 @@ use hyper_util::rt::TokioIo;
 use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
@@ -34,6 +35,8 @@ pub struct PoolSettings {
     pub connect_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_idle: usize,
+    /// Counts the pool's open connections, idle or busy.
+    pub open: Arc<AtomicU64>,
 }
 
 /// Why a request could not be exchanged.
@@ -68,6 +71,23 @@ struct Conn {
     /// Boxed: the connection's state and buffers are large, and a `Conn`
     /// moves from the pool to a request's body and back.
     driver: Option<Pin<Box<Driver>>>,
+    _open: Counted,
+}
+
+/// One in a count of open connections, for as long as it lives.
+struct Counted(Arc<AtomicU64>);
+
+impl Counted {
+    fn new(count: &Arc<AtomicU64>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(Arc::clone(count))
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 type Driver = http1::Connection<TokioIo<TcpStream>, Body>;
@@ -220,6 +240,7 @@ impl Pool {
         Ok(Conn {
             send,
             driver: Some(Box::pin(driver)),
+            _open: Counted::new(&self.settings.open),
         })
     }
 

@@ -6,6 +6,7 @@
 //! the policy phases count rate-limited requests, implicit creations and 409s.
 //! The number of open orders is read from the store when scraped.
 
+use super::latency::{LatencyBuckets, Snapshot};
 use crate::faults::UpstreamError;
 use crate::shorthand::{Route, classify};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
@@ -16,7 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The part of the orders API a request was for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -35,7 +36,7 @@ pub enum RouteGroup {
 }
 
 impl RouteGroup {
-    const ALL: [Self; 5] = [
+    pub const ALL: [Self; 5] = [
         Self::shorthand,
         Self::orders,
         Self::order,
@@ -72,6 +73,15 @@ enum ErrorKind {
     timeout,
     protocol,
     bad_answer,
+}
+
+impl ErrorKind {
+    const ALL: [Self; 4] = [
+        Self::connect,
+        Self::timeout,
+        Self::protocol,
+        Self::bad_answer,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -117,6 +127,31 @@ pub struct Metrics {
     redis_fail_opens: Family<FunctionLabels, Counter>,
     /// Counted by the rate limits of every configuration in turn.
     rate_limit_fail_opens: Arc<AtomicU64>,
+    /// For the status page: answers and errors by route group, and latency
+    /// buckets that it can compute percentiles of.
+    by_route: [RouteCounters; 5],
+    gateway_buckets: LatencyBuckets,
+    upstream_buckets: LatencyBuckets,
+    /// Connections open in the upstream pool of every configuration in turn.
+    upstream_connections: Arc<AtomicU64>,
+    started: Instant,
+}
+
+#[derive(Default)]
+struct RouteCounters {
+    total: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+/// Answers of one route group so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    pub total: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
 }
 
 /// What the owner store tells at a scrape.
@@ -207,6 +242,11 @@ impl Metrics {
             implicit_creations,
             conflicts,
             open_orders,
+            by_route: Default::default(),
+            gateway_buckets: LatencyBuckets::default(),
+            upstream_buckets: LatencyBuckets::default(),
+            upstream_connections: Arc::default(),
+            started: Instant::now(),
         }
     }
 
@@ -215,6 +255,14 @@ impl Metrics {
             .get_or_create(&RequestLabels { route, status })
             .inc();
         self.latency[route as usize].observe(latency.as_secs_f64());
+        let counters = &self.by_route[route as usize];
+        counters.total.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400..=499 => counters.client_errors.fetch_add(1, Ordering::Relaxed),
+            500..=599 => counters.server_errors.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.gateway_buckets.observe(latency);
     }
 
     /// One upstream exchange: its time to headers, and its failure if any.
@@ -222,6 +270,7 @@ impl Metrics {
         let kind = match error {
             None => {
                 self.upstream_latency.observe(latency.as_secs_f64());
+                self.upstream_buckets.observe(latency);
                 return;
             }
             Some(UpstreamError::Connect(_)) => ErrorKind::connect,
@@ -255,6 +304,71 @@ impl Metrics {
     /// The counter the rate limits count their fail-open requests in.
     pub fn rate_limit_fail_opens(&self) -> Arc<AtomicU64> {
         Arc::clone(&self.rate_limit_fail_opens)
+    }
+
+    /// The counter of connections open in the upstream pool.
+    pub fn upstream_connections_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.upstream_connections)
+    }
+
+    pub fn upstream_connections(&self) -> u64 {
+        self.upstream_connections.load(Ordering::Relaxed)
+    }
+
+    pub fn route_counts(&self, route: RouteGroup) -> RouteCounts {
+        let c = &self.by_route[route as usize];
+        RouteCounts {
+            total: c.total.load(Ordering::Relaxed),
+            client_errors: c.client_errors.load(Ordering::Relaxed),
+            server_errors: c.server_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The gateway's and the upstream's latency buckets.
+    pub fn latency_snapshots(&self) -> (Snapshot, Snapshot) {
+        (
+            self.gateway_buckets.snapshot(),
+            self.upstream_buckets.snapshot(),
+        )
+    }
+
+    pub fn rate_limited_count(&self, rule: &str) -> u64 {
+        self.rate_limited
+            .get(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    pub fn implicit_creation_count(&self) -> u64 {
+        self.implicit_creations.get()
+    }
+
+    pub fn conflict_count(&self) -> u64 {
+        self.conflicts.get()
+    }
+
+    pub fn rate_limit_fail_open_count(&self) -> u64 {
+        self.rate_limit_fail_opens.load(Ordering::Relaxed)
+    }
+
+    /// Upstream failures by kind.
+    pub fn upstream_error_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        ErrorKind::ALL
+            .iter()
+            .map(|&kind| {
+                let n = self
+                    .upstream_errors
+                    .get(&KindLabels { kind })
+                    .map_or(0, |c| c.get());
+                (format!("{kind:?}"), n)
+            })
+            .collect()
+    }
+
+    /// Time since the process's metrics began.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The text exposition, with what the store tells.

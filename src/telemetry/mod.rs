@@ -6,7 +6,9 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod latency;
 pub mod metrics;
+pub mod status;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use std::future::Future;

@@ -243,6 +243,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// `http://host:port` of the server it talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn new(base: String) -> Self {
         Self {
             base,
