@@ -114,7 +114,7 @@ fn whole_stack(c: &mut Criterion) {
     .unwrap();
     let limits = Arc::new(RateLimits::new(Vec::new(), Vec::new()));
     let metrics = Arc::new(ordergate::telemetry::metrics::Metrics::new());
-    let gateway = rt.block_on(async { stack::build(&config, store, limits, metrics) });
+    let gateway = rt.block_on(async { stack::build(&config, store, limits, metrics, None) });
 
     let mut g = c.benchmark_group("stack");
     for (name, path, cookie, status) in [

@@ -65,6 +65,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Traces(#[from] telemetry::trace::TraceError),
 }
 
 /// The connections to the shared Redis, when the config has one. They open
@@ -180,6 +182,7 @@ impl Generation {
         metrics: &Arc<Metrics>,
         redis: Option<&RedisPool>,
         previous: Option<(&Config, &Arc<RateLimits>)>,
+        traces: Option<&telemetry::trace::Traces>,
     ) -> Self {
         let limits = match previous {
             Some((old, limits))
@@ -204,6 +207,7 @@ impl Generation {
             Arc::clone(store),
             Arc::clone(&limits),
             Arc::clone(metrics),
+            traces,
         );
         Self { gateway, limits }
     }
@@ -223,7 +227,19 @@ pub async fn run(
     let redis = redis_pool(&config)?;
     let store = open_store(&config, redis.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
-    let first = Generation::build(&config, &store, &metrics, redis.as_ref(), None);
+    // Started once: `[telemetry.otlp]` changes apply at the next start.
+    let traces = match &config.telemetry.otlp {
+        Some(otlp) => Some(telemetry::trace::Traces::start(otlp).await?),
+        None => None,
+    };
+    let first = Generation::build(
+        &config,
+        &store,
+        &metrics,
+        redis.as_ref(),
+        None,
+        traces.as_ref(),
+    );
     let current = Arc::new(ArcSwap::from_pointee(first.gateway));
     let mut limit_sweeper = Background(tokio::spawn(sweep_rate_limits(
         Arc::clone(&first.limits),
@@ -271,6 +287,7 @@ pub async fn run(
         let store = Arc::clone(&store);
         let metrics = Arc::clone(&metrics);
         let redis = redis.clone();
+        let traces = traces.clone();
         let mut running = config.clone();
         let mut limits = first.limits;
         async move {
@@ -283,6 +300,7 @@ pub async fn run(
                     &metrics,
                     redis.as_ref(),
                     Some((&running, &limits)),
+                    traces.as_ref(),
                 );
                 current.store(Arc::new(next.gateway));
                 admin_settings.store(Arc::new(telemetry::admin::AdminSettings::new(&new)));
@@ -322,6 +340,9 @@ pub async fn run(
         let _ = admin.await;
     }
     drop(sweeper);
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     store.close().await?;
     Ok(())
 }

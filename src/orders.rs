@@ -26,6 +26,7 @@ use crate::proxy::{Answer, ClientAddr, Upstream, finish_headers};
 use crate::shorthand::{self, Route, explicit_path};
 use crate::telemetry::RequestId;
 use crate::telemetry::access_log::Record;
+use crate::telemetry::trace;
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -186,7 +187,8 @@ impl Orders {
             Owned::Other => self.passthrough(req).await,
             Owned::Orders if req.method() == Method::POST => {
                 let owner = owner_from_headers(req.headers()).ok().flatten();
-                Box::pin(self.create_explicit(req, owner, false)).await
+                let create = self.create_explicit(req, owner, false);
+                Box::pin(trace::in_span("order.create", create)).await
             }
             Owned::Orders => self.passthrough(req).await,
             Owned::Order(id, rest) => self.explicit_order(req, id, &rest).await,
@@ -492,7 +494,7 @@ impl Orders {
         let method = req.method().clone();
         let itself = Route::is_order_itself(rest);
         if itself && method == Method::POST {
-            return self.create_explicit(req, owner, true).await;
+            return trace::in_span("order.create", self.create_explicit(req, owner, true)).await;
         }
         let implicit = !itself && (method == Method::PUT || method == Method::POST);
         let order = match owner {
@@ -514,8 +516,14 @@ impl Orders {
                 let (owner, order) = match (found, owner) {
                     (Some(found), _) => found,
                     // Without an owner id there is no one to race with.
-                    (None, None) => self.create_for(&self.delegate(&req), None).await?,
-                    (None, Some(o)) => self.create_leased(&self.delegate(&req), o).await?,
+                    (None, None) => {
+                        let client = self.delegate(&req);
+                        trace::in_span("order.create", self.create_for(&client, None)).await?
+                    }
+                    (None, Some(o)) => {
+                        let client = self.delegate(&req);
+                        trace::in_span("order.create", self.create_leased(&client, o)).await?
+                    }
                 };
                 drop(creating);
                 self.forward_shorthand(req, owner, order, rest, true).await

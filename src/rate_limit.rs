@@ -118,6 +118,15 @@ fn outcome(limits: &RateLimits, metrics: &Metrics, verdict: &Verdict) -> Outcome
         (RATELIMIT_POLICY.clone(), rule.policy.clone()),
         (RATELIMIT.clone(), state),
     ];
+    crate::telemetry::trace::event("rate_limit", || {
+        vec![
+            opentelemetry::KeyValue::new("ordergate.rate_limit.rule", name.clone()),
+            opentelemetry::KeyValue::new(
+                "ordergate.rate_limit.allowed",
+                matches!(verdict.decision, Decision::Allowed { .. }),
+            ),
+        ]
+    });
     if let Decision::Denied { wait } = verdict.decision {
         metrics.rate_limited(name);
         let mut resp = faults::fault(

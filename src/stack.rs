@@ -11,13 +11,15 @@ use crate::proxy::Upstream;
 use crate::rate_limit::{RateLimit, RateLimitLayer};
 use crate::telemetry::access_log::{AccessLog, AccessLogLayer};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::{TraceLayer, TraceService, TracedStore, Traces};
 use crate::telemetry::{RequestIdLayer, RequestIdService};
 use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
-pub type Gateway =
-    RequestIdService<AccessLog<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>>;
+pub type Gateway = RequestIdService<
+    TraceService<AccessLog<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>>,
+>;
 
 /// Builds the stack, outermost first.
 pub fn build(
@@ -25,7 +27,13 @@ pub fn build(
     store: Arc<dyn OwnerStore>,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
+    traces: Option<&Traces>,
 ) -> Gateway {
+    // Spans around store calls only when tracing: no cost otherwise.
+    let store: Arc<dyn OwnerStore> = match traces {
+        Some(_) => Arc::new(TracedStore(store)),
+        None => store,
+    };
     let lease_ttl = config
         .store
         .redis()
@@ -49,6 +57,9 @@ pub fn build(
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
+        // The request's span next: it names the request id, and every phase
+        // below runs in it (with tracing off, one Option check).
+        .layer(TraceLayer::new(traces.cloned()))
         // The access log and the request metrics see every answer, as the
         // client gets it.
         .layer(AccessLogLayer {

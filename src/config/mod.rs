@@ -92,6 +92,27 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub cors: crate::cors::CorsConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: what the gateway exports besides its log and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    /// OpenTelemetry traces over OTLP; off when `None`.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Where and how traces are exported (OTLP over HTTP with protobuf bodies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The URL spans are POSTed to (`…/v1/traces`).
+    pub traces_url: String,
+    /// Share of new traces recorded (0 to 1); a client's sampled flag is
+    /// followed for traces it started.
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    /// Time one export may take.
+    pub timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -373,6 +394,7 @@ impl Config {
                 self.server.drain_timeout != new.server.drain_timeout,
             ),
             ("server.workers", self.server.workers != new.server.workers),
+            ("telemetry.otlp", self.telemetry != new.telemetry),
             ("store", self.store.kind != new.store.kind),
             (
                 "admin.listen",

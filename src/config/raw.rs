@@ -59,6 +59,22 @@ pub struct Raw {
     cors: RawCors,
     #[serde(default)]
     log: RawLog,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Deserialize, Default)]
+struct RawTelemetry {
+    otlp: Option<RawOtlp>,
+}
+
+#[derive(Deserialize)]
+struct RawOtlp {
+    endpoint: String,
+    protocol: Option<String>,
+    sampling_ratio: Option<f64>,
+    service_name: Option<String>,
+    timeout_ms: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -442,6 +458,7 @@ impl Raw {
         let rate_limits = rate_limits(&mut p, self.rate_limits);
         let cors = cors(&mut p, self.cors);
         let log = log(&mut p, self.log);
+        let telemetry = telemetry(&mut p, self.telemetry);
         if let (Some(st), Some(rl)) = (&store, &rate_limits)
             && st.redis().is_none()
         {
@@ -472,6 +489,7 @@ impl Raw {
             rate_limits,
             cors,
             log,
+            telemetry,
         ) {
             (
                 Some(server),
@@ -482,6 +500,7 @@ impl Raw {
                 Some(rate_limits),
                 Some(cors),
                 Some(log),
+                Some(telemetry),
             ) if p.0.is_empty() => Ok(Config {
                 server,
                 admin,
@@ -492,6 +511,7 @@ impl Raw {
                 rate_limits,
                 cors,
                 log,
+                telemetry,
             }),
             _ => Err(p.0),
         }
@@ -1060,6 +1080,76 @@ fn log(p: &mut Problems, l: RawLog) -> Option<LogConfig> {
     Some(LogConfig {
         format,
         access_log: l.access_log.unwrap_or(true),
+    })
+}
+
+pub const DEFAULT_OTLP_SERVICE_NAME: &str = "ordergate";
+pub const DEFAULT_OTLP_TIMEOUT_MS: u64 = 10_000;
+
+fn telemetry(p: &mut Problems, t: RawTelemetry) -> Option<TelemetryConfig> {
+    let Some(o) = t.otlp else {
+        return Some(TelemetryConfig::default());
+    };
+    let before = p.0.len();
+    match o.protocol.as_deref().unwrap_or("http/protobuf") {
+        "http/protobuf" => {}
+        "grpc" => p.add(
+            "telemetry.otlp.protocol",
+            "\"grpc\" is not built in (it would bring a gRPC stack): use \"http/protobuf\", which every OpenTelemetry collector accepts (port 4318)",
+        ),
+        other => p.add(
+            "telemetry.otlp.protocol",
+            format!("`{other}` is not \"http/protobuf\""),
+        ),
+    }
+    // A base URL gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does;
+    // a URL with a path is used as it is.
+    let traces_url = match o.endpoint.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("https") => {
+            p.add(
+                "telemetry.otlp.endpoint",
+                "https:// is not built into the exporter: send to a collector or agent on http:// (local or on a private network)",
+            );
+            String::new()
+        }
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+            if matches!(uri.path(), "" | "/") {
+                format!("{}/v1/traces", o.endpoint.trim_end_matches('/'))
+            } else {
+                o.endpoint.clone()
+            }
+        }
+        _ => {
+            p.add(
+                "telemetry.otlp.endpoint",
+                format!("`{}` is not an http:// URL", o.endpoint),
+            );
+            String::new()
+        }
+    };
+    let sampling_ratio = o.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling_ratio) {
+        p.add("telemetry.otlp.sampling_ratio", "must be between 0 and 1");
+    }
+    let service_name = o
+        .service_name
+        .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_owned());
+    if service_name.trim().is_empty() {
+        p.add("telemetry.otlp.service_name", "must not be empty");
+    }
+    let timeout = p.take(millis(
+        "telemetry.otlp.timeout_ms",
+        o.timeout_ms,
+        DEFAULT_OTLP_TIMEOUT_MS,
+    ));
+    (p.0.len() == before).then_some(())?;
+    Some(TelemetryConfig {
+        otlp: Some(OtlpConfig {
+            traces_url,
+            sampling_ratio,
+            service_name,
+            timeout: timeout?,
+        }),
     })
 }
 

@@ -85,6 +85,16 @@ pub async fn acquire(
     watch: bool,
     max_wait: Duration,
 ) -> Result<Acquired, LeaseError> {
+    let waiting = acquire_untraced(store, owner, watch, max_wait);
+    crate::telemetry::trace::in_span("order.lease_wait", waiting).await
+}
+
+async fn acquire_untraced(
+    store: &Arc<dyn OwnerStore>,
+    owner: OwnerId,
+    watch: bool,
+    max_wait: Duration,
+) -> Result<Acquired, LeaseError> {
     let Some(ttl) = store.lease_ttl() else {
         return Ok(Acquired::Leased(Lease::unshared()));
     };

@@ -354,7 +354,8 @@ impl Upstream {
     }
 
     /// Sends a prepared request; the answer's headers must come in time.
-    pub async fn send(&self, req: Request<Body>) -> Result<Answer, UpstreamError> {
+    pub async fn send(&self, mut req: Request<Body>) -> Result<Answer, UpstreamError> {
+        let call = crate::telemetry::trace::upstream_call(&mut req);
         let record = req
             .extensions()
             .get::<crate::telemetry::access_log::Record>()
@@ -393,6 +394,12 @@ impl Upstream {
         };
         let elapsed = started.elapsed();
         self.metrics.upstream_answered(elapsed, out.as_ref().err());
+        if let Some(call) = call {
+            call.end(match &out {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e),
+            });
+        }
         if let Some(record) = record {
             record.add_upstream(elapsed);
         }

@@ -9,6 +9,7 @@ pub mod admin;
 pub mod latency;
 pub mod metrics;
 pub mod status;
+pub mod trace;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use std::future::Future;
