@@ -381,8 +381,9 @@ fn rotate_certificates(tls: &[Option<server::tls::ListenerTls>], old: &Config, n
             continue;
         }
         if let (Some(tls), Some(next)) = (tls, &now.tls) {
-            tls.take_reloadable(next);
-            tracing::info!(listener = i, cert = %next.settings.cert_path.display(), "certificate reloaded");
+            if tls.take_reloadable(next) {
+                tracing::info!(listener = i, cert = %next.settings.cert_path.display(), "new certificate or OCSP response for new handshakes");
+            }
         }
     }
 }

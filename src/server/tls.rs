@@ -143,10 +143,14 @@ impl ListenerTls {
     }
 
     /// Puts `new`'s certificate, key, OCSP response and HSTS into this
-    /// (running) listener: what a reload changes without a restart.
-    pub fn take_reloadable(&self, new: &ListenerTls) {
-        self.certs.replace(new.certs.current());
+    /// (running) listener: what a reload changes without a restart. Says
+    /// whether the certificate chain or OCSP response changed.
+    pub fn take_reloadable(&self, new: &ListenerTls) -> bool {
+        let (old, next) = (self.certs.current(), new.certs.current());
+        let changed = old.cert != next.cert || old.ocsp != next.ocsp;
+        self.certs.replace(next);
         self.hsts.store(new.hsts.load_full());
+        changed
     }
 
     /// The settings only a restart applies (cipher suites and their order).
