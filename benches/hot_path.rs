@@ -7,10 +7,11 @@
 use bytes::Bytes;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue};
-use ordergate::faults::{FaultTypes, normalise};
+use ordergate::config::FaultTypes;
+use ordergate::faults::normalise;
 use ordergate::owners::{MemoryStore, OrderId, OwnerId, OwnerStore, RedbStore, owner_from_headers};
-use ordergate::proxy::rewrite::Rewriter;
-use ordergate::shorthand::{Route, classify, explicit_path};
+use ordergate::route::{Route, classify, explicit_path};
+use ordergate::upstream::rewrite::Rewriter;
 use std::hint::black_box;
 
 const INTERNAL: &str = "http://coreapi01.ote.chicago.hostway:8092";
@@ -58,7 +59,7 @@ fn shorthand(c: &mut Criterion) {
                     unreachable!()
                 };
                 let owner = owner_from_headers(black_box(&h)).unwrap();
-                (owner, explicit_path(black_box(&order), rest, None))
+                (owner, explicit_path(black_box(&order), &rest, None))
             })
         });
     }

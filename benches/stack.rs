@@ -17,9 +17,9 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ordergate::body::{self, Body};
 use ordergate::config::Config;
+use ordergate::context::Peer;
+use ordergate::guards::rate_limit::RateLimits;
 use ordergate::owners::{MemoryStore, OrderId, OwnerId, OwnerStore};
-use ordergate::policy::rate_limit::RateLimits;
-use ordergate::proxy::ClientAddr;
 use ordergate::stack;
 use ordergate::telemetry::{RequestId, RequestIdLayer};
 use std::convert::Infallible;
@@ -86,8 +86,10 @@ fn request(path: &str, cookie: bool) -> Request<Body> {
         req = req.header("cookie", format!("OwnerId={OWNER}"));
     }
     let mut req = req.body(body::empty()).unwrap();
-    req.extensions_mut()
-        .insert(ClientAddr("127.0.0.1:40000".parse().unwrap()));
+    req.extensions_mut().insert(Peer {
+        addr: "127.0.0.1:40000".parse().unwrap(),
+        tls: false,
+    });
     req
 }
 
@@ -109,12 +111,20 @@ fn whole_stack(c: &mut Criterion) {
     rt.block_on(store.put(
         OwnerId::parse(OWNER).unwrap(),
         &OrderId::parse(ORDER).unwrap(),
-        ordergate::policy::now_ms(),
+        ordergate::clock::now_ms(),
     ))
     .unwrap();
-    let limits = Arc::new(RateLimits::new(Vec::new(), Vec::new()));
+    let limits = Arc::new(RateLimits::new(Vec::new()));
     let metrics = Arc::new(ordergate::telemetry::metrics::Metrics::new());
-    let gateway = rt.block_on(async { stack::build(&config, store, limits, metrics, None) });
+    let gateway = rt.block_on(async {
+        stack::build(
+            &config,
+            ordergate::owners::Store::unshared(store),
+            limits,
+            metrics,
+            None,
+        )
+    });
 
     let mut g = c.benchmark_group("stack");
     for (name, path, cookie, status) in [

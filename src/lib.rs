@@ -1,419 +1,53 @@
 //! ordergate: an HTTP gateway for the legacy orders API.
 //!
-//! A request's path through the gateway ([`stack`] orders the layers):
+//! A request's path through the gateway, layer by layer ([`stack`] orders
+//! them, outermost first):
 //!
-//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2) and notes the
-//!    client's address;
-//! 2. [`telemetry`] gives the request its id (sent upstream, returned, and the
-//!    `guid` of any fault);
-//! 3. [`limits`] refuses bodies over the size limit (413);
-//! 4. [`orders`] applies the orders API: [`shorthand`] resolution, implicit
-//!    creation and the one-open-order rule of [`policy`], with associations
-//!    kept in an [`owners`] store;
-//! 5. [`proxy`] forwards to the upstream over pooled connections and rewrites
-//!    its URLs to the public base on the way back.
+//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2, plain or TLS)
+//!    and puts the connection's [`context::Peer`] on each request;
+//! 2. [`telemetry`]'s request id: taken from the client or made, sent
+//!    upstream, returned, and the `guid` of any fault;
+//! 3. [`context`]: the request facts, worked out once (route, `OwnerId`
+//!    cookie, client IP, TLS) and the access record, read by every later layer;
+//! 4. [`telemetry::access_log`]: the access log line and the request metrics,
+//!    for every answer as the client gets it;
+//! 5. [`guards::cors`]: preflights answered, CORS headers on every answer;
+//! 6. [`faults`]: every error answer below leaves in the one fault shape;
+//! 7. [`guards::rate_limit`]: GCRA quotas per rule (429), the cheapest refusal;
+//! 8. [`guards::size`]: request head and body limits (431, 413, 408);
+//! 9. [`orders`]: the orders API as a plan ([`orders::plan`]): the `/order`
+//!    shorthand, implicit creation, one open order per owner, with
+//!    associations in an [`owners`] store;
+//! 10. [`upstream`]: forwarding over pooled connections, URLs rewritten to the
+//!     public base on the way back.
 //!
-//! Every error a client sees is rendered by [`faults`].
-//!
-//! [`run`] serves the gateway on every configured listener, the admin
-//! endpoints (metrics, health) on their own listener, and swaps in a new
-//! configuration when one arrives on its reload channel (SIGHUP in the
-//! binary), without dropping open connections.
+//! [`app::run`] serves the gateway on every configured listener and the admin
+//! endpoints (metrics, health) on their own, and swaps in a new configuration
+//! when one arrives on its reload channel (SIGHUP in the binary), without
+//! dropping open connections.
 //!
 //! Several replicas scale out on one Redis ([`redis_pool`]): the owner store
-//! ([`owners::RedisStore`]), creation leases ([`policy::lease`]) and
+//! ([`owners::RedisStore`]), creation leases ([`owners::lease`]) and
 //! `scope = "global"` rate limits live there.
 //!
 //! [`backend`] is an emulation of the legacy orders API for trying the gateway
 //! and for tests; the gateway's own modules never use it.
 
+pub mod app;
 pub mod backend;
 pub mod body;
+pub mod clock;
 pub mod config;
-pub mod cors;
+pub mod context;
 pub mod faults;
-pub mod limits;
-pub mod memo;
+pub mod guards;
 pub mod orders;
 pub mod owners;
-pub mod policy;
-pub mod proxy;
-pub mod rate_limit;
 pub mod redis_pool;
+pub mod route;
 pub mod server;
-pub mod shorthand;
 pub mod stack;
 pub mod telemetry;
+pub mod upstream;
 
-use arc_swap::ArcSwap;
-use config::{Config, StoreKind};
-use owners::{MemoryStore, OwnerStore, RedbStore, RedisStore, StoreError};
-use policy::rate_limit::RateLimits;
-use redis_pool::RedisPool;
-use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use telemetry::metrics::Metrics;
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-
-/// Why the gateway could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("cannot open the owner store: {0}")]
-    Store(#[from] StoreError),
-    #[error("{0}")]
-    Io(#[from] std::io::Error),
-    #[error("{0}")]
-    Traces(#[from] telemetry::trace::TraceError),
-}
-
-/// The connections to the shared Redis, when the config has one. They open
-/// on first use: a Redis that is down at start is a Redis failure like any
-/// other, not a reason not to start.
-pub fn redis_pool(config: &Config) -> Result<Option<RedisPool>, StoreError> {
-    config
-        .store
-        .redis()
-        .map(RedisPool::new)
-        .transpose()
-        .map_err(|e| StoreError::Backend(e.to_string()))
-}
-
-/// Opens the configured owner store (on `redis`, for a Redis store).
-pub async fn open_store(
-    config: &Config,
-    redis: Option<&RedisPool>,
-) -> Result<Arc<dyn OwnerStore>, StoreError> {
-    Ok(match &config.store.kind {
-        StoreKind::Memory => Arc::new(MemoryStore::new()),
-        StoreKind::Redis(r) => {
-            let pool = match redis {
-                Some(pool) => pool.clone(),
-                None => RedisPool::new(r).map_err(|e| StoreError::Backend(e.to_string()))?,
-            };
-            Arc::new(RedisStore::new(pool, r))
-        }
-        StoreKind::Redb { path } => {
-            let path = path.clone();
-            let store = tokio::task::spawn_blocking(move || RedbStore::open(&path))
-                .await
-                .map_err(|e| StoreError::Backend(e.to_string()))??;
-            Arc::new(store)
-        }
-    })
-}
-
-/// The gateway's listeners, bound.
-pub struct Bound {
-    pub listeners: Vec<server::Listener>,
-    pub admin: Option<TcpListener>,
-}
-
-impl Bound {
-    /// Binds every address the configuration names.
-    pub async fn bind(config: &Config) -> std::io::Result<Self> {
-        async fn listen(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
-        }
-        let mut listeners = Vec::new();
-        for l in &config.server.listeners {
-            listeners.push(server::Listener {
-                tcp: listen(l.addr).await?,
-                tls: l.tls.clone(),
-            });
-        }
-        let admin = match &config.admin {
-            None => None,
-            Some(a) => Some(listen(a.listen).await?),
-        };
-        Ok(Self { listeners, admin })
-    }
-
-    /// One listener bound by the caller, with the first configured
-    /// listener's TLS, and no admin listener.
-    pub fn single(tcp: TcpListener, config: &Config) -> Self {
-        let tls = config.server.listeners.first().and_then(|l| l.tls.clone());
-        Self {
-            listeners: vec![server::Listener { tcp, tls }],
-            admin: None,
-        }
-    }
-}
-
-/// The service the listeners serve: the current stack, swapped on reload.
-#[derive(Clone)]
-struct Current(Arc<ArcSwap<stack::Gateway>>);
-
-impl tower::Service<http::Request<hyper::body::Incoming>> for Current {
-    type Response = http::Response<body::Body>;
-    type Error = std::convert::Infallible;
-    type Future = tower::util::Oneshot<stack::Gateway, http::Request<hyper::body::Incoming>>;
-
-    fn poll_ready(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
-        use tower::ServiceExt;
-        stack::Gateway::clone(&self.0.load()).oneshot(req)
-    }
-}
-
-/// What a configuration makes: the stack, and its rate limits (swept).
-struct Generation {
-    gateway: stack::Gateway,
-    limits: Arc<RateLimits>,
-}
-
-impl Generation {
-    /// Builds the stack for `config`; the rate limits (and their counts) of
-    /// `previous` are kept when its `[rate_limits]` and trusted proxies are
-    /// the same.
-    fn build(
-        config: &Config,
-        store: &Arc<dyn OwnerStore>,
-        metrics: &Arc<Metrics>,
-        redis: Option<&RedisPool>,
-        previous: Option<(&Config, &Arc<RateLimits>)>,
-        traces: Option<&telemetry::trace::Traces>,
-    ) -> Self {
-        let limits = match previous {
-            Some((old, limits))
-                if old.rate_limits == config.rate_limits
-                    && old.server.trusted_proxies == config.server.trusted_proxies =>
-            {
-                Arc::clone(limits)
-            }
-            // Global rules count on the Redis the process started with: the
-            // store's, which a reload does not change.
-            _ => Arc::new(
-                RateLimits::new(
-                    config.rate_limits.rules.clone(),
-                    config.server.trusted_proxies.clone(),
-                )
-                .with_redis(redis.cloned(), &config.rate_limits)
-                .counting_fail_opens_in(metrics.rate_limit_fail_opens()),
-            ),
-        };
-        let gateway = stack::build(
-            config,
-            Arc::clone(store),
-            Arc::clone(&limits),
-            Arc::clone(metrics),
-            traces,
-        );
-        Self { gateway, limits }
-    }
-}
-
-/// Runs the gateway on the bound listeners until `shutdown` completes, then
-/// drains in-flight requests and closes the store. Each configuration from
-/// `reloads` replaces the running one for new requests; what cannot change
-/// without a restart (listeners, TLS, connection limits, the store) is kept
-/// and a warning says so.
-pub async fn run(
-    config: Config,
-    bound: Bound,
-    shutdown: impl Future<Output = ()>,
-    mut reloads: mpsc::Receiver<Config>,
-) -> Result<(), StartError> {
-    let redis = redis_pool(&config)?;
-    let store = open_store(&config, redis.as_ref()).await?;
-    let metrics = Arc::new(Metrics::new());
-    // Started once: `[telemetry.otlp]` changes apply at the next start.
-    let traces = match &config.telemetry.otlp {
-        Some(otlp) => Some(telemetry::trace::Traces::start(otlp).await?),
-        None => None,
-    };
-    let first = Generation::build(
-        &config,
-        &store,
-        &metrics,
-        redis.as_ref(),
-        None,
-        traces.as_ref(),
-    );
-    let current = Arc::new(ArcSwap::from_pointee(first.gateway));
-    let mut limit_sweeper = Background(tokio::spawn(sweep_rate_limits(
-        Arc::clone(&first.limits),
-        config.rate_limits.sweep_interval,
-    )));
-    let sweeper = Background(tokio::spawn(sweep(
-        Arc::clone(&store),
-        config.store.idle_expiry,
-        config.store.sweep_interval,
-    )));
-    let (stop_admin, admin_stop) = watch::channel(false);
-    let draining = Arc::new(AtomicBool::new(false));
-    let admin_settings = Arc::new(ArcSwap::from_pointee(telemetry::admin::AdminSettings::new(
-        &config,
-    )));
-    let admin = bound.admin.map(|listener| {
-        let admin = telemetry::admin::Admin {
-            metrics: Arc::clone(&metrics),
-            store: Arc::clone(&store),
-            draining: Arc::clone(&draining),
-            settings: Arc::clone(&admin_settings),
-        };
-        if let Ok(addr) = listener.local_addr() {
-            tracing::info!(listen = %addr, "admin endpoints are serving");
-        }
-        tokio::spawn(telemetry::admin::serve(listener, admin, admin_stop))
-    });
-    let listening: Vec<String> = bound
-        .listeners
-        .iter()
-        .filter_map(|l| {
-            let addr = l.tcp.local_addr().ok()?;
-            Some(if l.tls.is_some() {
-                format!("https://{addr}")
-            } else {
-                addr.to_string()
-            })
-        })
-        .collect();
-    tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
-    let running_tls: Vec<_> = bound.listeners.iter().map(|l| l.tls.clone()).collect();
-
-    let reloader = {
-        let current = Arc::clone(&current);
-        let store = Arc::clone(&store);
-        let metrics = Arc::clone(&metrics);
-        let redis = redis.clone();
-        let traces = traces.clone();
-        let mut running = config.clone();
-        let mut limits = first.limits;
-        async move {
-            while let Some(new) = reloads.recv().await {
-                warn_unreloadable(&running, &new);
-                rotate_certificates(&running_tls, &running, &new);
-                let next = Generation::build(
-                    &new,
-                    &store,
-                    &metrics,
-                    redis.as_ref(),
-                    Some((&running, &limits)),
-                    traces.as_ref(),
-                );
-                current.store(Arc::new(next.gateway));
-                admin_settings.store(Arc::new(telemetry::admin::AdminSettings::new(&new)));
-                if !Arc::ptr_eq(&limits, &next.limits) {
-                    limits = next.limits;
-                    limit_sweeper.replace(tokio::spawn(sweep_rate_limits(
-                        Arc::clone(&limits),
-                        new.rate_limits.sweep_interval,
-                    )));
-                }
-                running = new;
-                tracing::info!(
-                    upstream = running.upstream.url.as_str(),
-                    "configuration reloaded"
-                );
-            }
-            std::future::pending::<()>().await;
-        }
-    };
-    let shutdown = async {
-        tokio::select! {
-            () = shutdown => {}
-            () = reloader => {}
-        }
-        draining.store(true, Ordering::Relaxed);
-    };
-    server::serve(
-        bound.listeners,
-        Current(current),
-        shutdown,
-        config.server.drain_timeout,
-        config.server.limits,
-    )
-    .await;
-    let _ = stop_admin.send(true);
-    if let Some(admin) = admin {
-        let _ = admin.await;
-    }
-    drop(sweeper);
-    if let Some(traces) = traces {
-        traces.shutdown().await;
-    }
-    store.close().await?;
-    Ok(())
-}
-
-/// A background task, stopped when dropped.
-struct Background(JoinHandle<()>);
-
-impl Background {
-    fn replace(&mut self, task: JoinHandle<()>) {
-        self.0.abort();
-        self.0 = task;
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Warns about changes a reload does not apply.
-fn warn_unreloadable(running: &Config, new: &Config) {
-    let keys = running.restart_needed_for(new);
-    if !keys.is_empty() {
-        tracing::warn!(keys = %keys.join(", "), "changed settings that apply after a restart");
-    }
-}
-
-/// Puts the certificates, keys, OCSP responses and HSTS of `new` into the
-/// running TLS listeners, for new handshakes; a listener whose address
-/// changed is left alone (a restart applies it, and a warning says so).
-fn rotate_certificates(tls: &[Option<server::tls::ListenerTls>], old: &Config, new: &Config) {
-    let pairs = old.server.listeners.iter().zip(&new.server.listeners);
-    for (i, (tls, (was, now))) in tls.iter().zip(pairs).enumerate() {
-        if was.addr != now.addr {
-            continue;
-        }
-        if let (Some(tls), Some(next)) = (tls, &now.tls) {
-            if tls.take_reloadable(next) {
-                tracing::info!(listener = i, cert = %next.settings.cert_path.display(), "new certificate or OCSP response for new handshakes");
-            }
-        }
-    }
-}
-
-/// Forgets associations left idle past their expiry, now and then.
-async fn sweep(
-    store: Arc<dyn OwnerStore>,
-    idle_expiry: std::time::Duration,
-    every: std::time::Duration,
-) {
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        let before = policy::now_ms().saturating_sub(idle_expiry.as_millis() as u64);
-        match store.expire(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(expired = n, "idle associations ended"),
-            Err(e) => tracing::warn!(error = %e, "cannot expire idle associations"),
-        }
-    }
-}
-
-/// Forgets rate-limit keys whose buckets are full again, now and then.
-async fn sweep_rate_limits(limits: Arc<RateLimits>, every: std::time::Duration) {
-    if limits.is_empty() {
-        return;
-    }
-    let mut tick = tokio::time::interval(every);
-    loop {
-        tick.tick().await;
-        limits.sweep();
-    }
-}
+pub use app::{Bound, StartError, open_store, redis_pool, run};

@@ -144,7 +144,7 @@ impl Throttle {
     }
 
     pub(crate) fn ready(&self) -> bool {
-        let now = crate::policy::now_ms();
+        let now = crate::clock::now_ms();
         let last = self.last_ms.load(Ordering::Relaxed);
         now.saturating_sub(last) >= self.every_ms
             && self

@@ -1,50 +1,72 @@
-//! The one place where the layers are ordered.
+//! The one place where the layers are ordered, outermost first, with why
+//! each stands where it does.
 
 use crate::config::Config;
-use crate::cors::{Cors, CorsLayer};
+use crate::context::{FactsLayer, FactsService};
 use crate::faults::{FaultLayer, FaultService};
-use crate::limits::{BodyLimit, BodyLimitLayer, HeadLimits};
+use crate::guards::cors::Cors;
+use crate::guards::rate_limit::{RateLimit, RateLimits};
+use crate::guards::size::SizeLimits;
+use crate::guards::{GuardLayer, GuardService};
 use crate::orders::{OrdersService, OrdersSettings};
-use crate::owners::OwnerStore;
-use crate::policy::rate_limit::RateLimits;
-use crate::proxy::Upstream;
-use crate::rate_limit::{RateLimit, RateLimitLayer};
+use crate::owners::Store;
 use crate::telemetry::access_log::{AccessLog, AccessLogLayer};
 use crate::telemetry::metrics::Metrics;
 use crate::telemetry::trace::{TraceLayer, TraceService, TracedStore, Traces};
 use crate::telemetry::{RequestIdLayer, RequestIdService};
+use crate::upstream::Upstream;
+use crate::upstream::rewrite::Bases;
 use std::sync::Arc;
 use tower::ServiceBuilder;
 
 /// The whole gateway as one tower service over any request body.
 pub type Gateway = RequestIdService<
-    TraceService<AccessLog<Cors<FaultService<RateLimit<BodyLimit<OrdersService>>>>>>,
+    FactsService<
+        TraceService<
+            AccessLog<
+                GuardService<
+                    Cors,
+                    FaultService<GuardService<RateLimit, GuardService<SizeLimits, OrdersService>>>,
+                >,
+            >,
+        >,
+    >,
 >;
 
 /// Builds the stack, outermost first.
 pub fn build(
     config: &Config,
-    store: Arc<dyn OwnerStore>,
+    store: Store,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
     traces: Option<&Traces>,
 ) -> Gateway {
     // Spans around store calls only when tracing: no cost otherwise.
-    let store: Arc<dyn OwnerStore> = match traces {
-        Some(_) => Arc::new(TracedStore(store)),
+    let store = match traces {
+        Some(_) => Store {
+            owners: Arc::new(TracedStore(store.owners)),
+            leases: store.leases,
+        },
         None => store,
     };
     let lease_ttl = config
         .store
         .redis()
         .map_or(std::time::Duration::ZERO, |r| r.lease_ttl);
+    let internal = std::iter::once(&config.upstream.url)
+        .chain(&config.upstream.rewrite_bases)
+        .map(|b| b.as_str().to_owned())
+        .collect();
     let orders = OrdersService::new(
-        Upstream::new(config, Arc::clone(&metrics)),
+        Upstream::new(&config.upstream, Arc::clone(&metrics)),
         store,
+        Arc::clone(&metrics),
         OrdersSettings {
+            bases: Bases::new(internal, config.server.public_base_url.as_str().to_owned()),
             cookies: config.cookies,
             idle_expiry: config.store.idle_expiry,
             max_request_body: config.server.max_request_body,
+            max_json_body: config.upstream.max_json_body,
             request_id_header: config.server.request_id_header.clone(),
             // A creation lasts at most one upstream call; the lease may lapse
             // once more if its holder died.
@@ -53,12 +75,20 @@ pub fn build(
                 + lease_ttl * 2,
         },
     );
+    let limits_of_server = config.server.limits;
     ServiceBuilder::new()
         // Request id first: every answer, a fault from any layer included,
         // carries it, and the fault's guid is it.
         .layer(RequestIdLayer::new(config.server.request_id_header.clone()))
-        // The request's span next: it names the request id, and every phase
-        // below runs in it (with tracing off, one Option check).
+        // The request facts next: every layer below reads them (route,
+        // owner, client address) instead of working them out again.
+        .layer(FactsLayer::new(
+            &config.server.trusted_proxies,
+            config.log.access_log,
+        ))
+        // The request's span next: it names the request id and the route
+        // group, and every phase below runs in it (with tracing off, one
+        // Option check).
         .layer(TraceLayer::new(traces.cloned()))
         // The access log and the request metrics see every answer, as the
         // client gets it.
@@ -68,24 +98,23 @@ pub fn build(
         })
         // CORS outside everything else: preflights need no cookie, limit or
         // lookup, and every answer, faults included, carries the headers.
-        .layer(CorsLayer::new(config.cors.clone()))
+        .layer(GuardLayer::new(Cors::new(config.cors.clone())))
         // Every error answer below, the gateway's or the upstream's, leaves
         // in the one fault shape with the request id as its guid.
         .layer(FaultLayer::new(
             config.faults.types.clone(),
             config.faults.max_upstream_body,
         ))
+        // Rate limits next: the cheapest refusal, before any body is read
+        // and before the size limits answer a flood of large requests.
+        .layer(GuardLayer::new(RateLimit::new(limits, metrics)))
         // Size limits before any work is done for the request.
-        // Rate limits next: the cheapest refusal, before any body is read.
-        .layer(RateLimitLayer::new(limits, metrics))
-        .layer(BodyLimitLayer::new(
-            config.server.max_request_body,
-            config.server.limits.body_idle_timeout,
-            HeadLimits {
-                max_headers: config.server.limits.max_headers,
-                max_header_bytes: config.server.limits.max_header_bytes,
-            },
-        ))
+        .layer(GuardLayer::new(SizeLimits {
+            max_body: config.server.max_request_body,
+            body_idle: limits_of_server.body_idle_timeout,
+            max_headers: limits_of_server.max_headers,
+            max_header_bytes: limits_of_server.max_header_bytes,
+        }))
         // The orders API: shorthand, creation, associations, forwarding.
         .service(orders)
 }

@@ -7,6 +7,7 @@ mod support;
 
 use http::Method;
 use ordergate::config::{OnRedisError, RedisConfig};
+use ordergate::owners::lease::Leases;
 use ordergate::owners::{OrderId, OwnerId, OwnerStore, RedisStore};
 use ordergate::redis_pool::RedisPool;
 use std::collections::HashSet;
@@ -96,7 +97,7 @@ async fn leases_exclude_other_replicas_until_released_or_expired() {
     config.lease_ttl = Duration::from_millis(400);
     let (a, b) = (store(&config), store(&config));
     let owner = OwnerId::mint();
-    assert_eq!(a.lease_ttl(), Some(Duration::from_millis(400)));
+    assert_eq!(a.lease_ttl(), Duration::from_millis(400));
     assert!(a.try_lease(owner, 1).await.unwrap());
     assert!(!b.try_lease(owner, 2).await.unwrap());
     assert!(
@@ -538,7 +539,7 @@ async fn a_bad_owner_id_never_reaches_a_key() {
 #[tokio::test]
 async fn global_rules_count_fail_open_and_refuse_fail_closed_while_redis_is_down() {
     use ordergate::config::Config;
-    use ordergate::policy::rate_limit::{Decision, RateLimits};
+    use ordergate::guards::rate_limit::{Decision, RateLimits, RuleVerdict, Subject};
     let mut redis = RedisServer::start().await;
     let text = |on_error: &str| {
         format!(
@@ -550,8 +551,7 @@ async fn global_rules_count_fail_open_and_refuse_fail_closed_while_redis_is_down
     let limits = |on_error: &str| {
         let config = Config::parse(&text(on_error)).unwrap();
         let pool = ordergate::redis_pool(&config).unwrap();
-        RateLimits::new(config.rate_limits.rules.clone(), vec![])
-            .with_redis(pool, &config.rate_limits)
+        RateLimits::new(config.rate_limits.rules.clone()).with_redis(pool, &config.rate_limits)
     };
     let (open, closed) = (limits("fail_open"), limits("fail_closed"));
     let headers = http::HeaderMap::new();
@@ -560,8 +560,14 @@ async fn global_rules_count_fail_open_and_refuse_fail_closed_while_redis_is_down
         l: &RateLimits,
         headers: &http::HeaderMap,
         peer: Option<std::net::IpAddr>,
-    ) -> Result<Option<ordergate::policy::rate_limit::Verdict>, impl std::fmt::Debug> {
-        let eval = l.evaluate(&Method::GET, "/order", headers, peer);
+    ) -> Result<Option<RuleVerdict>, impl std::fmt::Debug> {
+        let eval = l.evaluate(&Subject {
+            method: &Method::GET,
+            path: "/order",
+            headers,
+            owner: None,
+            client_ip: peer,
+        });
         assert_eq!(eval.global.len(), 1, "asked of Redis");
         l.finish(eval).await
     }

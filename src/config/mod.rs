@@ -5,7 +5,15 @@
 //! as a [`ConfigError`] naming the key and the reason, and stops the start;
 //! [`Config::check`] reports all of a file's problems at once.
 
+mod cors;
+mod faults;
+mod rate_limits;
 mod raw;
+pub mod tls;
+
+pub use cors::CorsConfig;
+pub use faults::FaultTypes;
+pub use rate_limits::{KeyKind, PathPattern, RuleSpec, Scope};
 
 use http::HeaderName;
 use std::net::{IpAddr, SocketAddr};
@@ -90,7 +98,7 @@ pub struct Config {
     pub cookies: CookieConfig,
     pub faults: FaultsConfig,
     pub rate_limits: RateLimitsConfig,
-    pub cors: crate::cors::CorsConfig,
+    pub cors: CorsConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -137,12 +145,12 @@ pub struct RateLimitsConfig {
     /// Whether a global rule is first checked against this replica's own
     /// count, so that obvious excess is refused without a Redis round trip.
     pub local_precheck: bool,
-    pub rules: Vec<crate::policy::rate_limit::RuleSpec>,
+    pub rules: Vec<RuleSpec>,
 }
 
 #[derive(Debug, Clone)]
 pub struct FaultsConfig {
-    pub types: crate::faults::FaultTypes,
+    pub types: FaultTypes,
     /// Largest upstream error body read to find its message.
     pub max_upstream_body: usize,
 }
@@ -170,7 +178,7 @@ impl std::fmt::Debug for AdminConfig {
 pub struct ListenerConfig {
     pub addr: SocketAddr,
     /// Its certificate and key reload; its cipher suites need a restart.
-    pub tls: Option<crate::server::tls::ListenerTls>,
+    pub tls: Option<tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone)]

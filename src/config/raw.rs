@@ -465,7 +465,7 @@ impl Raw {
             let global = rl
                 .rules
                 .iter()
-                .position(|r| r.scope == crate::policy::rate_limit::Scope::Global);
+                .position(|r| r.scope == super::Scope::Global);
             if let Some(i) = global {
                 p.add(
                     format!("rate_limits.rules[{i}].scope"),
@@ -535,8 +535,8 @@ fn listener(
     })
 }
 
-fn listener_tls(key: &str, t: &RawTls) -> Result<crate::server::tls::ListenerTls, ConfigError> {
-    use crate::server::tls::{Hsts, ListenerTls, TlsSettings};
+fn listener_tls(key: &str, t: &RawTls) -> Result<super::tls::ListenerTls, ConfigError> {
+    use super::tls::{Hsts, ListenerTls, TlsSettings};
     if t.hsts_max_age_secs.is_none() && t.hsts_include_subdomains.is_some() {
         return Err(ConfigError::new(
             format!("{key}tls.hsts_include_subdomains"),
@@ -677,9 +677,9 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
     let http2 = u.http2.unwrap_or(false);
     let tls = p.take(
         if https {
-            crate::proxy::tls::client_config(u.ca_file.as_deref())
+            super::tls::client_config(u.ca_file.as_deref())
         } else {
-            crate::proxy::tls::unused_config()
+            super::tls::unused_config()
         }
         .map_err(|e| ConfigError::new("upstream.ca_file", e)),
     );
@@ -873,7 +873,7 @@ fn faults(p: &mut Problems, f: RawFaults) -> Option<FaultsConfig> {
         DEFAULT_MAX_UPSTREAM_FAULT_BYTES as u64,
     ));
     Some(FaultsConfig {
-        types: crate::faults::FaultTypes::with(overrides),
+        types: super::FaultTypes::with(overrides),
         max_upstream_body: max_upstream_body? as usize,
     })
 }
@@ -928,8 +928,8 @@ fn never_matches(pattern: &str) -> Option<&'static str> {
     }
 }
 
-fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<crate::policy::rate_limit::RuleSpec> {
-    use crate::policy::rate_limit::{KeyKind, PathPattern, RuleSpec, Scope};
+fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<super::RuleSpec> {
+    use super::{KeyKind, PathPattern, RuleSpec, Scope};
     use std::num::NonZeroU32;
     let key = |field: &str| format!("rate_limits.rules[{i}].{field}");
     let before = p.0.len();
@@ -1035,9 +1035,9 @@ fn rule(p: &mut Problems, i: usize, r: RawRule) -> Option<crate::policy::rate_li
     })
 }
 
-fn cors(p: &mut Problems, c: RawCors) -> Option<crate::cors::CorsConfig> {
+fn cors(p: &mut Problems, c: RawCors) -> Option<super::CorsConfig> {
     let before = p.0.len();
-    let mut cors = crate::cors::CorsConfig::default();
+    let mut cors = super::CorsConfig::default();
     for origin in &c.allowed_origins {
         let value = BaseUrl::parse("cors.allowed_origins", origin).and_then(|base| {
             HeaderValue::from_str(base.as_str()).map_err(|_| {

@@ -262,17 +262,14 @@ fn global_rules_need_the_redis_store() {
     let e = err(&format!("{GOOD}{global}"));
     assert_eq!(e.key, "rate_limits.rules[0].scope");
     let c = Config::parse(&format!("{}{global}", with_store(REDIS))).unwrap();
-    assert_eq!(
-        c.rate_limits.rules[0].scope,
-        crate::policy::rate_limit::Scope::Global
-    );
+    assert_eq!(c.rate_limits.rules[0].scope, crate::config::Scope::Global);
     assert_eq!(
         Config::parse(&format!("{GOOD}{RULE}"))
             .unwrap()
             .rate_limits
             .rules[0]
             .scope,
-        crate::policy::rate_limit::Scope::Local
+        crate::config::Scope::Local
     );
     let e = err(&format!("{GOOD}{RULE}scope = \"cluster\"\n"));
     assert_eq!(e.key, "rate_limits.rules[0].scope");

@@ -7,8 +7,9 @@
 //! upstream's own guid, if different, goes to `x-upstream-guid`). An error
 //! body that breaks off while being read becomes a 502.
 
-use super::{FaultInfo, FaultTypes, normalise, render_into};
+use super::{FaultInfo, normalise, render_into};
 use crate::body::{self, Body};
+use crate::config::FaultTypes;
 use crate::telemetry::RequestId;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -153,12 +154,12 @@ async fn normalise_upstream(resp: Response<Body>, guid: String, ctx: Ctx) -> Res
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    // A compressed error body cannot be read here: wrapped without a message.
-    let encoded = resp.headers().contains_key(http::header::CONTENT_ENCODING);
-    let read = if ctx.head || encoded {
-        Ok(bytes::Bytes::new())
-    } else {
-        body::read_capped(upstream_body, ctx.cap).await
+    // A compressed error body is read decoded, like every body the gateway
+    // looks into.
+    let read = match (ctx.head, body::Coding::of(resp.headers())) {
+        (true, _) => Ok(bytes::Bytes::new()),
+        (false, Ok(coding)) => body::read_decoded(upstream_body, coding, ctx.cap).await,
+        (false, Err(coding)) => Err(body::ReadError::Undecodable(coding)),
     };
     let found = match &read {
         Ok(bytes) => normalise(
@@ -168,17 +169,15 @@ async fn normalise_upstream(resp: Response<Body>, guid: String, ctx: Ctx) -> Res
             &ctx.types,
         ),
         Err(body::ReadError::TooLarge(_)) => normalise(resp.status(), None, None, &ctx.types),
-        Err(body::ReadError::Failed(e)) => {
-            tracing::warn!(request_id = %guid, error = %e, "the upstream's error answer broke off");
+        Err(e) => {
+            let message = match e {
+                body::ReadError::Undecodable(_) => "The upstream's error answer cannot be read",
+                _ => "The upstream connection failed while it answered",
+            };
+            tracing::warn!(request_id = %guid, status = resp.status().as_u16(), error = %e, "the upstream's error answer cannot be read");
             *resp.status_mut() = StatusCode::BAD_GATEWAY;
             let kind = ctx.types.name(StatusCode::BAD_GATEWAY).to_owned();
-            render_into(
-                &mut resp,
-                &kind,
-                &guid,
-                "The upstream connection failed while it answered",
-                "",
-            );
+            render_into(&mut resp, &kind, &guid, message, "");
             return finish(resp, ctx.head);
         }
     };

@@ -5,7 +5,7 @@
 //! A body already in the documented shape keeps its type name (the legacy
 //! `computeFault` for a 400, say); any other shape is wrapped.
 
-use super::FaultTypes;
+use crate::config::FaultTypes;
 use http::StatusCode;
 use serde_json::{Map, Value};
 

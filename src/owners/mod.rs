@@ -6,6 +6,7 @@
 //! implementations.
 //! It answers nothing itself: callers turn a [`CookieError`] into a 401 fault.
 
+pub mod lease;
 mod memory;
 mod redb_store;
 mod redis_store;
@@ -18,8 +19,28 @@ pub use store::{Association, OrderId, OwnerStore, StoreError, conformance};
 
 use http::HeaderMap;
 use http::header::COOKIE;
+use lease::Leases;
 use std::fmt;
+use std::sync::Arc;
 use uuid::Uuid;
+
+/// An opened store: the associations, and the creation leases when other
+/// replicas share it.
+#[derive(Clone)]
+pub struct Store {
+    pub owners: Arc<dyn OwnerStore>,
+    pub leases: Option<Arc<dyn Leases>>,
+}
+
+impl Store {
+    /// A store only this process uses: no leases.
+    pub fn unshared(owners: Arc<dyn OwnerStore>) -> Self {
+        Self {
+            owners,
+            leases: None,
+        }
+    }
+}
 
 /// The name of the cookie that identifies an owner.
 pub const OWNER_COOKIE: &str = "OwnerId";

@@ -21,6 +21,7 @@
 //! up after it, unless Redis meanwhile learned another one for the owner.
 
 use super::OwnerId;
+use super::lease::Leases;
 use super::memory::MemoryStore;
 use super::store::{Association, OrderId, OwnerStore, StoreError};
 use crate::config::{OnRedisError, RedisConfig};
@@ -432,9 +433,12 @@ impl OwnerStore for RedisStore {
     fn fail_open_count(&self) -> u64 {
         self.fail_open.load(Ordering::Relaxed)
     }
+}
 
-    fn lease_ttl(&self) -> Option<Duration> {
-        Some(self.lease_ttl)
+#[async_trait]
+impl Leases for RedisStore {
+    fn lease_ttl(&self) -> Duration {
+        self.lease_ttl
     }
 
     async fn try_lease(&self, owner: OwnerId, tok: u128) -> Result<bool, StoreError> {

@@ -118,31 +118,6 @@ pub trait OwnerStore: Send + Sync + 'static {
     fn fail_open_count(&self) -> u64 {
         0
     }
-
-    // ---- creation leases (stores shared by several gateway processes) ----
-
-    /// The life of a creation lease when other gateway processes share the
-    /// store and so must be kept from creating an order for the same owner at
-    /// the same time; `None` when this process is the store's only user, and
-    /// the in-process creation locks are exclusion enough.
-    fn lease_ttl(&self) -> Option<std::time::Duration> {
-        None
-    }
-
-    /// Takes `owner`'s creation lease under `token` unless someone holds it.
-    async fn try_lease(&self, _owner: OwnerId, _token: u128) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-
-    /// Extends the lease while `token` still holds it; false when it is lost.
-    async fn renew_lease(&self, _owner: OwnerId, _token: u128) -> Result<bool, StoreError> {
-        Ok(true)
-    }
-
-    /// Gives the lease back if `token` still holds it.
-    async fn release_lease(&self, _owner: OwnerId, _token: u128) -> Result<(), StoreError> {
-        Ok(())
-    }
 }
 
 /// Conformance tests every [`OwnerStore`] must pass; public so that the

@@ -5,11 +5,10 @@
 //! in-flight requests finish.
 
 mod activity;
-pub mod tls;
 
 use crate::body::Body;
 use crate::config::ServerLimits;
-use crate::proxy::ClientAddr;
+use crate::context::Peer;
 use activity::Tracked;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -23,10 +22,6 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
 use tower::{Service, ServiceExt};
-
-/// Marks requests that came over TLS.
-#[derive(Clone, Copy, Debug)]
-pub struct Tls;
 
 /// What the listeners serve: a service over hyper's requests, cloned for
 /// every connection and shared by every accept loop.
@@ -59,7 +54,7 @@ where
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<tls::ListenerTls>,
+    pub tls: Option<crate::config::tls::ListenerTls>,
 }
 
 /// What every accept loop shares.
@@ -210,11 +205,11 @@ where
 {
     let svc = shared.service.clone();
     let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
-        req.extensions_mut().insert(ClientAddr(peer));
-        let hsts = tls.as_ref().map(|hsts| {
-            req.extensions_mut().insert(Tls);
-            hsts.load_full()
+        req.extensions_mut().insert(Peer {
+            addr: peer,
+            tls: tls.is_some(),
         });
+        let hsts = tls.as_ref().map(|hsts| hsts.load_full());
         let answer = svc.clone().oneshot(req);
         async move {
             let mut resp = answer.await?;

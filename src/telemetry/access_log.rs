@@ -5,58 +5,17 @@
 //! upstream latency, whether the shorthand was used and an order created
 //! implicitly, and a hash of the owner. Never a cookie value or the
 //! Authorization header. Inner phases report what they did through the
-//! [`AccessRecord`] in the request's extensions.
+//! access record of the request facts ([`crate::context::AccessRecord`]).
 
 use super::metrics::{Metrics, RouteGroup};
-use crate::owners::OwnerId;
+use crate::context::{Facts, Record};
 use http::{Method, Request, Response};
 use std::future::Future;
-use std::hash::{Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::task::{Context, Poll, ready};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tower::{Layer, Service};
-
-const SHORTHAND: u8 = 1;
-const IMPLICIT: u8 = 2;
-
-/// What the inner phases did for one request.
-#[derive(Default, Debug)]
-pub struct AccessRecord {
-    upstream_us: AtomicU64,
-    flags: AtomicU8,
-    owner_hash: AtomicU64,
-}
-
-impl AccessRecord {
-    pub fn add_upstream(&self, d: Duration) {
-        self.upstream_us
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
-    }
-    pub fn shorthand(&self) {
-        self.flags.fetch_or(SHORTHAND, Ordering::Relaxed);
-    }
-    pub fn implicit(&self) {
-        self.flags.fetch_or(IMPLICIT, Ordering::Relaxed);
-    }
-    pub fn owner(&self, owner: OwnerId) {
-        self.owner_hash
-            .store(owner_hash(owner).max(1), Ordering::Relaxed);
-    }
-}
-
-/// A stable, one-way hash of an owner id, so log lines of one owner can be
-/// told apart without the id itself (the id is the owner's credential).
-pub fn owner_hash(owner: OwnerId) -> u64 {
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    ("ordergate-owner", owner.as_u128()).hash(&mut h);
-    h.finish()
-}
-
-/// Where inner phases find the record.
-pub type Record = Arc<AccessRecord>;
 
 /// The access-log layer; when `enabled` is false it only counts requests.
 #[derive(Clone)]
@@ -95,19 +54,19 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+    fn call(&mut self, req: Request<B>) -> Self::Future {
         let start = Instant::now();
-        let route = RouteGroup::of(req.uri().path());
-        let line = self.enabled.then(|| {
-            let record = Record::default();
-            req.extensions_mut().insert(Arc::clone(&record));
-            Line {
+        let facts = Facts::of(&req);
+        let route = RouteGroup::of(&facts.route);
+        let line = match (self.enabled, &facts.record) {
+            (true, Some(record)) => Some(Line {
                 method: req.method().clone(),
                 path: req.uri().path().to_owned(),
                 request_id: super::RequestId::of(&req).to_owned(),
-                record,
-            }
-        });
+                record: Arc::clone(record),
+            }),
+            _ => None,
+        };
         AccessLogFuture {
             inner: self.inner.call(req),
             start,
@@ -152,8 +111,6 @@ where
         }
         if let (Some(line), Ok(resp)) = (this.line.take(), &out) {
             let r = &line.record;
-            let flags = r.flags.load(Ordering::Relaxed);
-            let owner = r.owner_hash.load(Ordering::Relaxed);
             tracing::info!(
                 target: "ordergate::access",
                 request_id = %line.request_id,
@@ -161,10 +118,10 @@ where
                 path = %line.path,
                 status = resp.status().as_u16(),
                 latency_us = latency.as_micros() as u64,
-                upstream_us = r.upstream_us.load(Ordering::Relaxed),
-                shorthand = flags & SHORTHAND != 0,
-                implicit = flags & IMPLICIT != 0,
-                owner = %if owner == 0 { String::new() } else { format!("{owner:016x}") },
+                upstream_us = r.upstream_us(),
+                shorthand = r.used_shorthand(),
+                implicit = r.created_implicitly(),
+                owner = %r.owner_hash().map_or(String::new(), |h| format!("{h:016x}")),
             );
         }
         Poll::Ready(out)

@@ -7,8 +7,7 @@
 //! The number of open orders is read from the store when scraped.
 
 use super::latency::{LatencyBuckets, Snapshot};
-use crate::faults::UpstreamError;
-use crate::shorthand::{Route, classify};
+use crate::route::{PathError, Route};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -44,8 +43,9 @@ impl RouteGroup {
         Self::other,
     ];
 
-    pub fn of(path: &str) -> Self {
-        match classify(path) {
+    /// The group of a request's route, as the request facts have it.
+    pub fn of(route: &Result<Route, PathError>) -> Self {
+        match route {
             Ok(Route::Shorthand { .. }) => Self::shorthand,
             Ok(Route::Orders) => Self::orders,
             Ok(Route::Order { .. }) => Self::order,
@@ -66,16 +66,17 @@ struct RouteLabels {
     route: RouteGroup,
 }
 
+/// How an exchange with the upstream failed.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
 #[allow(non_camel_case_types)]
-enum ErrorKind {
+pub enum UpstreamFailure {
     connect,
     timeout,
     protocol,
     bad_answer,
 }
 
-impl ErrorKind {
+impl UpstreamFailure {
     const ALL: [Self; 4] = [
         Self::connect,
         Self::timeout,
@@ -86,7 +87,7 @@ impl ErrorKind {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
-    kind: ErrorKind,
+    kind: UpstreamFailure,
 }
 
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -266,19 +267,12 @@ impl Metrics {
     }
 
     /// One upstream exchange: its time to headers, and its failure if any.
-    pub fn upstream_answered(&self, latency: Duration, error: Option<&UpstreamError>) {
-        let kind = match error {
-            None => {
-                self.upstream_latency.observe(latency.as_secs_f64());
-                self.upstream_buckets.observe(latency);
-                return;
-            }
-            Some(UpstreamError::Connect(_)) => ErrorKind::connect,
-            Some(UpstreamError::Timeout) => ErrorKind::timeout,
-            Some(UpstreamError::Protocol(_)) => ErrorKind::protocol,
-            Some(UpstreamError::BadAnswer(_)) => ErrorKind::bad_answer,
-            // The client's own body failed, not the upstream.
-            Some(UpstreamError::ClientBodyTooLarge | UpstreamError::ClientBodyTimeout) => return,
+    /// Times an upstream exchange, or counts its failure by kind.
+    pub fn upstream_answered(&self, latency: Duration, failure: Option<UpstreamFailure>) {
+        let Some(kind) = failure else {
+            self.upstream_latency.observe(latency.as_secs_f64());
+            self.upstream_buckets.observe(latency);
+            return;
         };
         self.upstream_errors
             .get_or_create(&KindLabels { kind })
@@ -354,7 +348,7 @@ impl Metrics {
 
     /// Upstream failures by kind.
     pub fn upstream_error_counts(&self) -> std::collections::BTreeMap<String, u64> {
-        ErrorKind::ALL
+        UpstreamFailure::ALL
             .iter()
             .map(|&kind| {
                 let n = self
@@ -413,7 +407,11 @@ mod tests {
             ("/orders/%2e%2e/x", RouteGroup::invalid),
             ("/order/../x", RouteGroup::invalid),
         ] {
-            assert_eq!(RouteGroup::of(path), group, "{path}");
+            assert_eq!(
+                RouteGroup::of(&crate::route::classify(path)),
+                group,
+                "{path}"
+            );
         }
         for (i, group) in RouteGroup::ALL.iter().enumerate() {
             assert_eq!(*group as usize, i);
@@ -425,7 +423,7 @@ mod tests {
         let m = Metrics::new();
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
-        m.upstream_answered(Duration::ZERO, Some(&UpstreamError::Timeout));
+        m.upstream_answered(Duration::ZERO, Some(UpstreamFailure::timeout));
         m.rate_limited("per-owner");
         m.conflict();
         m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);

@@ -1,15 +1,15 @@
 //! OpenTelemetry traces, exported over OTLP (HTTP with protobuf bodies) in
 //! batches, when `[telemetry.otlp]` is set.
 //!
-//! [`TraceLayer`] sits right after the request id: it continues the client's
+//! [`TraceLayer`] sits right after the request facts: it continues the client's
 //! W3C `traceparent`/`tracestate` (or starts a trace), opens the request's
 //! server span (route group, status, a hash of the owner id, request id) and
 //! makes it the current OpenTelemetry context while the rest of the stack
 //! works on the request. The phases below open child spans through the small
 //! hooks here: [`upstream_call`] (which also writes the child's `traceparent`
 //! into the upstream request), [`in_span`] (order creation, single-flight and
-//! lease waits), [`TracedStore`] (every store call) and [`event`] (rate-limit
-//! decisions).
+//! lease waits), [`TracedStore`] (every owner-store call) and [`event`]
+//! (rate-limit decisions).
 //!
 //! With tracing off no span is made and no header is read: the layer's only
 //! work is one `Option` check, and every hook first loads one process-wide
@@ -290,7 +290,8 @@ where
             };
         };
         let parent = TraceContextPropagator::new().extract(&Headers(req.headers()));
-        let route = RouteGroup::of(req.uri().path());
+        let facts = crate::context::Facts::of(&req);
+        let route = RouteGroup::of(&facts.route);
         let mut attributes = vec![
             KeyValue::new("http.request.method", req.method().to_string()),
             KeyValue::new("url.path", req.uri().path().to_owned()),
@@ -300,7 +301,7 @@ where
                 crate::telemetry::RequestId::of(&req).to_owned(),
             ),
         ];
-        if let Ok(Some(owner)) = crate::owners::owner_from_headers(req.headers()) {
+        if let Ok(Some(owner)) = facts.owner {
             attributes.push(KeyValue::new("ordergate.owner_hash", owner_hash(owner)));
         }
         let span = tracer
@@ -408,21 +409,5 @@ impl OwnerStore for TracedStore {
 
     fn fail_open_count(&self) -> u64 {
         self.0.fail_open_count()
-    }
-
-    fn lease_ttl(&self) -> Option<std::time::Duration> {
-        self.0.lease_ttl()
-    }
-
-    async fn try_lease(&self, owner: OwnerId, token: u128) -> Result<bool, StoreError> {
-        in_span("store.try_lease", self.0.try_lease(owner, token)).await
-    }
-
-    async fn renew_lease(&self, owner: OwnerId, token: u128) -> Result<bool, StoreError> {
-        self.0.renew_lease(owner, token).await
-    }
-
-    async fn release_lease(&self, owner: OwnerId, token: u128) -> Result<(), StoreError> {
-        in_span("store.release_lease", self.0.release_lease(owner, token)).await
     }
 }

@@ -1,8 +1,8 @@
 //! Creation leases: exactly one order creation per owner across gateway
 //! replicas that share an owner store.
 //!
-//! Inside one process [`super::CreationLocks`] serialises creations; when the
-//! store is shared ([`OwnerStore::lease_ttl`] is set), the caller holding an
+//! Inside one process [`crate::orders::CreationLocks`] serialises creations;
+//! when the store is shared, it has [`Leases`] too, and the caller holding an
 //! owner's lock also takes the owner's lease in the store before it creates.
 //! A caller that finds the lease taken polls until the association the
 //! holder writes appears (it then uses that order) or the lease is free
@@ -12,8 +12,28 @@
 //! most. For stores that are not shared, none of this costs a thing.
 
 use crate::owners::{Association, OwnerId, OwnerStore, StoreError};
+use async_trait::async_trait;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// Creation leases in a store that several gateway processes share, so that
+/// they do not create an order for the same owner at the same time. A store
+/// that only this process uses has none: its creation locks are exclusion
+/// enough.
+#[async_trait]
+pub trait Leases: Send + Sync + 'static {
+    /// The life of a lease; its holder renews it while it works.
+    fn lease_ttl(&self) -> Duration;
+
+    /// Takes `owner`'s creation lease under `token` unless someone holds it.
+    async fn try_lease(&self, owner: OwnerId, token: u128) -> Result<bool, StoreError>;
+
+    /// Extends the lease while `token` still holds it; false when it is lost.
+    async fn renew_lease(&self, owner: OwnerId, token: u128) -> Result<bool, StoreError>;
+
+    /// Gives the lease back if `token` still holds it.
+    async fn release_lease(&self, owner: OwnerId, token: u128) -> Result<(), StoreError>;
+}
 
 /// Time between two looks at a lease held elsewhere.
 const POLL: Duration = Duration::from_millis(20);
@@ -26,7 +46,7 @@ pub struct Lease {
 }
 
 struct Held {
-    store: Arc<dyn OwnerStore>,
+    leases: Arc<dyn Leases>,
     owner: OwnerId,
     token: u128,
     renew: tokio::task::JoinHandle<()>,
@@ -40,7 +60,7 @@ impl Lease {
     pub async fn release(mut self) {
         if let Some(held) = self.held.take() {
             held.renew.abort();
-            if let Err(e) = held.store.release_lease(held.owner, held.token).await {
+            if let Err(e) = held.leases.release_lease(held.owner, held.token).await {
                 tracing::warn!(error = %e, "cannot release a creation lease; it expires by itself");
             }
         }
@@ -53,7 +73,7 @@ impl Drop for Lease {
             held.renew.abort();
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 rt.spawn(async move {
-                    let _ = held.store.release_lease(held.owner, held.token).await;
+                    let _ = held.leases.release_lease(held.owner, held.token).await;
                 });
             }
         }
@@ -78,34 +98,27 @@ pub enum LeaseError {
 }
 
 /// Takes `owner`'s creation lease, waiting at most `max_wait`. With
-/// `watch`, a waiter returns as soon as the owner has an association.
+/// `watch`, a waiter returns as soon as the owner has an association in
+/// `store`. Without `leases` (an unshared store), at once.
 pub async fn acquire(
+    leases: Option<&Arc<dyn Leases>>,
     store: &Arc<dyn OwnerStore>,
     owner: OwnerId,
     watch: bool,
     max_wait: Duration,
 ) -> Result<Acquired, LeaseError> {
-    let waiting = acquire_untraced(store, owner, watch, max_wait);
-    crate::telemetry::trace::in_span("order.lease_wait", waiting).await
-}
-
-async fn acquire_untraced(
-    store: &Arc<dyn OwnerStore>,
-    owner: OwnerId,
-    watch: bool,
-    max_wait: Duration,
-) -> Result<Acquired, LeaseError> {
-    let Some(ttl) = store.lease_ttl() else {
+    let Some(leases) = leases else {
         return Ok(Acquired::Leased(Lease::unshared()));
     };
+    let ttl = leases.lease_ttl();
     let token = uuid::Uuid::new_v4().as_u128();
     let start = Instant::now();
     loop {
-        if store.try_lease(owner, token).await? {
-            let renew = tokio::spawn(renew(Arc::clone(store), owner, token, ttl));
+        if leases.try_lease(owner, token).await? {
+            let renew = tokio::spawn(renew(Arc::clone(leases), owner, token, ttl));
             return Ok(Acquired::Leased(Lease {
                 held: Some(Held {
-                    store: Arc::clone(store),
+                    leases: Arc::clone(leases),
                     owner,
                     token,
                     renew,
@@ -126,12 +139,12 @@ async fn acquire_untraced(
 
 /// Keeps the lease alive while its holder works: renewed at a third of its
 /// life, so two renewals may fail before it lapses.
-async fn renew(store: Arc<dyn OwnerStore>, owner: OwnerId, token: u128, ttl: Duration) {
+async fn renew(leases: Arc<dyn Leases>, owner: OwnerId, token: u128, ttl: Duration) {
     let mut tick = tokio::time::interval(ttl / 3);
     tick.tick().await;
     loop {
         tick.tick().await;
-        match store.renew_lease(owner, token).await {
+        match leases.renew_lease(owner, token).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!("a creation lease lapsed before its creation finished");
@@ -150,7 +163,7 @@ mod tests {
     #[tokio::test]
     async fn unshared_stores_lease_at_once_without_a_task() {
         let store: Arc<dyn OwnerStore> = Arc::new(MemoryStore::new());
-        let got = acquire(&store, OwnerId::mint(), true, Duration::ZERO)
+        let got = acquire(None, &store, OwnerId::mint(), true, Duration::ZERO)
             .await
             .unwrap();
         let Acquired::Leased(lease) = got else {

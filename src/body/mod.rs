@@ -1,4 +1,11 @@
-//! The body type that flows through the stack, and small constructors.
+//! The body type that flows through the stack, small constructors, the
+//! limits bodies stream under ([`Limited`] for requests, [`Deadline`] for
+//! answers), and the one reader of bodies the gateway must look into
+//! ([`read`]).
+
+mod read;
+
+pub use read::{Coding, ReadError, read_capped, read_decoded};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};
@@ -25,35 +32,6 @@ where
     B::Error: Into<BoxError>,
 {
     body.map_err(Into::into).boxed_unsync()
-}
-
-/// Why a body could not be read whole.
-#[derive(Debug, thiserror::Error)]
-pub enum ReadError {
-    #[error("the body is larger than {0} bytes")]
-    TooLarge(usize),
-    #[error("the body could not be read: {0}")]
-    Failed(BoxError),
-}
-
-/// Reads a whole body, refusing it as soon as it grows past `cap` bytes.
-pub async fn read_capped<B>(body: B, cap: usize) -> Result<Bytes, ReadError>
-where
-    B: http_body::Body<Data = Bytes> + Unpin,
-    B::Error: Into<BoxError>,
-{
-    let mut body = body;
-    let mut out = bytes::BytesMut::new();
-    while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| ReadError::Failed(e.into()))?;
-        if let Ok(data) = frame.into_data() {
-            if out.len() + data.len() > cap {
-                return Err(ReadError::TooLarge(cap));
-            }
-            out.extend_from_slice(&data);
-        }
-    }
-    Ok(out.freeze())
 }
 
 /// The error a [`Limited`] body yields once more than its limit has come.

@@ -19,110 +19,26 @@
 //! warning now and then, and [`RateLimits::fail_open_count`]), fail-closed
 //! refuses it with 503.
 
-use crate::config::{OnRedisError, RateLimitsConfig};
-use crate::owners::owner_from_headers;
+use crate::config::{KeyKind, OnRedisError, RateLimitsConfig, RuleSpec, Scope};
+use crate::owners::OwnerId;
 use crate::redis_pool::{RedisError, RedisPool, Throttle};
 use base64::Engine;
 use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
 use governor::state::keyed::DashMapStateStore;
 use governor::{Quota, RateLimiter};
-use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use http::{HeaderMap, HeaderValue, Method};
 use std::hash::BuildHasher;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Where a rule's counts live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    /// In this process: each replica enforces the quota on its own.
-    Local,
-    /// In the shared Redis: the replicas together enforce the quota.
-    Global,
-}
-
-/// What a rule counts requests by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum KeyKind {
-    Owner,
-    ClientIp,
-    Principal,
-    Header(HeaderName),
-}
-
-/// A path pattern: exact (`/orders`), prefix (`/order/*` matches `/order`
-/// and everything under it) or `*` for every path.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PathPattern {
-    Exact(String),
-    Prefix(String),
-    Any,
-}
-
-impl PathPattern {
-    pub fn parse(s: &str) -> Option<Self> {
-        if s == "*" {
-            return Some(Self::Any);
-        }
-        if !s.starts_with('/')
-            || s.contains("*") && !s.ends_with("/*")
-            || s.matches('*').count() > 1
-        {
-            return None;
-        }
-        Some(match s.strip_suffix("/*") {
-            Some(prefix) => Self::Prefix(prefix.to_owned()),
-            None => Self::Exact(s.to_owned()),
-        })
-    }
-
-    fn matches(&self, path: &str) -> bool {
-        match self {
-            Self::Any => true,
-            Self::Exact(p) => path == p || path.strip_prefix(p.as_str()) == Some("/"),
-            Self::Prefix(p) => path
-                .strip_prefix(p.as_str())
-                .is_some_and(|r| r.is_empty() || r.starts_with('/')),
-        }
-    }
-}
-
-/// One configured rule.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RuleSpec {
-    pub name: String,
-    /// Empty: every method.
-    pub methods: Vec<Method>,
-    pub paths: Vec<PathPattern>,
-    pub key: KeyKind,
-    /// `rate` requests per `per`, with bursts of up to `burst`.
-    pub rate: NonZeroU32,
-    pub per: Duration,
-    pub burst: NonZeroU32,
-    pub max_keys: usize,
-    pub scope: Scope,
-}
-
-impl RuleSpec {
-    /// The GCRA emission interval: one request's worth of time.
-    fn interval(&self) -> Duration {
-        (self.per / self.rate.get()).max(Duration::from_nanos(1))
-    }
-
-    fn quota(&self) -> Quota {
-        let interval = (self.per / self.rate.get()).max(Duration::from_nanos(1));
-        Quota::with_period(interval)
-            .unwrap_or_else(|| Quota::per_second(self.rate))
-            .allow_burst(self.burst)
-    }
-
-    fn matches(&self, method: &Method, path: &str) -> bool {
-        (self.methods.is_empty() || self.methods.contains(method))
-            && self.paths.iter().any(|p| p.matches(path))
-    }
+/// A rule's GCRA quota for governor.
+fn quota(spec: &RuleSpec) -> Quota {
+    Quota::with_period(spec.interval())
+        .unwrap_or_else(|| Quota::per_second(spec.rate))
+        .allow_burst(spec.burst)
 }
 
 /// The answer of one rule.
@@ -150,7 +66,7 @@ pub struct Rule<C: Clock = DefaultClock> {
 
 impl<C: Clock + Clone> Rule<C> {
     pub fn new(spec: RuleSpec, clock: C) -> Self {
-        let limiter = RateLimiter::dashmap_with_clock(spec.quota(), clock.clone())
+        let limiter = RateLimiter::dashmap_with_clock(quota(&spec), clock.clone())
             .with_middleware::<StateInformationMiddleware>();
         let policy = format!(
             "\"{}\";q={};w={}",
@@ -196,7 +112,7 @@ impl<C: Clock + Clone> Rule<C> {
 
     /// Evicts idle keys, at most once a second from the request path.
     fn make_room(&self) {
-        let now = super::now_ms();
+        let now = crate::clock::now_ms();
         let last = self.last_sweep.load(Ordering::Relaxed);
         if now.saturating_sub(last) >= 1000
             && self
@@ -232,7 +148,6 @@ pub struct Verdict {
 pub struct RateLimits<C: Clock = DefaultClock> {
     pub rules: Vec<Rule<C>>,
     hasher: std::collections::hash_map::RandomState,
-    trusted_proxies: Vec<IpAddr>,
     /// Where global rules are counted; without it they count locally.
     global: Option<Global>,
 }
@@ -295,9 +210,20 @@ return {1, math.floor((now - allow_at) / interval), new_tat - now}
 });
 
 impl RateLimits<DefaultClock> {
-    pub fn new(specs: Vec<RuleSpec>, trusted_proxies: Vec<IpAddr>) -> Self {
-        Self::with_clock(specs, trusted_proxies, DefaultClock::default())
+    pub fn new(specs: Vec<RuleSpec>) -> Self {
+        Self::with_clock(specs, DefaultClock::default())
     }
+}
+
+/// What the rules read of a request: the request facts' owner and client
+/// address, and the head.
+#[derive(Clone, Copy)]
+pub struct Subject<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub headers: &'a HeaderMap,
+    pub owner: Option<OwnerId>,
+    pub client_ip: Option<IpAddr>,
 }
 
 /// Who a request is counted as, before hashing.
@@ -309,14 +235,13 @@ enum KeySource<'a> {
 }
 
 impl<C: Clock + Clone> RateLimits<C> {
-    pub fn with_clock(specs: Vec<RuleSpec>, trusted_proxies: Vec<IpAddr>, clock: C) -> Self {
+    pub fn with_clock(specs: Vec<RuleSpec>, clock: C) -> Self {
         Self {
             rules: specs
                 .into_iter()
                 .map(|s| Rule::new(s, clock.clone()))
                 .collect(),
             hasher: Default::default(),
-            trusted_proxies,
             global: None,
         }
     }
@@ -355,17 +280,11 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// Checks a request against every matching rule; `None` when none
     /// match. Global rules are counted locally here: see [`Self::evaluate`]
     /// for the check that asks Redis.
-    pub fn check(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> Option<Verdict> {
+    pub fn check(&self, req: &Subject<'_>) -> Option<Verdict> {
         let mut verdict: Option<Verdict> = None;
         for (i, rule) in self.rules.iter().enumerate() {
-            if rule.spec.matches(method, path) {
-                let decision = rule.check(self.key(&rule.spec.key, headers, peer));
+            if rule.spec.matches(req.method, req.path) {
+                let decision = rule.check(self.key(&rule.spec.key, req));
                 tighten(&mut verdict, i, decision);
             }
         }
@@ -375,21 +294,15 @@ impl<C: Clock + Clone> RateLimits<C> {
     /// The local part of a request's check, without I/O: local rules are
     /// decided, global ones are listed for [`Self::finish`] (none when a rule
     /// already refuses the request).
-    pub fn evaluate(
-        &self,
-        method: &Method,
-        path: &str,
-        headers: &HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> Evaluation {
+    pub fn evaluate(&self, req: &Subject<'_>) -> Evaluation {
         let mut verdict: Option<Verdict> = None;
         let mut global = Vec::new();
         let precheck = self.global.as_ref().is_some_and(|g| g.local_precheck);
         for (i, rule) in self.rules.iter().enumerate() {
-            if !rule.spec.matches(method, path) {
+            if !rule.spec.matches(req.method, req.path) {
                 continue;
             }
-            let local_key = self.key(&rule.spec.key, headers, peer);
+            let local_key = self.key(&rule.spec.key, req);
             if !self.is_global(rule) {
                 tighten(&mut verdict, i, rule.check(local_key));
                 continue;
@@ -401,7 +314,7 @@ impl<C: Clock + Clone> RateLimits<C> {
                 tighten(&mut verdict, i, d);
                 continue;
             }
-            let source = self.source(&rule.spec.key, headers, peer);
+            let source = Self::source(&rule.spec.key, req);
             global.push(GlobalCheck {
                 rule: i,
                 key: self.global_key(&rule.spec.name, &source),
@@ -524,53 +437,29 @@ impl<C: Clock + Clone> RateLimits<C> {
         format!("{prefix}rl:{rule}:{}", digest.digest())
     }
 
-    /// Who a rule counts this request as.
-    fn source<'h>(
-        &self,
-        kind: &KeyKind,
-        headers: &'h HeaderMap,
-        peer: Option<IpAddr>,
-    ) -> KeySource<'h> {
+    /// Who a rule counts this request as: by its kind of key, or by the
+    /// client's address when the request has no usable key of that kind.
+    fn source<'h>(kind: &KeyKind, req: &Subject<'h>) -> KeySource<'h> {
         let found = match kind {
-            KeyKind::Owner => owner_from_headers(headers)
-                .ok()
-                .flatten()
-                .map(|o| KeySource::Owner(o.as_u128())),
-            KeyKind::Principal => principal(headers).map(KeySource::Principal),
-            KeyKind::Header(name) => headers.get(name).map(|v| KeySource::Header(v.as_bytes())),
+            KeyKind::Owner => req.owner.map(|o| KeySource::Owner(o.as_u128())),
+            KeyKind::Principal => principal(req.headers).map(KeySource::Principal),
+            KeyKind::Header(name) => req
+                .headers
+                .get(name)
+                .map(|v| KeySource::Header(v.as_bytes())),
             KeyKind::ClientIp => None,
         };
-        found.unwrap_or_else(|| KeySource::Ip(self.client_ip(headers, peer)))
+        found.unwrap_or(KeySource::Ip(req.client_ip))
     }
 
     /// The key a rule counts this request by.
-    pub fn key(&self, kind: &KeyKind, headers: &HeaderMap, peer: Option<IpAddr>) -> u64 {
-        match self.source(kind, headers, peer) {
+    pub fn key(&self, kind: &KeyKind, req: &Subject<'_>) -> u64 {
+        match Self::source(kind, req) {
             KeySource::Owner(o) => self.hasher.hash_one((1u8, o)),
             KeySource::Principal(p) => self.hasher.hash_one((2u8, p)),
             KeySource::Header(v) => self.hasher.hash_one((3u8, v)),
             KeySource::Ip(ip) => self.hasher.hash_one((0u8, ip)),
         }
-    }
-
-    /// The client's address: the peer, or, behind trusted proxies, the last
-    /// address in `X-Forwarded-For` that is not one of them.
-    pub fn client_ip(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
-        let peer = peer?;
-        if !self.trusted_proxies.contains(&peer) {
-            return Some(peer);
-        }
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect::<Vec<_>>()
-            .join(",");
-        forwarded
-            .rsplit(',')
-            .filter_map(|s| s.trim().parse::<IpAddr>().ok())
-            .find(|ip| !self.trusted_proxies.contains(ip))
-            .or(Some(peer))
     }
 
     pub fn sweep(&self) {
@@ -615,7 +504,28 @@ fn principal(headers: &HeaderMap) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PathPattern;
+    use crate::owners::owner_from_headers;
     use governor::clock::FakeRelativeClock;
+    use http::HeaderName;
+    use http::HeaderValue;
+    use std::num::NonZeroU32;
+
+    /// A request as the facts layer would describe it.
+    fn subject<'a>(
+        method: &'a Method,
+        path: &'a str,
+        headers: &'a HeaderMap,
+        client_ip: Option<IpAddr>,
+    ) -> Subject<'a> {
+        Subject {
+            method,
+            path,
+            headers,
+            owner: owner_from_headers(headers).ok().flatten(),
+            client_ip,
+        }
+    }
 
     fn spec(key: KeyKind, rate: u32, per_secs: u64, burst: u32) -> RuleSpec {
         RuleSpec {
@@ -653,15 +563,11 @@ mod tests {
     #[test]
     fn burst_then_refill_with_a_fake_clock() {
         let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(
-            vec![spec(KeyKind::ClientIp, 1, 10, 3)],
-            vec![],
-            clock.clone(),
-        );
+        let limits = RateLimits::with_clock(vec![spec(KeyKind::ClientIp, 1, 10, 3)], clock.clone());
         let h = HeaderMap::new();
         let check = || {
             limits
-                .check(&Method::POST, "/orders", &h, ip(1))
+                .check(&subject(&Method::POST, "/orders", &h, ip(1)))
                 .unwrap()
                 .decision
         };
@@ -675,10 +581,14 @@ mod tests {
         clock.advance(Duration::from_secs(10));
         assert!(matches!(check(), Decision::Allowed { remaining: 0, .. }));
         // Other routes and methods are not counted.
-        assert!(limits.check(&Method::GET, "/orders", &h, ip(1)).is_none());
         assert!(
             limits
-                .check(&Method::POST, "/accounts", &h, ip(1))
+                .check(&subject(&Method::GET, "/orders", &h, ip(1)))
+                .is_none()
+        );
+        assert!(
+            limits
+                .check(&subject(&Method::POST, "/accounts", &h, ip(1)))
                 .is_none()
         );
     }
@@ -686,7 +596,7 @@ mod tests {
     #[test]
     fn keys_isolate_clients_and_bad_keys_fall_back_to_the_ip() {
         let clock = FakeRelativeClock::default();
-        let limits = RateLimits::with_clock(vec![spec(KeyKind::Owner, 1, 60, 1)], vec![], clock);
+        let limits = RateLimits::with_clock(vec![spec(KeyKind::Owner, 1, 60, 1)], clock);
         let with = |cookie: &str| {
             let mut h = HeaderMap::new();
             h.insert(http::header::COOKIE, HeaderValue::from_str(cookie).unwrap());
@@ -698,7 +608,7 @@ mod tests {
         let allowed = |h: &HeaderMap, n| {
             matches!(
                 limits
-                    .check(&Method::POST, "/orders", h, ip(n))
+                    .check(&subject(&Method::POST, "/orders", h, ip(n)))
                     .unwrap()
                     .decision,
                 Decision::Allowed { .. }
@@ -719,66 +629,54 @@ mod tests {
 
     #[test]
     fn principal_and_header_keys() {
-        let limits = RateLimits::new(vec![], vec![]);
+        let limits = RateLimits::new(vec![]);
         let mut h = HeaderMap::new();
         // "alice:secret"
         h.insert(
             http::header::AUTHORIZATION,
             HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0"),
         );
-        let alice = limits.key(&KeyKind::Principal, &h, ip(1));
+        let alice = limits.key(&KeyKind::Principal, &subject(&Method::GET, "/", &h, ip(1)));
         h.insert(
             http::header::AUTHORIZATION,
             HeaderValue::from_static("Basic YWxpY2U6b3RoZXI="),
         ); // alice:other
-        assert_eq!(limits.key(&KeyKind::Principal, &h, ip(2)), alice);
+        assert_eq!(
+            limits.key(&KeyKind::Principal, &subject(&Method::GET, "/", &h, ip(2))),
+            alice
+        );
         for bad in ["Basic !!!notbase64", "Bearer abc", "Basic", "Basic Og=="] {
             h.insert(http::header::AUTHORIZATION, HeaderValue::from_static(bad));
             assert_eq!(
-                limits.key(&KeyKind::Principal, &h, ip(1)),
-                limits.key(&KeyKind::ClientIp, &h, ip(1)),
+                limits.key(&KeyKind::Principal, &subject(&Method::GET, "/", &h, ip(1))),
+                limits.key(&KeyKind::ClientIp, &subject(&Method::GET, "/", &h, ip(1))),
                 "{bad}"
             );
         }
         let name = HeaderName::from_static("x-api-key");
         h.insert(name.clone(), HeaderValue::from_static("k1"));
         assert_ne!(
-            limits.key(&KeyKind::Header(name.clone()), &h, ip(1)),
-            limits.key(&KeyKind::ClientIp, &h, ip(1))
+            limits.key(
+                &KeyKind::Header(name.clone()),
+                &subject(&Method::GET, "/", &h, ip(1))
+            ),
+            limits.key(&KeyKind::ClientIp, &subject(&Method::GET, "/", &h, ip(1)))
         );
-    }
-
-    #[test]
-    fn forwarded_client_ip_is_believed_only_from_trusted_proxies() {
-        let proxy: IpAddr = "127.0.0.1".parse().unwrap();
-        let limits = RateLimits::new(vec![], vec![proxy]);
-        let mut h = HeaderMap::new();
-        h.insert(
-            "x-forwarded-for",
-            HeaderValue::from_static("203.0.113.7, 127.0.0.1"),
-        );
-        assert_eq!(
-            limits.client_ip(&h, Some(proxy)),
-            "203.0.113.7".parse().ok()
-        );
-        assert_eq!(limits.client_ip(&h, ip(9)), ip(9));
-        h.insert("x-forwarded-for", HeaderValue::from_static("not an ip"));
-        assert_eq!(limits.client_ip(&h, Some(proxy)), Some(proxy));
     }
 
     #[test]
     fn without_redis_global_rules_count_locally() {
         let mut s = spec(KeyKind::ClientIp, 1, 60, 1);
         s.scope = Scope::Global;
-        let limits = RateLimits::with_clock(vec![s], vec![], FakeRelativeClock::default());
+        let limits = RateLimits::with_clock(vec![s], FakeRelativeClock::default());
         let h = HeaderMap::new();
-        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        let eval = limits.evaluate(&subject(&Method::POST, "/orders", &h, ip(1)));
         assert!(eval.global.is_empty());
         assert!(matches!(
             eval.verdict.unwrap().decision,
             Decision::Allowed { .. }
         ));
-        let eval = limits.evaluate(&Method::POST, "/orders", &h, ip(1));
+        let eval = limits.evaluate(&subject(&Method::POST, "/orders", &h, ip(1)));
         assert!(matches!(
             eval.verdict.unwrap().decision,
             Decision::Denied { .. }
@@ -787,10 +685,22 @@ mod tests {
 
     #[test]
     fn redis_keys_name_the_rule_and_hide_the_client() {
-        let limits = RateLimits::new(vec![], vec![]);
+        let limits = RateLimits::new(vec![]);
         let h = HeaderMap::new();
-        let a = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(7)));
-        let b = limits.global_key("r", &limits.source(&KeyKind::ClientIp, &h, ip(8)));
+        let a = limits.global_key(
+            "r",
+            &RateLimits::<DefaultClock>::source(
+                &KeyKind::ClientIp,
+                &subject(&Method::GET, "/", &h, ip(7)),
+            ),
+        );
+        let b = limits.global_key(
+            "r",
+            &RateLimits::<DefaultClock>::source(
+                &KeyKind::ClientIp,
+                &subject(&Method::GET, "/", &h, ip(8)),
+            ),
+        );
         assert!(
             a.starts_with("rl:r:") && a.len() == "rl:r:".len() + 40,
             "{a}"
@@ -799,9 +709,15 @@ mod tests {
         assert!(!a.contains("10.0.0.7"));
         // Stable across processes: the same client is the same bucket on
         // every replica.
-        let again = RateLimits::new(vec![], vec![]);
+        let again = RateLimits::new(vec![]);
         assert_eq!(
-            again.global_key("r", &again.source(&KeyKind::ClientIp, &h, ip(7))),
+            again.global_key(
+                "r",
+                &RateLimits::<DefaultClock>::source(
+                    &KeyKind::ClientIp,
+                    &subject(&Method::GET, "/", &h, ip(7))
+                )
+            ),
             a
         );
     }

@@ -1,30 +1,71 @@
-//! Resolution of request paths: which part of the orders API a path names.
+//! Routes: which part of the orders API a request path names.
 //!
 //! Pure code, no I/O: [`classify`] tells the `/order` shorthand from an explicit
 //! `/orders/<id>` path and from everything else, and refuses paths that try to
 //! climb out of where they point (dot segments, encoded separators), which the
-//! caller answers with 400. The orders phase ([`crate::orders`]) acts on the result.
+//! orders phase answers with 400. [`crate::context`] classifies each request
+//! once; every layer reads the result.
 
 use crate::owners::OrderId;
 
 /// What a request path names.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route<'a> {
-    /// `/order` or `/order/<child…>`; `rest` is `""` or starts with `/`.
-    Shorthand { rest: &'a str },
+pub enum Route {
+    /// `/order` or `/order/<child…>`.
+    Shorthand { rest: Rest },
     /// `/orders` (the collection: `POST` creates an order).
     Orders,
-    /// `/orders/<id>` or `/orders/<id>/<child…>`; `rest` as for the shorthand.
-    Order { id: OrderId, rest: &'a str },
+    /// `/orders/<id>` or `/orders/<id>/<child…>`.
+    Order { id: OrderId, rest: Rest },
     /// Anything else: proxied as it is.
     Other,
 }
 
-impl Route<'_> {
-    /// Whether the path is the order itself (`/order`, `/orders/<id>`, with or
-    /// without a trailing slash), not one of its children.
-    pub fn is_order_itself(rest: &str) -> bool {
-        rest.is_empty() || rest == "/"
+/// What follows the order in a path: `""` or a path starting with `/`.
+/// Held without an allocation when empty (the order itself).
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Rest(Box<str>);
+
+impl Rest {
+    fn new(rest: &str) -> Self {
+        Self(rest.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The order itself (`/order`, `/orders/<id>`, with or without a
+    /// trailing slash), not one of its children.
+    pub fn is_itself(&self) -> bool {
+        self.0.is_empty() || &*self.0 == "/"
+    }
+
+    /// The order's `action` child, where orders are validated and submitted.
+    pub fn is_action(&self) -> bool {
+        matches!(&*self.0, "/action" | "/action/")
+    }
+}
+
+impl std::fmt::Debug for Rest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl From<&str> for Rest {
+    fn from(rest: &str) -> Self {
+        Self::new(rest)
+    }
+}
+
+impl Route {
+    /// The order a route names and what follows it, for both forms.
+    pub fn child(&self) -> Option<&Rest> {
+        match self {
+            Route::Shorthand { rest } | Route::Order { rest, .. } => Some(rest),
+            _ => None,
+        }
     }
 }
 
@@ -41,14 +82,16 @@ const SHORTHAND: &str = "/order";
 const ORDERS: &str = "/orders";
 
 /// Classifies a request path (without the query string).
-pub fn classify(path: &str) -> Result<Route<'_>, PathError> {
+pub fn classify(path: &str) -> Result<Route, PathError> {
     if path.split('/').any(is_dot_segment) {
         return Err(PathError::DotSegment);
     }
     if let Some(rest) = path.strip_prefix(SHORTHAND) {
         if rest.is_empty() || rest.starts_with('/') {
             check_separators(rest)?;
-            return Ok(Route::Shorthand { rest });
+            return Ok(Route::Shorthand {
+                rest: Rest::new(rest),
+            });
         }
         if let Some(rest) = rest.strip_prefix('s') {
             if rest.is_empty() || rest == "/" {
@@ -58,7 +101,10 @@ pub fn classify(path: &str) -> Result<Route<'_>, PathError> {
                 let (id, child) = after.find('/').map_or((after, ""), |i| after.split_at(i));
                 if let Some(id) = OrderId::parse(id) {
                     check_separators(child)?;
-                    return Ok(Route::Order { id, rest: child });
+                    return Ok(Route::Order {
+                        id,
+                        rest: Rest::new(child),
+                    });
                 }
             }
         }
@@ -67,7 +113,8 @@ pub fn classify(path: &str) -> Result<Route<'_>, PathError> {
 }
 
 /// Builds the explicit upstream path `/orders/<id><rest>` plus the query.
-pub fn explicit_path(id: &OrderId, rest: &str, query: Option<&str>) -> String {
+pub fn explicit_path(id: &OrderId, rest: &Rest, query: Option<&str>) -> String {
+    let rest = rest.as_str();
     let mut out = String::with_capacity(
         ORDERS.len() + 1 + id.as_str().len() + rest.len() + query.map_or(0, |q| q.len() + 1),
     );
@@ -120,12 +167,15 @@ mod tests {
 
     #[test]
     fn shorthand_paths() {
-        assert_eq!(classify("/order"), Ok(Route::Shorthand { rest: "" }));
-        assert_eq!(classify("/order/"), Ok(Route::Shorthand { rest: "/" }));
+        assert_eq!(classify("/order"), Ok(Route::Shorthand { rest: "".into() }));
+        assert_eq!(
+            classify("/order/"),
+            Ok(Route::Shorthand { rest: "/".into() })
+        );
         assert_eq!(
             classify("/order/product/p1"),
             Ok(Route::Shorthand {
-                rest: "/product/p1"
+                rest: "/product/p1".into()
             })
         );
     }
@@ -138,14 +188,14 @@ mod tests {
             classify("/orders/abc"),
             Ok(Route::Order {
                 id: id("abc"),
-                rest: ""
+                rest: "".into()
             })
         );
         assert_eq!(
             classify("/orders/abc/action"),
             Ok(Route::Order {
                 id: id("abc"),
-                rest: "/action"
+                rest: "/action".into()
             })
         );
     }
@@ -187,19 +237,26 @@ mod tests {
         // Dots inside a segment are fine.
         assert_eq!(
             classify("/order/file.json"),
-            Ok(Route::Shorthand { rest: "/file.json" })
+            Ok(Route::Shorthand {
+                rest: "/file.json".into()
+            })
         );
         assert_eq!(
             classify("/order/..."),
-            Ok(Route::Shorthand { rest: "/..." })
+            Ok(Route::Shorthand {
+                rest: "/...".into()
+            })
         );
     }
 
     #[test]
     fn builds_explicit_paths() {
-        assert_eq!(explicit_path(&id("o1"), "", None), "/orders/o1");
         assert_eq!(
-            explicit_path(&id("o1"), "/quote", Some("a=1")),
+            explicit_path(&id("o1"), &Rest::default(), None),
+            "/orders/o1"
+        );
+        assert_eq!(
+            explicit_path(&id("o1"), &"/quote".into(), Some("a=1")),
             "/orders/o1/quote?a=1"
         );
     }

@@ -34,12 +34,9 @@ impl<K: Eq + Hash, V: Clone> Memo<K, V> {
         self.map.insert(key, value);
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.map.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
     }
 }
 

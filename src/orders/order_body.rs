@@ -1,22 +1,114 @@
-//! Order policy in plain code: single flight of order creation per owner (in
-//! the process, and across replicas with [`lease`]), rate limits, and what
-//! the gateway reads from order bodies (status, actions, links).
+//! What the gateway reads in order bodies and action bodies: an order's
+//! status, its links, whether an action submits. Pure code over bytes
+//! already read (and decoded) by [`crate::body::read_decoded`].
+//!
+//! An order's status and links are read without building a JSON tree of the
+//! order, and [`Views`] keeps the last view of each order, so an order read
+//! again unchanged is not parsed again.
 
-pub mod lease;
-pub mod rate_limit;
-mod single_flight;
-
-pub use single_flight::{CreationGuard, CreationLocks};
-
+use super::memo::Memo;
+use crate::owners::OrderId;
+use crate::upstream::rewrite::Rewriter;
+use bytes::Bytes;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
+use std::sync::Arc;
 
-/// Wall-clock milliseconds since the Unix epoch: the stamp of associations
-/// and of rate-limit sweeps.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+/// What the gateway makes of an order body.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OrderView {
+    /// The body for the client.
+    pub body: Bytes,
+    /// The order is no longer `new`.
+    pub closed: bool,
+    /// The body was rebuilt as JSON: its type is set.
+    pub json: bool,
+}
+
+/// The last body read of each order and the view made of it, per route
+/// (shorthand or explicit): an order read again unchanged is not parsed
+/// again. Bounded by count and body size.
+pub struct Views {
+    seen: Memo<(OrderId, bool), Arc<Seen>>,
+}
+
+/// Most orders whose last view is kept, and the largest body kept.
+const VIEWS: usize = 2048;
+const MAX_VIEWED_BODY: usize = 4096;
+
+struct Seen {
+    upstream: Bytes,
+    view: OrderView,
+}
+
+impl Default for Views {
+    fn default() -> Self {
+        Self {
+            seen: Memo::new(VIEWS),
+        }
+    }
+}
+
+impl Views {
+    /// The view of an order body, `links` (`(rel, href)`) set when given (the
+    /// shorthand's `self` and `alternate`), URLs rewritten by `rewriter`.
+    pub fn view(
+        &self,
+        bytes: Bytes,
+        order: &OrderId,
+        rewriter: &Rewriter,
+        links: Option<&[(&str, &str)]>,
+    ) -> OrderView {
+        let key = (order.clone(), links.is_some());
+        if let Some(seen) = self.seen.get(&key)
+            && seen.upstream == bytes
+        {
+            return seen.view.clone();
+        }
+        let view = make_view(&bytes, rewriter, links);
+        if bytes.len() <= MAX_VIEWED_BODY {
+            let seen = Seen {
+                upstream: bytes,
+                view: view.clone(),
+            };
+            self.seen.insert(key, Arc::new(seen));
+        }
+        view
+    }
+}
+
+/// The view of an order body: only the status and the links are read (no
+/// JSON tree of the order), and the body is not copied when there is
+/// nothing to change.
+fn make_view(bytes: &Bytes, rewriter: &Rewriter, links: Option<&[(&str, &str)]>) -> OrderView {
+    let passed = |closed| OrderView {
+        body: bytes.clone(),
+        closed,
+        json: false,
+    };
+    let Some(links) = links else {
+        return match body_is_open(bytes) {
+            Some(open) if !rewriter.is_empty() => OrderView {
+                body: rewriter.rewrite_bytes(bytes),
+                closed: !open,
+                json: false,
+            },
+            Some(open) => passed(!open),
+            None => passed(false),
+        };
+    };
+    // One pass over the rewritten body reads the status and sets the links;
+    // a body that is not JSON passes as it came.
+    let rewritten = rewriter.rewrite_bytes(bytes);
+    match order_view(&rewritten, links) {
+        View::NotJson => passed(false),
+        View::Closed => passed(true),
+        View::Open(view) => OrderView {
+            body: view.map_or(rewritten, Bytes::from),
+            closed: false,
+            json: true,
+        },
+    }
 }
 
 /// The `Status` of an order body (`{"order": {"Status": ...}}`), if it has one.

@@ -12,6 +12,68 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
+/// The upstream's internal base URLs and the public one: what is rewritten
+/// to what, and which URLs are the upstream's own.
+#[derive(Debug, Clone)]
+pub struct Bases {
+    /// Every internal base → the public base.
+    rewriter: Arc<Rewriter>,
+    internal: Arc<[String]>,
+    public: Arc<str>,
+}
+
+impl Bases {
+    pub fn new(internal: Vec<String>, public: String) -> Self {
+        let rewriter = Rewriter::new(internal.iter().map(|b| (b.clone(), public.clone())));
+        Self {
+            rewriter: Arc::new(rewriter),
+            internal: internal.into(),
+            public: public.into(),
+        }
+    }
+
+    pub fn public(&self) -> &str {
+        &self.public
+    }
+
+    /// The rewriter of every answer not about an order through the shorthand.
+    pub fn rewriter(&self) -> &Arc<Rewriter> {
+        &self.rewriter
+    }
+
+    /// A rewriter for answers through the shorthand about `order`: the
+    /// order's explicit URL (absolute on any base, or relative) becomes
+    /// `/order`, and the rest as [`Self::rewriter`] does.
+    pub fn for_shorthand(&self, order: &str) -> Rewriter {
+        let public = &*self.public;
+        let short = format!("{public}/order");
+        let extra = self
+            .internal
+            .iter()
+            .map(|b| b.as_str())
+            .chain([public])
+            .map(|b| (format!("{b}/orders/{order}"), short.clone()))
+            .chain([(format!("/orders/{order}"), "/order".to_owned())]);
+        self.rewriter.with(extra)
+    }
+
+    /// The path of an absolute or relative URL if it is on the upstream's own
+    /// base (or any internal or the public base), else `None`.
+    pub fn own_path<'a>(&self, url: &'a str) -> Option<&'a str> {
+        if url.starts_with('/') {
+            return Some(url);
+        }
+        self.internal
+            .iter()
+            .map(|b| b.as_str())
+            .chain([&*self.public])
+            .find_map(|b| {
+                url.strip_prefix(b)
+                    .filter(|rest| rest.is_empty() || rest.starts_with('/'))
+            })
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Rewriter {
     /// (from, to), sorted by descending `from` length.

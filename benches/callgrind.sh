@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# The per-request cost budget: user-space instructions and heap allocations
+# per request, counted by callgrind on the release binary with one worker, in
+# front of the load harness's stub backend (nginx with
+# ../shared/bench/conf/upstream-nginx.conf). Counts do not depend on the
+# machine's load, so every change can show its cost.
+#
+#   benches/callgrind.sh                 # every scenario, 3,000 requests each
+#   N=1000 SCENARIOS="passthrough shorthand" benches/callgrind.sh
+#
+# Scenarios: passthrough (GET of a tracked order), shorthand (GET /order),
+# conflict (POST /orders by an owner whose order is open: 409), fault (an
+# upstream 404 normalised to the fault shape). Each runs N requests over 8
+# keep-alive connections after 300 warm-up requests. Needs valgrind, nginx
+# and h2load (nghttp2-client). Prints a table; the raw callgrind files stay
+# in $OUT (default target/callgrind/).
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STUB_CONF=${STUB_CONF:-$ROOT/../shared/bench/conf/upstream-nginx.conf}
+N=${N:-3000}
+SCENARIOS=${SCENARIOS:-passthrough shorthand conflict fault}
+OUT=${OUT:-$ROOT/target/callgrind}
+GW=http://127.0.0.1:18090
+ORDER=00000145ffa79d31de17529f007f000000010001
+OWNER=73adb746-2443-4cc8-879e-886348385b9a
+
+for tool in valgrind callgrind_control nginx h2load curl; do
+  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
+done
+[[ -f $STUB_CONF ]] || { echo "callgrind.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
+
+cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
+mkdir -p "$OUT"
+RUN=$(mktemp -d /tmp/ordergate-callgrind.XXXXXX)
+mkdir -p "$RUN/upstream"
+sed "s|@RUN@|$RUN|g" "$STUB_CONF" > "$RUN/upstream.conf"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+nginx -c "$RUN/upstream.conf" -p "$RUN" &
+pids+=($!)
+
+wait_for() {
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "callgrind.sh: $1 does not answer" >&2
+  exit 1
+}
+wait_for http://127.0.0.1:18080/
+
+# Requests of a scenario: h2load arguments after the URL.
+load() {
+  local n=$1 scenario=$2
+  case $scenario in
+    passthrough) h2load --h1 -n "$n" -c 8 "$GW/orders/$ORDER" ;;
+    shorthand) h2load --h1 -n "$n" -c 8 -H "Cookie: OwnerId=$OWNER" "$GW/order" ;;
+    conflict) h2load --h1 -n "$n" -c 8 -d /dev/null -H "Cookie: OwnerId=$OWNER" "$GW/orders" ;;
+    fault) h2load --h1 -n "$n" -c 8 "$GW/nothing-here" ;;
+  esac >"$OUT/$scenario.h2load.txt"
+}
+
+printf '| scenario | instructions/request | allocations/request |\n|---|---:|---:|\n'
+for scenario in $SCENARIOS; do
+  rm -f "$OUT/callgrind.$scenario".*
+  TOKIO_WORKER_THREADS=1 valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$scenario.%p" \
+    "$ROOT/target/release/ordergate" --config "$ROOT/config/bench.toml" >"$OUT/$scenario.log" 2>&1 &
+  vg=$!
+  pids+=("$vg")
+  wait_for "$GW/orders/$ORDER"
+  # The order becomes a tracked one, the owner's open order.
+  curl -s -o /dev/null -X POST -H "Cookie: OwnerId=$OWNER" "$GW/orders"
+  load 300 "$scenario"
+  callgrind_control -z "$vg" >/dev/null
+  load "$N" "$scenario"
+  callgrind_control -d "$vg" >/dev/null
+  kill "$vg"
+  wait "$vg" 2>/dev/null || true
+  dump=$(ls -t "$OUT/callgrind.$scenario".*.1 2>/dev/null | head -n 1)
+  python3 - "$dump" "$N" "$scenario" <<'PY'
+import re, sys
+path, n, scenario = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+total = 0
+allocs = 0
+names = {}
+callee = None
+with open(path) as f:
+    for line in f:
+        if line.startswith("summary:") or line.startswith("totals:"):
+            total = int(line.split()[1])
+        m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
+        if m:
+            if m.group(2):
+                names[m.group(1)] = m.group(2).strip()
+            callee = names.get(m.group(1), "")
+            continue
+        if line.startswith("calls=") and callee is not None:
+            if callee in ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc"):
+                allocs += int(line.split()[0][6:])
+            callee = None
+print(f"| {scenario} | {total / n / 1000:.1f}k | {allocs / n:.1f} |")
+PY
+done

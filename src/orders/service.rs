@@ -1,0 +1,618 @@
+//! The orders service: runs the plans of [`super::plan`] and applies their
+//! effects. It decides nothing itself: the plan says what to do with the
+//! request, the effects what to do about the answer.
+
+use super::order_body::{self, Views};
+use super::plan::{self, AnswerFacts, Exchange, Plan, Refusal, Step};
+use super::{CreationLocks, memo::Memo};
+use crate::body::{self, Body, Coding, ReadError};
+use crate::config::{CookieConfig, SameSite};
+use crate::context::{Facts, Peer};
+use crate::faults::{Client, Error, JSON_UTF8, Policy};
+use crate::owners::lease::Leases;
+use crate::owners::{self, OrderId, OwnerId, OwnerStore, owner_from_set_cookie};
+use crate::route::{self, Rest, Route};
+use crate::telemetry::RequestId;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::rewrite::{Bases, Rewriter};
+use crate::upstream::{Answer, Upstream};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode};
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// The orders phase as a tower service. Cheap to clone.
+#[derive(Clone)]
+pub struct OrdersService {
+    shared: Arc<Orders>,
+}
+
+/// The state behind [`OrdersService`].
+pub struct Orders {
+    pub(super) upstream: Upstream,
+    pub(super) bases: Bases,
+    pub(super) store: Arc<dyn OwnerStore>,
+    /// Creation leases, when the store is shared with other replicas.
+    pub(super) leases: Option<Arc<dyn Leases>>,
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) locks: CreationLocks,
+    cookies: CookieConfig,
+    idle_expiry_ms: u64,
+    max_request_body: u64,
+    max_json_body: usize,
+    request_id_header: HeaderName,
+    /// Longest wait for an owner's creation lease held by another replica.
+    pub(super) lease_wait: Duration,
+    views: Views,
+    /// The shorthand rewriter of each order in use: an owner reads its open
+    /// order through `/order` again and again.
+    rewriters: Memo<OrderId, Arc<Rewriter>>,
+}
+
+/// Most orders whose shorthand rewriter is kept.
+const SHORTHAND_REWRITERS: usize = 4096;
+
+/// Headers of the client's request that go with calls the gateway makes on
+/// its behalf (creating an order, checking one).
+const DELEGATED: [HeaderName; 4] = [
+    header::AUTHORIZATION,
+    header::COOKIE,
+    header::HOST,
+    header::USER_AGENT,
+];
+
+/// What [`OrdersService`] needs beside the upstream and the store.
+#[derive(Clone)]
+pub struct OrdersSettings {
+    pub bases: Bases,
+    pub cookies: CookieConfig,
+    pub idle_expiry: Duration,
+    pub max_request_body: u64,
+    /// Cap on the JSON bodies the gateway reads (orders, actions).
+    pub max_json_body: usize,
+    pub request_id_header: HeaderName,
+    /// Longest wait for an owner's creation lease held by another replica:
+    /// longer than a creation can take.
+    pub lease_wait: Duration,
+}
+
+impl OrdersService {
+    pub fn new(
+        upstream: Upstream,
+        store: owners::Store,
+        metrics: Arc<Metrics>,
+        settings: OrdersSettings,
+    ) -> Self {
+        let OrdersSettings {
+            bases,
+            cookies,
+            idle_expiry,
+            max_request_body,
+            max_json_body,
+            request_id_header,
+            lease_wait,
+        } = settings;
+        Self {
+            shared: Arc::new(Orders {
+                upstream,
+                bases,
+                store: store.owners,
+                leases: store.leases,
+                metrics,
+                locks: CreationLocks::default(),
+                cookies,
+                idle_expiry_ms: idle_expiry.as_millis() as u64,
+                max_request_body,
+                max_json_body,
+                request_id_header,
+                lease_wait,
+                views: Views::default(),
+                rewriters: Memo::new(SHORTHAND_REWRITERS),
+            }),
+        }
+    }
+}
+
+impl tower::Service<Request<Body>> for OrdersService {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, mut req: Request<Body>) -> Self::Future {
+        let orders = Arc::clone(&self.shared);
+        let facts = req.extensions_mut().remove::<Facts>().unwrap_or_else(|| {
+            // Without the facts layer in front (the service on its own).
+            let peer = req.extensions().get::<Peer>().copied();
+            Facts::new(req.uri().path(), req.headers(), peer, &[], None)
+        });
+        Box::pin(async move {
+            let id = req.extensions().get::<RequestId>().cloned();
+            match orders.handle(req, &facts).await {
+                Ok(resp) => Ok(resp),
+                Err(e) => Ok(e.respond(id.as_ref().map_or("", RequestId::as_str))),
+            }
+        })
+    }
+}
+
+/// What the client's request lends the calls the gateway makes for it.
+pub(super) struct Delegate {
+    headers: HeaderMap,
+}
+
+/// The fault of a refusal.
+fn refused(r: Refusal) -> Error {
+    match r {
+        Refusal::BadPath(e) => Error::client(Client::BadRequest, format!("Bad request path: {e}")),
+        Refusal::BadOwner(e) => Error::client(Client::Unauthorized, format!("Unauthorized: {e}")),
+        Refusal::NoOwner => Error::client(
+            Client::Unauthorized,
+            "The OwnerId cookie is required to use /order",
+        ),
+        Refusal::NoOpenOrder => no_open_order(),
+    }
+}
+
+pub(super) fn no_open_order() -> Error {
+    Error::client(
+        Client::NotFound,
+        "There is no new order associated with the OwnerId",
+    )
+}
+
+pub(super) fn conflict() -> Error {
+    Error::policy(
+        Policy::Conflict,
+        "There is already a new order associated with the same OwnerId",
+    )
+}
+
+/// Where a forwarded call goes and what its answer is rewritten with.
+pub(super) struct Target<'a> {
+    /// The path and query upstream; `None`: the client's own.
+    pub path: Option<String>,
+    /// The order the call is about.
+    pub order: Option<&'a OrderId>,
+    pub rewriter: Arc<Rewriter>,
+}
+
+impl Orders {
+    async fn handle(&self, req: Request<Body>, facts: &Facts) -> Result<Response<Body>, Error> {
+        // The larger futures of creation and the shorthand are boxed, so
+        // that each request in flight holds no more than its own path needs.
+        match plan::plan(facts, req.method()) {
+            Plan::Refuse(r) => Err(refused(r)),
+            Plan::Forward { learn } => self.forward(req, facts, learn).await,
+            Plan::Create { shorthand } => {
+                let create = self.create_explicit(req, facts, shorthand);
+                Box::pin(crate::telemetry::trace::in_span("order.create", create)).await
+            }
+            Plan::Shorthand { implicit } => Box::pin(self.shorthand(req, facts, implicit)).await,
+        }
+    }
+
+    // ---- forwarding ----------------------------------------------------------
+
+    /// A call the orders API does not reroute: passed on as it is.
+    async fn forward(
+        &self,
+        req: Request<Body>,
+        facts: &Facts,
+        learn: bool,
+    ) -> Result<Response<Body>, Error> {
+        let Ok(route) = &facts.route else {
+            return Err(Error::client(Client::BadRequest, "Bad request path"));
+        };
+        let method = req.method().clone();
+        let (req, submit) = self.read_action(req, route.child()).await?;
+        let mut exchange = Exchange::forward(route, &method, submit, learn);
+        let order = match route {
+            Route::Order { id, .. } => Some(id),
+            _ => None,
+        };
+        if let Some(order) = order
+            && exchange.asks_tracking()
+        {
+            // A read of a tracked order is where the gateway sees status
+            // changes made behind its back; other reads stream through.
+            exchange.tracked = self.store.owner_of(order).await?.is_some();
+        }
+        let target = Target {
+            path: None,
+            order,
+            rewriter: Arc::clone(self.bases.rewriter()),
+        };
+        self.exchange(req, facts, &exchange, target, facts.valid_owner())
+            .await
+    }
+
+    /// Sends a call upstream and applies the effects of its answer.
+    pub(super) async fn exchange(
+        &self,
+        mut req: Request<Body>,
+        facts: &Facts,
+        exchange: &Exchange,
+        target: Target<'_>,
+        owner: Option<OwnerId>,
+    ) -> Result<Response<Body>, Error> {
+        self.upstream
+            .prepare(&mut req, target.path.as_deref(), facts);
+        let resp = self.upstream.send(req, facts.record.as_ref()).await?;
+        self.answer(resp, exchange, target, owner).await
+    }
+
+    /// Reads the facts of an upstream answer and applies their effects.
+    async fn answer(
+        &self,
+        resp: Answer,
+        exchange: &Exchange,
+        target: Target<'_>,
+        owner: Option<OwnerId>,
+    ) -> Result<Response<Body>, Error> {
+        let status = resp.status();
+        let (created, set_owner) = if exchange.learn {
+            (
+                self.created_order(status, resp.headers()),
+                owner_from_set_cookie(resp.headers()),
+            )
+        } else {
+            (None, None)
+        };
+        let order = target.order;
+        let (mut out, open) = match order {
+            Some(order) if exchange.reads_order(status) => {
+                let (resp, open) = self
+                    .order_view(
+                        resp,
+                        order,
+                        &target.rewriter,
+                        exchange.via == plan::Via::Shorthand,
+                    )
+                    .await?;
+                (resp, Some(open))
+            }
+            _ => (self.upstream.finish(resp, &target.rewriter), None),
+        };
+        let effects = exchange.effects(&AnswerFacts {
+            status,
+            created: created.clone(),
+            open,
+        });
+        let learned = match (effects.learn, created, owner.or(set_owner)) {
+            (true, Some(order), Some(owner)) => {
+                self.learn(owner, &order).await;
+                Some(owner)
+            }
+            _ => None,
+        };
+        if effects.end
+            && let Some(order) = order
+        {
+            self.store.end_order(order).await?;
+        }
+        if effects.hide {
+            return Err(no_open_order());
+        }
+        if effects.explicit_location
+            && let Some(order) = order
+        {
+            let explicit = format!("{}/orders/{order}/", self.bases.public());
+            if let Ok(v) = HeaderValue::from_str(&explicit) {
+                out.headers_mut().insert(header::LOCATION, v);
+            }
+        }
+        if effects.set_cookies
+            && let Some(owner) = owner.or(learned)
+        {
+            // A creation's cookies are the gateway's, for both paths.
+            if matches!(exchange.via, plan::Via::Create { .. }) {
+                out.headers_mut().remove(header::SET_COOKIE);
+            }
+            self.set_owner_cookies(&mut out, owner);
+        }
+        Ok(out)
+    }
+
+    /// Reads an order body once: its status, and through the shorthand its
+    /// links; URLs rewritten. Returns the answer for the client and whether
+    /// the order is open.
+    async fn order_view(
+        &self,
+        resp: Answer,
+        order: &OrderId,
+        rewriter: &Rewriter,
+        shorthand: bool,
+    ) -> Result<(Response<Body>, bool), Error> {
+        let (mut parts, bytes) = self.upstream.read_body(resp, self.max_json_body).await?;
+        crate::upstream::finish_headers(&mut parts.headers, rewriter);
+        let view = if shorthand {
+            let public = self.bases.public();
+            let links = [
+                ("self", &*[public, "/order/"].concat()),
+                (
+                    "alternate",
+                    &*[public, "/orders/", order.as_str(), "/"].concat(),
+                ),
+            ];
+            self.views.view(bytes, order, rewriter, Some(&links))
+        } else {
+            self.views.view(bytes, order, rewriter, None)
+        };
+        if view.json {
+            parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
+        }
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(view.body.len()));
+        Ok((
+            Response::from_parts(parts, body::full(view.body)),
+            !view.closed,
+        ))
+    }
+
+    /// For `POST …/action`, reads the (small, capped) body to know whether
+    /// the call submits the order; other calls pass untouched.
+    async fn read_action(
+        &self,
+        req: Request<Body>,
+        child: Option<&Rest>,
+    ) -> Result<(Request<Body>, bool), Error> {
+        if req.method() != Method::POST || !child.is_some_and(Rest::is_action) {
+            return Ok((req, false));
+        }
+        let (mut parts, body) = req.into_parts();
+        let cap = self.max_json_body;
+        let bytes = match body::read_capped(body, cap).await {
+            Ok(bytes) => bytes,
+            Err(ReadError::TooLarge(_)) => {
+                return Err(Error::body_too_large(
+                    (cap as u64).min(self.max_request_body),
+                ));
+            }
+            // The request limits trip inside the body as it is read.
+            Err(ReadError::Failed(e)) => {
+                return Err(
+                    Error::from_client_body(&*e).unwrap_or_else(|| Error::body_broken().because(e))
+                );
+            }
+            Err(e @ ReadError::Undecodable(_)) => return Err(Error::body_broken().because(e)),
+        };
+        // A client may compress its request: the action is read decoded, and
+        // forwarded as it came.
+        let submit = match Coding::of(&parts.headers) {
+            Ok(Coding::Identity) => order_body::is_submit(&bytes),
+            Ok(coding) => body::read_decoded(body::full(bytes.clone()), coding, cap)
+                .await
+                .is_ok_and(|plain| order_body::is_submit(&plain)),
+            Err(_) => false,
+        };
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Ok((Request::from_parts(parts, body::full(bytes)), submit))
+    }
+
+    // ---- associations ----------------------------------------------------------
+
+    /// The order a 2xx answer says was made (`Location: …/orders/<id>`).
+    pub(super) fn created_order(&self, status: StatusCode, headers: &HeaderMap) -> Option<OrderId> {
+        if !status.is_success() {
+            return None;
+        }
+        let location = headers.get(header::LOCATION)?.to_str().ok()?;
+        let path = self.bases.own_path(location)?;
+        let path = path.split(['?', '#']).next().unwrap_or(path);
+        match route::classify(path) {
+            Ok(Route::Order { id, rest }) if rest.is_itself() => Some(id),
+            _ => None,
+        }
+    }
+
+    /// Records an association an upstream answer shows. A store failure here
+    /// is logged, not answered: the order exists upstream and the client
+    /// must learn of it.
+    pub(super) async fn learn(&self, owner: OwnerId, order: &OrderId) {
+        if let Err(e) = self.store.put(owner, order, crate::clock::now_ms()).await {
+            tracing::error!(error = %e, order = %order, "cannot record the owner of a new order");
+        }
+    }
+
+    /// The owner's open order as far as the store knows (idle ones expire).
+    pub(super) async fn open_order(&self, owner: OwnerId) -> Result<Option<OrderId>, Error> {
+        let Some(a) = self.store.get(owner).await? else {
+            return Ok(None);
+        };
+        let now = crate::clock::now_ms();
+        let idle = now.saturating_sub(a.touched_ms);
+        if idle > self.idle_expiry_ms {
+            self.store.end_order(&a.order).await?;
+            return Ok(None);
+        }
+        // Refresh the stamp now and then, not on every use; an association
+        // ended meanwhile (on another replica) is not brought back.
+        if idle > self.idle_expiry_ms / 16 && !self.store.touch(owner, &a.order, now).await? {
+            return Ok(None);
+        }
+        Ok(Some(a.order))
+    }
+
+    /// Asks the upstream whether `order` is still `new`; the answer's
+    /// effects end the association when it is not.
+    pub(super) async fn still_open(
+        &self,
+        order: &OrderId,
+        facts: &Facts,
+        client: &Delegate,
+        owner: OwnerId,
+    ) -> Result<bool, Error> {
+        let path = route::explicit_path(order, &Rest::default(), None);
+        let req = self.delegated(client, Method::GET, &path, Some(owner), facts);
+        let resp = self.upstream.send(req, facts.record.as_ref()).await?;
+        let mut check = Exchange::forward(
+            &Route::Order {
+                id: order.clone(),
+                rest: Rest::default(),
+            },
+            &Method::GET,
+            false,
+            false,
+        );
+        check.tracked = true;
+        let status = resp.status();
+        let open = if check.reads_order(status) {
+            let (_, bytes) = self.upstream.read_body(resp, self.max_json_body).await?;
+            // An answer without a readable status cannot say the order is closed.
+            Some(order_body::body_is_open(&bytes).unwrap_or(true))
+        } else {
+            None
+        };
+        let effects = check.effects(&AnswerFacts {
+            status,
+            created: None,
+            open,
+        });
+        if effects.end {
+            self.store.end_order(order).await?;
+            return Ok(false);
+        }
+        if status.is_success() {
+            return Ok(true);
+        }
+        Err(
+            Error::upstream(crate::faults::Upstream::BadAnswer).because(format!(
+                "status {status} when the gateway checked the owner's open order"
+            )),
+        )
+    }
+
+    // ---- calls made for the client ---------------------------------------------
+
+    /// What the gateway takes from the client's request for calls it makes
+    /// on the client's behalf: credentials and the request id.
+    pub(super) fn delegate(&self, client: &Request<Body>) -> Delegate {
+        let mut headers = HeaderMap::new();
+        for name in DELEGATED.iter().chain([&self.request_id_header]) {
+            for v in client.headers().get_all(name) {
+                headers.append(name.clone(), v.clone());
+            }
+        }
+        Delegate { headers }
+    }
+
+    pub(super) fn delegated(
+        &self,
+        client: &Delegate,
+        method: Method,
+        path: &str,
+        owner: Option<OwnerId>,
+        facts: &Facts,
+    ) -> Request<Body> {
+        let mut req = Request::new(body::empty());
+        *req.method_mut() = method;
+        *req.headers_mut() = client.headers.clone();
+        if let Some(owner) = owner {
+            owners::set_owner_cookie(req.headers_mut(), owner);
+        }
+        req.headers_mut()
+            .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        self.upstream.prepare(&mut req, Some(path), facts);
+        req
+    }
+
+    fn set_owner_cookies(&self, resp: &mut Response<Body>, owner: OwnerId) {
+        for path in ["/order", "/orders"] {
+            let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, owner.to_string()))
+                .path(path)
+                .http_only(self.cookies.http_only)
+                .secure(self.cookies.secure);
+            if let Some(s) = self.cookies.same_site {
+                c = c.same_site(match s {
+                    SameSite::Strict => cookie::SameSite::Strict,
+                    SameSite::Lax => cookie::SameSite::Lax,
+                    SameSite::None => cookie::SameSite::None,
+                });
+            }
+            if let Some(age) = self.cookies.max_age {
+                c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+            }
+            if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
+                resp.headers_mut().append(header::SET_COOKIE, v);
+            }
+        }
+    }
+
+    // ---- the shorthand ---------------------------------------------------------
+
+    async fn shorthand(
+        &self,
+        req: Request<Body>,
+        facts: &Facts,
+        implicit: bool,
+    ) -> Result<Response<Body>, Error> {
+        let Ok(Route::Shorthand { rest }) = &facts.route else {
+            return Err(Error::client(Client::BadRequest, "Bad request path"));
+        };
+        let owner = facts.valid_owner();
+        if let Some(r) = &facts.record {
+            r.shorthand();
+            if let Some(o) = owner {
+                r.owner(o);
+            }
+        }
+        let open = match owner {
+            Some(o) => self.open_order(o).await?,
+            None => None,
+        };
+        let (owner, order, created) = match plan::resolve(implicit, open) {
+            Step::Use(order) => match owner {
+                Some(owner) => (owner, order, false),
+                None => return Err(refused(Refusal::NoOwner)),
+            },
+            Step::Refuse(r) => return Err(refused(r)),
+            Step::Create => match self
+                .create_implicitly(&self.delegate(&req), facts, owner)
+                .await?
+            {
+                super::create::Creation::Made(owner, order) => (owner, order, true),
+                super::create::Creation::Refused(answer) => return Ok(answer),
+            },
+        };
+        let method = req.method().clone();
+        let (mut req, submit) = self.read_action(req, Some(rest)).await?;
+        if created {
+            owners::set_owner_cookie(req.headers_mut(), owner);
+            if let Some(r) = &facts.record {
+                r.implicit();
+                r.owner(owner);
+            }
+        }
+        let exchange = Exchange::shorthand(&method, rest, submit, created);
+        let target = Target {
+            path: Some(route::explicit_path(&order, rest, req.uri().query())),
+            order: Some(&order),
+            rewriter: self.shorthand_rewriter(&order),
+        };
+        self.exchange(req, facts, &exchange, target, Some(owner))
+            .await
+    }
+
+    /// The rewriter for answers through the shorthand about `order`, made
+    /// once per order and kept.
+    fn shorthand_rewriter(&self, order: &OrderId) -> Arc<Rewriter> {
+        if let Some(r) = self.rewriters.get(order) {
+            return r;
+        }
+        let made = Arc::new(self.bases.for_shorthand(order.as_str()));
+        self.rewriters.insert(order.clone(), Arc::clone(&made));
+        made
+    }
+}

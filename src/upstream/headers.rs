@@ -1,0 +1,220 @@
+//! Header hygiene between the client and the upstream: hop-by-hop headers
+//! removed both ways (RFC 9110 §7.6.1), and the `X-Forwarded-*` headers set
+//! on the way up, believed from trusted proxies only (the request facts say
+//! whether the peer is one).
+
+use crate::context::Facts;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use std::net::IpAddr;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+static HOP_BY_HOP: [&HeaderName; 9] = [
+    &header::CONNECTION,
+    &KEEP_ALIVE,
+    &PROXY_CONNECTION,
+    &header::PROXY_AUTHENTICATE,
+    &header::PROXY_AUTHORIZATION,
+    &header::TE,
+    &header::TRAILER,
+    &header::TRANSFER_ENCODING,
+    &header::UPGRADE,
+];
+
+/// Removes the hop-by-hop headers, and those the `Connection` header names.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // One pass over the names finds which are present; most messages have
+    // none, or only `Connection: keep-alive`.
+    let mut present = [false; HOP_BY_HOP.len()];
+    for name in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| *h == name) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
+    // Headers named by Connection are hop-by-hop too; its usual options
+    // (`keep-alive`, `close`) name nothing else.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
+        .filter_map(|n| HeaderName::try_from(n).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for (name, present) in HOP_BY_HOP.iter().zip(present) {
+        if present {
+            headers.remove(*name);
+        }
+    }
+}
+
+/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. What the
+/// client sent is kept (and `X-Forwarded-For` extended) only when the peer
+/// is a trusted proxy. `client_host` is the host the client asked for.
+pub fn set_forwarded(headers: &mut HeaderMap, facts: &Facts, client_host: Option<HeaderValue>) {
+    let trusted = facts.peer_trusted;
+    if !trusted {
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+    }
+    if let Some(peer) = facts.peer.map(|p| p.addr.ip()) {
+        let value = match headers
+            .get(&X_FORWARDED_FOR)
+            .filter(|_| trusted)
+            .and_then(|v| v.to_str().ok())
+        {
+            Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
+            None => ip_header_value(peer),
+        };
+        if let Ok(v) = value {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+    } else if !trusted {
+        headers.remove(&X_FORWARDED_FOR);
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if facts.tls() { "https" } else { "http" };
+        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST)
+        && let Some(host) = client_host
+    {
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+}
+
+/// An IP address as a header value; IPv4, the common case on every request,
+/// without the formatting machinery.
+fn ip_header_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let IpAddr::V4(v4) = ip else {
+        return HeaderValue::from_str(&ip.to_string());
+    };
+    let mut buf = [0u8; 15];
+    let mut len = 0;
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            buf[len] = b'.';
+            len += 1;
+        }
+        let digits = [octet / 100, octet / 10 % 10, octet % 10];
+        let skip = if octet >= 100 {
+            0
+        } else if octet >= 10 {
+            1
+        } else {
+            2
+        };
+        for d in &digits[skip..] {
+            buf[len] = b'0' + d;
+            len += 1;
+        }
+    }
+    HeaderValue::from_bytes(&buf[..len])
+}
+
+/// Whether a body is JSON by its `Content-Type` (`application/json` or any
+/// `+json` type).
+pub fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            let mime = ct.split(';').next().unwrap_or("").trim();
+            mime.eq_ignore_ascii_case("application/json")
+                || mime.len() > 5 && mime[mime.len() - 5..].eq_ignore_ascii_case("+json")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::context::Peer;
+
+    #[test]
+    fn strips_hop_by_hop_and_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn forwarded_headers_are_believed_only_from_trusted_proxies() {
+        let sent = || {
+            let mut h = HeaderMap::new();
+            h.insert("x-forwarded-for", HeaderValue::from_static("1.1.1.1"));
+            h.insert("x-forwarded-proto", HeaderValue::from_static("https"));
+            h
+        };
+        let peer = Peer {
+            addr: "10.0.0.1:5000".parse().unwrap(),
+            tls: false,
+        };
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
+        let from = |trusted: &[IpAddr]| {
+            let mut h = sent();
+            let facts = Facts::new("/", &h, Some(peer), trusted, None);
+            set_forwarded(&mut h, &facts, Some(HeaderValue::from_static("gw.example")));
+            h
+        };
+        let h = from(&trusted);
+        assert_eq!(h["x-forwarded-for"], "1.1.1.1, 10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "https");
+        assert_eq!(h["x-forwarded-host"], "gw.example");
+        let h = from(&[]);
+        assert_eq!(h["x-forwarded-for"], "10.0.0.1");
+        assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn ip_header_values() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.30.40",
+            "255.255.255.255",
+            "1.99.100.9",
+            "::1",
+            "2001:db8::7",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_header_value(ip).unwrap(), ip.to_string().as_str());
+        }
+    }
+
+    #[test]
+    fn json_content_types() {
+        let mut h = HeaderMap::new();
+        for (ct, json) in [
+            ("application/json; charset=UTF-8", true),
+            ("Application/JSON", true),
+            ("application/hal+json", true),
+            ("text/html", false),
+            ("json", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+            assert_eq!(is_json(&h), json, "{ct}");
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! The upstream side: pooled connections, header hygiene, URL rewriting.
+//!
+//! [`Upstream::send`] forwards a request to the configured upstream over a
+//! kept-alive connection (from [`pool`] for plain HTTP/1.1, from hyper-util's
+//! pooled client for TLS and HTTP/2), with hop-by-hop headers removed and the
+//! `X-Forwarded-*` headers set ([`headers`]); it fails with an upstream
+//! [`Error`] when the upstream cannot be reached (502) or is too slow (504),
+//! and with the client's when the client's own body fails on the way (413,
+//! 408, 400). [`Upstream::finish`] makes an upstream answer ready for the
+//! client: hop-by-hop headers removed, `Location` and JSON bodies rewritten
+//! to the public base URL ([`rewrite`]), streaming.
+//!
+//! It knows nothing of the server side or of the orders rules: what it needs
+//! of a request, it reads from the request facts.
+
+pub mod headers;
+pub mod pool;
+pub mod rewrite;
+
+use crate::body::{self, Body, Coding, ReadError};
+use crate::config::UpstreamConfig;
+use crate::context::{Facts, Record};
+use crate::faults::{self, Error};
+use crate::telemetry::metrics::UpstreamFailure;
+use bytes::Bytes;
+use headers::{is_json, strip_hop_by_hop};
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use pool::{Pool, PoolError, PoolSettings, PooledBody};
+use rewrite::{RewriteBody, Rewriter};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// An upstream answer, its body still to come.
+pub type Answer = Response<AnswerBody>;
+
+/// The body of an upstream answer, from whichever connection carried it.
+pub enum AnswerBody {
+    Pooled(PooledBody),
+    Shared(Incoming),
+}
+
+impl http_body::Body for AnswerBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            AnswerBody::Pooled(b) => Pin::new(b).poll_frame(cx),
+            AnswerBody::Shared(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            AnswerBody::Pooled(b) => b.is_end_stream(),
+            AnswerBody::Shared(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            AnswerBody::Pooled(b) => b.size_hint(),
+            AnswerBody::Shared(b) => b.size_hint(),
+        }
+    }
+}
+
+/// How requests reach the upstream.
+#[derive(Clone)]
+enum Transport {
+    /// Plain HTTP/1.1: connections driven by the requests' own tasks.
+    Pool(Arc<Pool>),
+    /// TLS or HTTP/2: hyper-util's pooled client, whose connections run as
+    /// tasks of their own (HTTP/2 shares one among many requests).
+    Shared(Box<SharedClient>),
+}
+
+/// hyper-util's client, and the upstream's scheme and authority that its
+/// requests carry in absolute form.
+#[derive(Clone)]
+struct SharedClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    scheme: http::uri::Scheme,
+    authority: http::uri::Authority,
+}
+
+/// When the upstream's answer must have ended, kept in its extensions.
+#[derive(Clone, Copy, Debug)]
+struct AnswerDeadline(tokio::time::Instant);
+
+/// The upstream: where requests go and how its answers come back.
+#[derive(Clone)]
+pub struct Upstream {
+    transport: Transport,
+    /// `Host` for requests that come without one (HTTP/2 clients).
+    host: HeaderValue,
+    response_timeout: Duration,
+    request_timeout: Duration,
+    metrics: Arc<crate::telemetry::metrics::Metrics>,
+    /// Slots for requests in flight to the upstream, when they are capped.
+    slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+/// A slot for a request in flight to the upstream, held by its answer until
+/// the answer's head is sent on: by then the upstream connection is, for
+/// most answers, back in the pool.
+#[derive(Clone)]
+struct UpstreamSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
+
+impl Upstream {
+    pub fn new(u: &UpstreamConfig, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Self {
+        let plain = *u.url.scheme() == http::uri::Scheme::HTTP;
+        let transport = if plain && !u.http2 {
+            let authority = u.url.authority();
+            Transport::Pool(Pool::new(
+                authority.host(),
+                authority.port_u16().unwrap_or(80),
+                PoolSettings {
+                    connect_timeout: u.connect_timeout,
+                    idle_timeout: u.pool_idle_timeout,
+                    max_idle: u.pool_max_idle_per_host,
+                    open: metrics.upstream_connections_counter(),
+                },
+            ))
+        } else {
+            Transport::Shared(Box::new(SharedClient {
+                client: shared_client(u),
+                scheme: u.url.scheme().clone(),
+                authority: u.url.authority().clone(),
+            }))
+        };
+        Self {
+            transport,
+            host: HeaderValue::from_str(u.url.authority().as_str())
+                .unwrap_or_else(|_| HeaderValue::from_static("localhost")),
+            response_timeout: u.response_timeout,
+            request_timeout: u.request_timeout,
+            metrics,
+            slots: u
+                .max_connections
+                .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+        }
+    }
+
+    /// Prepares the client's request for the upstream: target URI on the
+    /// upstream, `path_and_query` replacing the client's when given, hop-by-hop
+    /// headers removed, `X-Forwarded-*` set from the request's facts.
+    pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>, facts: &Facts) {
+        // The host the client asked for: its `Host`, or (HTTP/2) the URI's
+        // authority, which the upstream's replaces below.
+        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        self.set_target(req, path_and_query);
+        // The upstream speaks HTTP/1.1 whatever the client spoke.
+        *req.version_mut() = http::Version::HTTP_11;
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers);
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, self.host.clone());
+        }
+        headers::set_forwarded(headers, facts, client_host);
+    }
+
+    /// Points the request at the upstream. The pool writes the request
+    /// target as given (the origin form), so a client's origin-form URI
+    /// is kept as it is; hyper-util's client takes the absolute form.
+    fn set_target<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>) {
+        let absolute = match &self.transport {
+            Transport::Shared(shared) => Some(shared),
+            Transport::Pool(_) => None,
+        };
+        if path_and_query.is_none() && absolute.is_none() && req.uri().scheme().is_none() {
+            if req.uri().path_and_query().is_none() {
+                *req.uri_mut() = Uri::from_static("/");
+            }
+            return;
+        }
+        let pq = match path_and_query {
+            Some(pq) => http::uri::PathAndQuery::try_from(pq).ok(),
+            None => req.uri().path_and_query().cloned(),
+        };
+        let mut parts = http::uri::Parts::default();
+        if let Some(shared) = absolute {
+            parts.scheme = Some(shared.scheme.clone());
+            parts.authority = Some(shared.authority.clone());
+        }
+        parts.path_and_query = pq.or_else(|| Some(http::uri::PathAndQuery::from_static("/")));
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+    }
+
+    /// Sends a prepared request; the answer's headers must come in time.
+    /// The upstream time is added to `record`.
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        record: Option<&Record>,
+    ) -> Result<Answer, Error> {
+        let call = crate::telemetry::trace::upstream_call(&mut req);
+        let started = tokio::time::Instant::now();
+        let exchange = async {
+            let slot = match &self.slots {
+                Some(slots) => Some(Arc::clone(slots).acquire_owned().await.map_err(|_| {
+                    Error::gateway(faults::Gateway::Unavailable, "The gateway is shutting down")
+                })?),
+                None => None,
+            };
+            let mut resp = match &self.transport {
+                Transport::Pool(pool) => pool
+                    .send(req)
+                    .await
+                    .map_err(classify_pool_error)?
+                    .map(AnswerBody::Pooled),
+                Transport::Shared(shared) => shared
+                    .client
+                    .request(req)
+                    .await
+                    .map_err(classify_client_error)?
+                    .map(AnswerBody::Shared),
+            };
+            resp.extensions_mut()
+                .insert(AnswerDeadline(started + self.request_timeout));
+            if let Some(slot) = slot {
+                resp.extensions_mut().insert(UpstreamSlot(Arc::new(slot)));
+            }
+            Ok(resp)
+        };
+        let out = match tokio::time::timeout(self.response_timeout, exchange).await {
+            Err(_) => Err(Error::upstream(faults::Upstream::Timeout)),
+            Ok(out) => out,
+        };
+        let elapsed = started.elapsed();
+        match out.as_ref().map_err(|e| e.source) {
+            Ok(_) => self.metrics.upstream_answered(elapsed, None),
+            Err(faults::Source::Upstream(kind)) => {
+                let failure = match kind {
+                    faults::Upstream::Unreachable => UpstreamFailure::connect,
+                    faults::Upstream::Timeout => UpstreamFailure::timeout,
+                    faults::Upstream::Broken => UpstreamFailure::protocol,
+                    faults::Upstream::BadAnswer => UpstreamFailure::bad_answer,
+                };
+                self.metrics.upstream_answered(elapsed, Some(failure));
+            }
+            // The client's own body failed, or the gateway: not the upstream.
+            Err(_) => {}
+        }
+        if let Some(record) = record {
+            record.add_upstream(elapsed);
+        }
+        if let Some(call) = call {
+            call.end(match &out {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// Makes an upstream answer ready for the client, rewriting with
+    /// `rewriter` (the base one unless the answer came through the shorthand).
+    pub fn finish(&self, resp: Answer, rewriter: &Arc<Rewriter>) -> Response<Body> {
+        let (mut parts, body) = resp.into_parts();
+        finish_headers(&mut parts.headers, rewriter);
+        // The whole exchange must end in time; past the deadline the body
+        // breaks off and the client's connection (or stream) is closed.
+        let body = match parts.extensions.remove::<AnswerDeadline>() {
+            Some(AnswerDeadline(deadline)) => body::boxed(body::Deadline::new(body, deadline)),
+            None => body::boxed(body),
+        };
+        if is_json(&parts.headers) && !rewriter.is_empty() {
+            // The length changes with the rewriting; the body goes chunked.
+            parts.headers.remove(header::CONTENT_LENGTH);
+            return Response::from_parts(
+                parts,
+                body::boxed(RewriteBody::new(body, Arc::clone(rewriter))),
+            );
+        }
+        Response::from_parts(parts, body::boxed(body))
+    }
+
+    /// Reads a whole upstream body the gateway must look into, decoded, up
+    /// to `cap` bytes, in the time the exchange has left. The answer's
+    /// `Content-Encoding` and length go: the bytes are decoded.
+    pub async fn read_body(
+        &self,
+        resp: Answer,
+        cap: usize,
+    ) -> Result<(http::response::Parts, Bytes), Error> {
+        let (mut parts, body) = resp.into_parts();
+        let coding = Coding::of(&parts.headers).map_err(|c| {
+            Error::upstream(faults::Upstream::BadAnswer).because(format!("content coding `{c}`"))
+        })?;
+        let deadline = parts.extensions.get::<AnswerDeadline>().map_or_else(
+            || tokio::time::Instant::now() + self.request_timeout,
+            |d| d.0,
+        );
+        let read = tokio::time::timeout_at(deadline, body::read_decoded(body, coding, cap));
+        let bytes = match read.await {
+            Err(_) => return Err(Error::upstream(faults::Upstream::Timeout)),
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(e @ ReadError::TooLarge(_))) => {
+                return Err(Error::upstream(faults::Upstream::BadAnswer).because(e));
+            }
+            Ok(Err(e)) => return Err(Error::upstream(faults::Upstream::Broken).because(e)),
+        };
+        parts.headers.remove(header::CONTENT_ENCODING);
+        parts.headers.remove(header::TRANSFER_ENCODING);
+        parts
+            .headers
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        Ok((parts, bytes))
+    }
+}
+
+/// hyper-util's pooled client, over TLS when the upstream is `https://`.
+fn shared_client(u: &crate::config::UpstreamConfig) -> Client<HttpsConnector<HttpConnector>, Body> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(u.connect_timeout));
+    http.enforce_http(false);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config((*u.tls).clone())
+        .https_or_http();
+    let connector = if u.http2 {
+        https.enable_all_versions().wrap_connector(http)
+    } else {
+        https.enable_http1().wrap_connector(http)
+    };
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(u.pool_idle_timeout)
+        .pool_max_idle_per_host(u.pool_max_idle_per_host)
+        .pool_timer(TokioTimer::new())
+        .timer(TokioTimer::new())
+        // Plain HTTP/2 has no negotiation: prior knowledge.
+        .http2_only(u.http2 && *u.url.scheme() == http::uri::Scheme::HTTP)
+        .build(connector)
+}
+
+/// Readies upstream answer headers for the client: hop-by-hop headers
+/// removed, `Location` rewritten.
+pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
+    strip_hop_by_hop(headers);
+    if let Some(loc) = headers.get(header::LOCATION).and_then(|v| v.to_str().ok())
+        && let Some(new) = rewriter
+            .rewrite(loc)
+            .and_then(|l| HeaderValue::from_str(&l).ok())
+    {
+        headers.insert(header::LOCATION, new);
+    }
+}
+
+fn classify_pool_error(e: PoolError) -> Error {
+    match e {
+        PoolError::Connect { .. } => Error::upstream(faults::Upstream::Unreachable).because(e),
+        PoolError::Http(e) => Error::from_client_body(&e)
+            .unwrap_or_else(|| Error::upstream(faults::Upstream::Broken).because(e)),
+    }
+}
+
+fn classify_client_error(e: hyper_util::client::legacy::Error) -> Error {
+    if let Some(client) = Error::from_client_body(&e) {
+        return client;
+    }
+    let kind = if e.is_connect() {
+        faults::Upstream::Unreachable
+    } else {
+        faults::Upstream::Broken
+    };
+    Error::upstream(kind).because(e)
+}
