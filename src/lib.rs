@@ -11,15 +11,17 @@
 //!    cookie, client IP, TLS) and the access record, read by every later layer;
 //! 4. [`telemetry::access_log`]: the access log line and the request metrics,
 //!    for every answer as the client gets it;
-//! 5. [`guards::cors`]: preflights answered, CORS headers on every answer;
-//! 6. [`faults`]: every error answer below leaves in the one fault shape;
-//! 7. [`guards::rate_limit`]: GCRA quotas per rule (429), the cheapest refusal;
-//! 8. [`guards::size`]: request head and body limits (431, 413, 408);
-//! 9. [`orders`]: the orders API as a plan ([`orders::plan`]): the `/order`
-//!    shorthand, implicit creation, one open order per owner, with
-//!    associations in an [`owners`] store;
-//! 10. [`upstream`]: forwarding over pooled connections, URLs rewritten to the
-//!     public base on the way back.
+//! 5. [`compress`]: answers compressed for clients that accept it;
+//! 6. [`guards::cors`]: preflights answered, CORS headers on every answer;
+//! 7. [`faults`]: every error answer below leaves in the one fault shape;
+//! 8. [`guards::framing`]: one `Host` for HTTP/1.1, no `CONNECT` (400, 405);
+//! 9. [`guards::rate_limit`]: GCRA quotas per rule (429), the cheapest refusal;
+//! 10. [`guards::size`]: request head and body limits (431, 413, 408);
+//! 11. [`orders`]: the orders API as a plan ([`orders::plan`]): the `/order`
+//!     shorthand, implicit creation, one open order per owner, with
+//!     associations in an [`owners`] store;
+//! 12. [`upstream`]: forwarding over pooled connections, URLs rewritten to the
+//!     public base on the way back, decoded if the upstream compressed.
 //!
 //! [`app::run`] serves the gateway on every configured listener and the admin
 //! endpoints (metrics, health) on their own, and swaps in a new configuration
@@ -37,6 +39,7 @@ pub mod app;
 pub mod backend;
 pub mod body;
 pub mod clock;
+pub mod compress;
 pub mod config;
 pub mod context;
 pub mod faults;

@@ -1,10 +1,12 @@
 //! The one place where the layers are ordered, outermost first, with why
 //! each stands where it does.
 
+use crate::compress::{Compress, CompressLayer};
 use crate::config::Config;
 use crate::context::{FactsLayer, FactsService};
 use crate::faults::{FaultLayer, FaultService};
 use crate::guards::cors::Cors;
+use crate::guards::framing::Framing;
 use crate::guards::rate_limit::{RateLimit, RateLimits};
 use crate::guards::size::SizeLimits;
 use crate::guards::{GuardLayer, GuardService};
@@ -24,9 +26,16 @@ pub type Gateway = RequestIdService<
     FactsService<
         TraceService<
             AccessLog<
-                GuardService<
-                    Cors,
-                    FaultService<GuardService<RateLimit, GuardService<SizeLimits, OrdersService>>>,
+                Compress<
+                    GuardService<
+                        Cors,
+                        FaultService<
+                            GuardService<
+                                Framing,
+                                GuardService<RateLimit, GuardService<SizeLimits, OrdersService>>,
+                            >,
+                        >,
+                    >,
                 >,
             >,
         >,
@@ -96,6 +105,8 @@ pub fn build(
             enabled: config.log.access_log,
             metrics: Arc::clone(&metrics),
         })
+        // Compression of what the client gets, faults and all.
+        .layer(CompressLayer::new(config.compression))
         // CORS outside everything else: preflights need no cookie, limit or
         // lookup, and every answer, faults included, carries the headers.
         .layer(GuardLayer::new(Cors::new(config.cors.clone())))
@@ -105,6 +116,9 @@ pub fn build(
             config.faults.types.clone(),
             config.faults.max_upstream_body,
         ))
+        // Framing the upstream could read otherwise than the gateway (no
+        // Host, two of them), and CONNECT, go no further.
+        .layer(GuardLayer::new(Framing))
         // Rate limits next: the cheapest refusal, before any body is read
         // and before the size limits answer a flood of large requests.
         .layer(GuardLayer::new(RateLimit::new(limits, metrics)))

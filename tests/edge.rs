@@ -76,20 +76,13 @@ async fn metrics_count_what_happened() {
     let before = before.text();
 
     // An implicit creation through the shorthand.
-    let created = env
+    let (_, owner) = env
         .client
-        .send(
-            Method::PUT,
-            "/order/account",
-            &[
-                ("authorization", AUTH),
-                ("content-type", "application/json"),
-            ],
-            r#"{"currency": "USD", "language": "en-US"}"#,
-        )
+        .create_implicitly(&[
+            ("authorization", AUTH),
+            ("content-type", "application/json"),
+        ])
         .await;
-    assert_eq!(created.status, 200, "{}", created.text());
-    let owner = created.owner().unwrap();
     let c = cookie(&owner);
     // Two reads through the shorthand.
     for _ in 0..2 {

@@ -147,18 +147,10 @@ async fn a_failed_submit_keeps_the_order() {
 #[tokio::test]
 async fn association_is_learned_from_a_side_effect_creation() {
     let env = Env::start().await;
-    let put = env
+    let (put, owner, id) = env
         .client
-        .send(
-            Method::PUT,
-            "/accounts/acct999999/exchange/myexchangedomain.com/emailEncryption",
-            &[("authorization", AUTH)],
-            r#"{"adminEmail": "someone@somewhere.com"}"#,
-        )
+        .create_by_side_effect(&[("authorization", AUTH)])
         .await;
-    assert_eq!(put.status, 202, "{put:?}");
-    let owner = put.owner().unwrap();
-    let id = order_id(put.header("location").unwrap());
     assert!(put.header("location").unwrap().starts_with(env.public()));
     let c = cookie(&owner);
     let g = env.client.get("/order", &[("cookie", &c)]).await;

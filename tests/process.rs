@@ -105,16 +105,7 @@ async fn associations_survive_kill_9_and_restart() {
 
     let (mut first, addr) = start(&config);
     let client = HttpClient::new(format!("http://{addr}"));
-    let put = client
-        .send(
-            Method::PUT,
-            "/order/account",
-            &[("authorization", AUTH)],
-            r#"{"currency":"USD"}"#,
-        )
-        .await;
-    assert_eq!(put.status, 200, "{put:?}");
-    let owner = put.owner().unwrap();
+    let (_, owner) = client.create_implicitly(&[("authorization", AUTH)]).await;
     let c = cookie(&owner);
     let before = client.get("/order", &[("cookie", &c)]).await;
     assert_eq!(before.status, 200);

@@ -5,7 +5,7 @@
 
 mod read;
 
-pub use read::{Coding, ReadError, read_capped, read_decoded};
+pub use read::{Coding, ReadError, decoded, read_capped, read_decoded};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty, Full};

@@ -101,6 +101,34 @@ where
     }
 }
 
+/// A body decoded from `coding` as it streams, for answers passed on rather
+/// than read whole (an upstream that compressed although asked not to).
+pub fn decoded(body: super::Body, coding: Coding) -> super::Body {
+    use futures_util::TryStreamExt;
+    use tokio_util::io::{ReaderStream, StreamReader};
+    if coding == Coding::Identity {
+        return body;
+    }
+    let stream = http_body_util::BodyDataStream::new(body).map_err(std::io::Error::other);
+    let reader = StreamReader::new(stream);
+    match coding {
+        Coding::Identity | Coding::Gzip => body_of(ReaderStream::new(GzipDecoder::new(reader))),
+        Coding::Deflate => body_of(ReaderStream::new(ZlibDecoder::new(reader))),
+        Coding::Brotli => body_of(ReaderStream::new(BrotliDecoder::new(reader))),
+        Coding::Zstd => body_of(ReaderStream::new(ZstdDecoder::new(reader))),
+    }
+}
+
+fn body_of<S>(stream: S) -> super::Body
+where
+    S: futures_util::Stream<Item = std::io::Result<Bytes>> + Send + 'static,
+{
+    use futures_util::TryStreamExt;
+    super::boxed(http_body_util::StreamBody::new(
+        stream.map_ok(http_body::Frame::data),
+    ))
+}
+
 async fn decode(decoder: impl AsyncRead + Unpin, cap: usize) -> Result<Bytes, ReadError> {
     let mut out = Vec::new();
     // One byte past the cap tells a body that fits from one that does not.
@@ -162,6 +190,24 @@ mod tests {
             let body = super::super::full(encode(coding, plain).await);
             let read = read_decoded(body, coding, 1024).await.unwrap();
             assert_eq!(&read[..], plain, "{coding:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_is_decoded_as_it_comes() {
+        let plain = "{\"a\": 1}".repeat(2000);
+        for coding in [Coding::Gzip, Coding::Deflate, Coding::Brotli, Coding::Zstd] {
+            let packed = encode(coding, plain.as_bytes()).await;
+            // In small pieces, as a network delivers it.
+            let chunks: Vec<Result<http_body::Frame<Bytes>, std::io::Error>> = packed
+                .chunks(7)
+                .map(|c| Ok(http_body::Frame::data(Bytes::copy_from_slice(c))))
+                .collect();
+            let body = super::super::boxed(http_body_util::StreamBody::new(
+                futures_util::stream::iter(chunks),
+            ));
+            let out = decoded(body, coding).collect().await.unwrap().to_bytes();
+            assert_eq!(out, plain.as_bytes(), "{coding:?}");
         }
     }
 

@@ -101,6 +101,7 @@ pub struct Config {
     pub cors: CorsConfig,
     pub log: LogConfig,
     pub telemetry: TelemetryConfig,
+    pub compression: CompressionConfig,
 }
 
 /// `[telemetry]`: what the gateway exports besides its log and metrics.
@@ -122,6 +123,18 @@ pub struct OtlpConfig {
     /// Time one export may take.
     pub timeout: Duration,
 }
+
+/// Compression of answers toward clients that accept it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompressionConfig {
+    pub enabled: bool,
+    /// Answers smaller than this go uncompressed (when their size is known).
+    pub min_size: u64,
+}
+
+/// `compression.min_size_bytes` when unset: below a kilobyte, compression
+/// saves less than it costs.
+pub const DEFAULT_COMPRESSION_MIN_SIZE: u64 = 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -61,6 +61,7 @@ pub struct Raw {
     log: RawLog,
     #[serde(default)]
     telemetry: RawTelemetry,
+    compression: RawCompression,
 }
 
 #[derive(Deserialize, Default)]
@@ -198,6 +199,12 @@ struct RawCors {
     allow_headers: Option<Vec<String>>,
     expose_headers: Option<Vec<String>>,
     max_age_secs: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct RawCompression {
+    enabled: Option<bool>,
+    min_size_bytes: Option<u64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -459,6 +466,13 @@ impl Raw {
         let cors = cors(&mut p, self.cors);
         let log = log(&mut p, self.log);
         let telemetry = telemetry(&mut p, self.telemetry);
+        let compression = CompressionConfig {
+            enabled: self.compression.enabled.unwrap_or(true),
+            min_size: self
+                .compression
+                .min_size_bytes
+                .unwrap_or(DEFAULT_COMPRESSION_MIN_SIZE),
+        };
         if let (Some(st), Some(rl)) = (&store, &rate_limits)
             && st.redis().is_none()
         {
@@ -512,6 +526,7 @@ impl Raw {
                 cors,
                 log,
                 telemetry,
+                compression,
             }),
             _ => Err(p.0),
         }

@@ -1,14 +1,15 @@
 //! Guards: checks that answer a request at once, or let it pass and touch
 //! its answer on the way back.
 //!
-//! CORS ([`cors`]), request size limits ([`size`]) and rate limits
-//! ([`rate_limit`]) are each a [`Guard`]: a plain type whose
+//! CORS ([`cors`]), request framing ([`framing`]), request size limits
+//! ([`size`]) and rate limits ([`rate_limit`]) are each a [`Guard`]: a plain type whose
 //! [`Guard::check`] decides, without I/O where it can. One layer,
 //! [`GuardLayer`], and one future, [`GuardFuture`], run every guard, as
 //! tower-http's `validate_request` does. Guards read the request facts
 //! ([`crate::context::Facts`]) and know nothing of the orders phase.
 
 pub mod cors;
+pub mod framing;
 pub mod rate_limit;
 pub mod size;
 

@@ -111,7 +111,7 @@ impl Orders {
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         let resp = self.upstream.send(req, facts.record.as_ref()).await?;
         if !resp.status().is_success() {
-            let answer = self.upstream.finish(resp, self.bases.rewriter());
+            let answer = self.upstream.finish(resp, self.bases.rewriter())?;
             return Ok(Creation::Refused(answer));
         }
         let order = self

@@ -101,9 +101,9 @@ fn make_view(bytes: &Bytes, rewriter: &Rewriter, links: Option<&[(&str, &str)]>)
     // a body that is not JSON passes as it came.
     let rewritten = rewriter.rewrite_bytes(bytes);
     match order_view(&rewritten, links) {
-        View::NotJson => passed(false),
-        View::Closed => passed(true),
-        View::Open(view) => OrderView {
+        Shown::NotJson => passed(false),
+        Shown::Closed => passed(true),
+        Shown::Open(view) => OrderView {
             body: view.map_or(rewritten, Bytes::from),
             closed: false,
             json: true,
@@ -269,7 +269,7 @@ impl<'de, const ORDER: bool> serde::Deserialize<'de> for StatusIn<ORDER> {
 
 /// What an order body shows through the shorthand.
 #[derive(Debug, PartialEq, Eq)]
-pub enum View {
+pub enum Shown {
     /// Not JSON: passed on as it is.
     NotJson,
     /// The order is no longer open.
@@ -281,12 +281,12 @@ pub enum View {
 
 /// Reads an order body once: its status as [`body_is_open`] does and, when
 /// the order is open, the body with links set as [`with_links`] does.
-pub fn order_view(body: &[u8], links: &[(&str, &str)]) -> View {
+pub fn order_view(body: &[u8], links: &[(&str, &str)]) -> Shown {
     let Ok(Members(members)) = serde_json::from_slice(body) else {
         return match body_is_open(body) {
-            None => View::NotJson,
-            Some(false) => View::Closed,
-            Some(true) => View::Open(None),
+            None => Shown::NotJson,
+            Some(false) => Shown::Closed,
+            Some(true) => Shown::Open(None),
         };
     };
     let first = |name: &str| {
@@ -306,9 +306,9 @@ pub fn order_view(body: &[u8], links: &[(&str, &str)]) -> View {
             .unwrap_or(true),
     };
     if !open {
-        return View::Closed;
+        return Shown::Closed;
     }
-    View::Open(links_on(&members, body.len(), links))
+    Shown::Open(links_on(&members, body.len(), links))
 }
 
 /// An order body with links set by [`set_link`], `(rel, href)` in turn,
@@ -616,9 +616,9 @@ mod tests {
         ] {
             let view = order_view(body.as_bytes(), &links);
             let expected = match body_is_open(body.as_bytes()) {
-                None => View::NotJson,
-                Some(false) => View::Closed,
-                Some(true) => View::Open(with_links(body.as_bytes(), &links)),
+                None => Shown::NotJson,
+                Some(false) => Shown::Closed,
+                Some(true) => Shown::Open(with_links(body.as_bytes(), &links)),
             };
             assert_eq!(view, expected, "{body}");
         }

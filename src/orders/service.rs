@@ -243,6 +243,11 @@ impl Orders {
         target: Target<'_>,
         owner: Option<OwnerId>,
     ) -> Result<Response<Body>, Error> {
+        if let Some(owner) = facts.valid_owner()
+            && owners::owner_cookie_quoted(req.headers())
+        {
+            owners::set_owner_cookie(req.headers_mut(), owner);
+        }
         self.upstream
             .prepare(&mut req, target.path.as_deref(), facts);
         let resp = self.upstream.send(req, facts.record.as_ref()).await?;
@@ -279,7 +284,7 @@ impl Orders {
                     .await?;
                 (resp, Some(open))
             }
-            _ => (self.upstream.finish(resp, &target.rewriter), None),
+            _ => (self.upstream.finish(resp, &target.rewriter)?, None),
         };
         let effects = exchange.effects(&AnswerFacts {
             status,

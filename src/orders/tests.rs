@@ -265,6 +265,31 @@ async fn a_compressed_order_is_read_decoded() {
 }
 
 #[tokio::test]
+async fn a_compression_bomb_for_an_order_ends_at_the_cap_with_a_502() {
+    let f = fixture().await;
+    f.associate("o1").await;
+    // 64 MiB of spaces in a JSON string: far past the 1 MiB JSON cap.
+    let mut plain = b"{\"order\": {\"Status\": \"new\", \"pad\": \"".to_vec();
+    plain.resize(plain.len() + (64 << 20), b' ');
+    plain.extend_from_slice(b"\"}}");
+    let bomb = gzip(&plain).await;
+    assert!(bomb.len() < 256 << 10, "{}", bomb.len());
+    f.script.on(
+        Method::GET,
+        "/orders/o1",
+        200,
+        &[
+            ("content-type", "application/json"),
+            ("content-encoding", "gzip"),
+        ],
+        &bomb,
+    );
+    let (resp, _) = f.call(Method::GET, "/order", true).await;
+    assert_eq!(resp.status(), 502);
+    assert_eq!(f.open_order().await.as_deref(), Some("o1"));
+}
+
+#[tokio::test]
 async fn an_encoding_the_gateway_cannot_read_is_a_502() {
     let f = fixture().await;
     f.associate("o1").await;

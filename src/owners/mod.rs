@@ -123,6 +123,16 @@ pub fn owner_from_headers(headers: &HeaderMap) -> Result<Option<OwnerId>, Cookie
     Ok(found)
 }
 
+/// Whether a request's `OwnerId` cookie is written quoted (`OwnerId="…"`,
+/// which RFC 6265 allows and some clients send): the gateway reads it either
+/// way, and forwards it unquoted, as the upstream reads it.
+pub fn owner_cookie_quoted(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .any(|v| memchr::memmem::find(v.as_bytes(), b"OwnerId=\"").is_some())
+}
+
 /// Reads the `OwnerId` an upstream answer sets (`Set-Cookie: OwnerId=...`).
 pub fn owner_from_set_cookie(headers: &HeaderMap) -> Option<OwnerId> {
     headers
@@ -209,6 +219,17 @@ mod tests {
                 "{bad}"
             );
         }
+    }
+
+    #[test]
+    fn a_quoted_owner_is_read_and_can_be_unquoted() {
+        let mut h = headers(&[&format!("a=1; OwnerId=\"{A}\"")]);
+        assert!(owner_cookie_quoted(&h));
+        let owner = owner_from_headers(&h).unwrap().unwrap();
+        assert_eq!(owner.to_string(), A);
+        set_owner_cookie(&mut h, owner);
+        assert_eq!(h.get(COOKIE).unwrap(), &format!("a=1; OwnerId={A}"));
+        assert!(!owner_cookie_quoted(&h));
     }
 
     #[test]

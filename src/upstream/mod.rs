@@ -169,6 +169,10 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
+        // Identity bodies from the upstream: the gateway reads and rewrites
+        // most of them, and compresses at the edge for clients that accept
+        // it (crate::compress).
+        headers.remove(header::ACCEPT_ENCODING);
         if !headers.contains_key(header::HOST) {
             headers.insert(header::HOST, self.host.clone());
         }
@@ -273,24 +277,35 @@ impl Upstream {
 
     /// Makes an upstream answer ready for the client, rewriting with
     /// `rewriter` (the base one unless the answer came through the shorthand).
-    pub fn finish(&self, resp: Answer, rewriter: &Arc<Rewriter>) -> Response<Body> {
+    /// A body the upstream compressed although asked not to is decoded as it
+    /// streams (the edge compresses for clients that accept it); one in a
+    /// coding the gateway cannot decode is a 502, never passed on unread.
+    pub fn finish(&self, resp: Answer, rewriter: &Arc<Rewriter>) -> Result<Response<Body>, Error> {
         let (mut parts, body) = resp.into_parts();
+        let coding = Coding::of(&parts.headers).map_err(|c| {
+            Error::upstream(faults::Upstream::BadAnswer).because(format!("content coding `{c}`"))
+        })?;
         finish_headers(&mut parts.headers, rewriter);
         // The whole exchange must end in time; past the deadline the body
         // breaks off and the client's connection (or stream) is closed.
-        let body = match parts.extensions.remove::<AnswerDeadline>() {
+        let mut body = match parts.extensions.remove::<AnswerDeadline>() {
             Some(AnswerDeadline(deadline)) => body::boxed(body::Deadline::new(body, deadline)),
             None => body::boxed(body),
         };
+        if coding != Coding::Identity {
+            body = body::decoded(body, coding);
+            parts.headers.remove(header::CONTENT_ENCODING);
+            parts.headers.remove(header::CONTENT_LENGTH);
+        }
         if is_json(&parts.headers) && !rewriter.is_empty() {
             // The length changes with the rewriting; the body goes chunked.
             parts.headers.remove(header::CONTENT_LENGTH);
-            return Response::from_parts(
+            return Ok(Response::from_parts(
                 parts,
                 body::boxed(RewriteBody::new(body, Arc::clone(rewriter))),
-            );
+            ));
         }
-        Response::from_parts(parts, body::boxed(body))
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Reads a whole upstream body the gateway must look into, decoded, up

@@ -78,13 +78,97 @@ impl Bases {
 pub struct Rewriter {
     /// (from, to), sorted by descending `from` length.
     rules: Vec<(String, String)>,
-    /// The same rules with a leading `"`, for matching inside JSON text.
-    quoted: Vec<(Vec<u8>, Vec<u8>)>,
-    longest: usize,
+    /// The replacements with a leading `"`, for writing inside JSON text.
+    quoted: Vec<Vec<u8>>,
 }
 
 fn at_boundary(next: Option<u8>) -> bool {
     matches!(next, None | Some(b'/' | b'?' | b'#' | b'"'))
+}
+
+/// How JSON text reads against a prefix.
+enum Reading {
+    /// It starts with the prefix, written in this many bytes.
+    Match(usize),
+    No,
+    /// The text ends before it can tell.
+    More,
+}
+
+/// One character of JSON string text at the start of `text`, unescaped when
+/// it is an escape (`\/`, `\u002f`, ...), with the bytes it takes: `Err(true)`
+/// when the text ends inside an escape, `Err(false)` for an escape that
+/// does not stand for an ASCII character.
+fn json_char(text: &[u8]) -> Result<(u8, usize), bool> {
+    match text {
+        [] => Err(true),
+        [b'\\'] => Err(true),
+        [b'\\', b'u', rest @ ..] => {
+            if rest.len() < 4 {
+                return Err(true);
+            }
+            let hex = std::str::from_utf8(&rest[..4]).map_err(|_| false)?;
+            match u8::from_str_radix(hex, 16) {
+                Ok(c) if c.is_ascii() && hex.starts_with("00") => Ok((c, 6)),
+                _ => Err(false),
+            }
+        }
+        [b'\\', c, ..] => Ok((
+            match c {
+                b'n' => b'\n',
+                b't' => b'\t',
+                b'r' => b'\r',
+                b'b' => 0x08,
+                b'f' => 0x0c,
+                other => *other,
+            },
+            2,
+        )),
+        [c, ..] => Ok((*c, 1)),
+    }
+}
+
+/// Reads JSON string text against `prefix` (plain ASCII), however the text
+/// escapes its characters (`http:\/\/host`, `\u002f`, any mix), and checks
+/// that the prefix ends at a URL boundary.
+fn read_prefix(text: &[u8], prefix: &[u8], eof: bool) -> Reading {
+    let more = if eof { Reading::No } else { Reading::More };
+    let mut at = 0;
+    for &want in prefix {
+        // Most text is not escaped: compare bytes at once.
+        match text.get(at) {
+            None => return more,
+            Some(&b) if b != b'\\' => {
+                if b != want {
+                    return Reading::No;
+                }
+                at += 1;
+                continue;
+            }
+            Some(_) => {}
+        }
+        match json_char(&text[at..]) {
+            Ok((c, len)) if c == want => at += len,
+            Ok(_) | Err(false) => return Reading::No,
+            Err(true) => return more,
+        }
+    }
+    let boundary = match text.get(at) {
+        None if !eof => return Reading::More,
+        None => true,
+        // An escaped quote is inside the string: it does not end it.
+        Some(b'\\') => match json_char(&text[at..]) {
+            Ok((c, _)) => c != b'"' && at_boundary(Some(c)),
+            Err(true) if !eof => return Reading::More,
+            Err(_) => false,
+        },
+        Some(&b) => at_boundary(Some(b)),
+    };
+    if boundary {
+        Reading::Match(at)
+    } else {
+        Reading::No
+    }
 }
 
 impl Rewriter {
@@ -97,19 +181,9 @@ impl Rewriter {
         rules.dedup_by(|a, b| a.0 == b.0);
         let quoted: Vec<_> = rules
             .iter()
-            .map(|(f, t)| {
-                (
-                    [b"\"", f.as_bytes()].concat(),
-                    [b"\"", t.as_bytes()].concat(),
-                )
-            })
+            .map(|(_, t)| [b"\"", t.as_bytes()].concat())
             .collect();
-        let longest = quoted.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
-        Self {
-            rules,
-            quoted,
-            longest,
-        }
+        Self { rules, quoted }
     }
 
     /// Adds rules in front of the existing ones (they win on equal prefixes).
@@ -156,26 +230,28 @@ impl Rewriter {
         let mut out = BytesMut::with_capacity(buf.len());
         let mut emitted = 0;
         let mut i = 0;
-        while let Some(q) = memchr::memchr(b'"', &buf[i..]) {
+        'quotes: while let Some(q) = memchr::memchr(b'"', &buf[i..]) {
             let p = i + q;
-            // Not enough bytes after the quote to decide: keep them for later.
-            if !eof && buf.len() - p <= self.longest {
-                out.extend_from_slice(&buf[emitted..p]);
-                return (out, p);
-            }
-            let tail = &buf[p..];
-            let hit = self.quoted.iter().find(|(from, _)| {
-                tail.starts_with(from) && at_boundary(tail.get(from.len()).copied())
-            });
-            match hit {
-                Some((from, to)) => {
-                    out.extend_from_slice(&buf[emitted..p]);
-                    out.extend_from_slice(to);
-                    emitted = p + from.len();
-                    i = emitted;
+            let text = &buf[p + 1..];
+            for ((from, _), to) in self.rules.iter().zip(&self.quoted) {
+                match read_prefix(text, from.as_bytes(), eof) {
+                    Reading::No => {}
+                    // Not enough bytes after the quote to decide: keep them
+                    // for later.
+                    Reading::More => {
+                        out.extend_from_slice(&buf[emitted..p]);
+                        return (out, p);
+                    }
+                    Reading::Match(len) => {
+                        out.extend_from_slice(&buf[emitted..p]);
+                        out.extend_from_slice(to);
+                        emitted = p + 1 + len;
+                        i = emitted;
+                        continue 'quotes;
+                    }
                 }
-                None => i = p + 1,
             }
+            i = p + 1;
         }
         out.extend_from_slice(&buf[emitted..]);
         (out, buf.len())
@@ -344,6 +420,51 @@ mod tests {
         }
         let one_by_one = doc.chars().map(String::from).collect();
         assert_eq!(stream(rewriter(), one_by_one).await, want);
+    }
+
+    #[tokio::test]
+    async fn escaped_slashes_rewrite_in_any_mix_and_any_split() {
+        // As PHP's json_encode writes it, and other ways JSON may.
+        let escaped = |base: &str, how: &str| base.replace('/', how);
+        let mut doc = String::from("{");
+        let mut want = String::from("{");
+        for (i, how) in ["\\/", "\\u002f", "\\u002F", "/"].iter().enumerate() {
+            doc.push_str(&format!(
+                r#""a{i}":"{}{how}accounts{how}x","#,
+                escaped(UP, how)
+            ));
+            want.push_str(&format!(r#""a{i}":"{PUB}{how}accounts{how}x","#));
+        }
+        // A mix within one URL, and an escaped order URL of the shorthand.
+        doc.push_str(&format!(
+            r#""m":"http:\/\u002f{}\/orders\u002Fo1\/","#,
+            &UP["http://".len()..]
+        ));
+        want.push_str(&format!(r#""m":"{PUB}/order\/","#));
+        // Not at a boundary, or not the base: untouched.
+        doc.push_str(&format!(
+            r#""n":"{}9\/x","t":"see {UP}/y"}}"#,
+            escaped(UP, "\\/")
+        ));
+        want.push_str(&format!(
+            r#""n":"{}9\/x","t":"see {UP}/y"}}"#,
+            escaped(UP, "\\/")
+        ));
+        let whole = rewriter().rewrite_bytes(doc.as_bytes());
+        assert_eq!(std::str::from_utf8(&whole).unwrap(), want);
+        // The rewritten JSON means what the upstream's meant, on the public base.
+        let parsed: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(parsed["a1"], format!("{PUB}/accounts/x"));
+        assert_eq!(parsed["m"], format!("{PUB}/order/"));
+        // Chunk boundaries anywhere, inside escapes too.
+        for split in 0..doc.len() {
+            let (x, y) = doc.split_at(split);
+            assert_eq!(
+                stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await,
+                want,
+                "split at {split}"
+            );
+        }
     }
 
     #[test]

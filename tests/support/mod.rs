@@ -286,6 +286,46 @@ impl HttpClient {
     pub async fn get(&self, path: &str, headers: &[(&str, &str)]) -> Answer {
         self.send(Method::GET, path, headers, "").await
     }
+
+    /// An implicit creation through the shorthand (`PUT /order/account`,
+    /// as in the walkthrough) with `headers`: asserts its 200 and the
+    /// `OwnerId` it sets, and returns the answer and that owner.
+    pub async fn create_implicitly(&self, headers: &[(&str, &str)]) -> (Answer, String) {
+        let put = self
+            .send(
+                Method::PUT,
+                "/order/account",
+                headers,
+                r#"{"currency": "USD", "language": "en-US"}"#,
+            )
+            .await;
+        assert_eq!(put.status, 200, "implicit creation: {put:?}");
+        let owner = put
+            .owner()
+            .expect("the OwnerId cookie of an implicit creation");
+        (put, owner)
+    }
+
+    /// A creation as a side effect (`PUT …/emailEncryption`, the
+    /// otherproduct page) with `headers`: asserts its 202, and returns the
+    /// answer, the owner it set and the order id of its `Location`.
+    pub async fn create_by_side_effect(
+        &self,
+        headers: &[(&str, &str)],
+    ) -> (Answer, String, String) {
+        let put = self
+            .send(
+                Method::PUT,
+                "/accounts/acct999999/exchange/myexchangedomain.com/emailEncryption",
+                headers,
+                r#"{"adminEmail": "someone@somewhere.com"}"#,
+            )
+            .await;
+        assert_eq!(put.status, 202, "side-effect creation: {put:?}");
+        let owner = put.owner().expect("the OwnerId cookie of a creation");
+        let id = order_id(put.header("location").expect("the order's Location"));
+        (put, owner, id)
+    }
 }
 
 pub fn cookie(owner: &str) -> String {
