@@ -61,6 +61,7 @@ pub struct Raw {
     log: RawLog,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
     compression: RawCompression,
 }
 
