@@ -6,7 +6,7 @@
 
 use libfuzzer_sys::fuzz_target;
 use ordergate::orders::order_body::{
-    View, body_is_open, is_open, order_status, order_view, set_link, with_links,
+    Shown, body_is_open, is_open, order_status, order_view, set_link, with_links,
 };
 use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
@@ -73,10 +73,10 @@ fuzz_target!(|data: &[u8]| {
 
     // The view and the status reader agree with each other on any input.
     match (&view, open) {
-        (View::NotJson, None) | (View::Closed, Some(false)) | (View::Open(_), Some(true)) => {}
+        (Shown::NotJson, None) | (Shown::Closed, Some(false)) | (Shown::Open(_), Some(true)) => {}
         _ => panic!("order_view {view:?} but body_is_open {open:?}"),
     }
-    if let View::Open(Some(out)) = &view {
+    if let Shown::Open(Some(out)) = &view {
         assert_eq!(linked.as_ref(), Some(out));
     }
 
@@ -101,7 +101,7 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(out)));
         assert_eq!(got, want);
         if open == Some(true) {
-            assert!(matches!(view, View::Open(Some(_))), "{view:?}");
+            assert!(matches!(view, Shown::Open(Some(_))), "{view:?}");
         }
     } else {
         assert_eq!(linked, None);
