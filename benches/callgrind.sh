@@ -35,6 +35,7 @@ mkdir -p "$OUT"
 RUN=$(mktemp -d /tmp/ordergate-callgrind.XXXXXX)
 mkdir -p "$RUN/upstream"
 sed "s|@RUN@|$RUN|g" "$STUB_CONF" > "$RUN/upstream.conf"
+printf '{}' > "$RUN/empty-object.json"
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -62,7 +63,7 @@ load() {
   case $scenario in
     passthrough) h2load --h1 -n "$n" -c 8 "$GW/orders/$ORDER" ;;
     shorthand) h2load --h1 -n "$n" -c 8 -H "Cookie: OwnerId=$OWNER" "$GW/order" ;;
-    conflict) h2load --h1 -n "$n" -c 8 -d /dev/null -H "Cookie: OwnerId=$OWNER" "$GW/orders" ;;
+    conflict) h2load --h1 -n "$n" -c 8 -d "$RUN/empty-object.json" -H "Cookie: OwnerId=$OWNER" "$GW/orders" ;;
     fault) h2load --h1 -n "$n" -c 8 "$GW/nothing-here" ;;
   esac >"$OUT/$scenario.h2load.txt"
 }

@@ -91,10 +91,12 @@ where
     B::Error: Into<BoxError>,
 {
     let raw = read_capped(body, cap).await?;
+    if coding == Coding::Identity {
+        return Ok(raw);
+    }
     let raw = &raw[..];
     match coding {
-        Coding::Identity => Ok(Bytes::copy_from_slice(raw)),
-        Coding::Gzip => decode(GzipDecoder::new(raw), cap).await,
+        Coding::Identity | Coding::Gzip => decode(GzipDecoder::new(raw), cap).await,
         Coding::Deflate => decode(ZlibDecoder::new(raw), cap).await,
         Coding::Brotli => decode(BrotliDecoder::new(raw), cap).await,
         Coding::Zstd => decode(ZstdDecoder::new(raw), cap).await,
