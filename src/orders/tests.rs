@@ -138,6 +138,20 @@ async fn fixture() -> Fixture {
 }
 
 impl Fixture {
+    /// The upstream answers `GET /orders/o1` with `body`, gzipped JSON.
+    fn order_o1_gzipped(&self, body: &[u8]) {
+        self.script.on(
+            Method::GET,
+            "/orders/o1",
+            200,
+            &[
+                ("content-type", "application/json"),
+                ("content-encoding", "gzip"),
+            ],
+            body,
+        );
+    }
+
     async fn associate(&self, order: &str) {
         let owner = OwnerId::parse(OWNER).unwrap();
         let order = OrderId::parse(order).unwrap();
@@ -220,16 +234,7 @@ async fn a_compressed_order_is_read_decoded() {
         r#"{{"order": {{"Status": "new", "Account": "{INTERNAL}/accounts/a1"}}, "links": [{{"href": "{INTERNAL}/orders/o1/", "rel": "self"}}]}}"#
     );
     let gz = gzip(open.as_bytes()).await;
-    f.script.on(
-        Method::GET,
-        "/orders/o1",
-        200,
-        &[
-            ("content-type", "application/json"),
-            ("content-encoding", "gzip"),
-        ],
-        &gz,
-    );
+    f.order_o1_gzipped(&gz);
     let (resp, body) = f.call(Method::GET, "/order", true).await;
     assert_eq!(resp.status(), 200);
     // Decoded, its URLs on the public base, the shorthand's links set.
@@ -249,16 +254,7 @@ async fn a_compressed_order_is_read_decoded() {
     );
     // The upstream moves it on behind the gateway's back: 404, ended.
     let gz = gzip(br#"{"order": {"Status": "Processing"}}"#).await;
-    f.script.on(
-        Method::GET,
-        "/orders/o1",
-        200,
-        &[
-            ("content-type", "application/json"),
-            ("content-encoding", "gzip"),
-        ],
-        &gz,
-    );
+    f.order_o1_gzipped(&gz);
     let (resp, _) = f.call(Method::GET, "/order", true).await;
     assert_eq!(resp.status(), 404);
     assert_eq!(f.open_order().await, None);
@@ -274,16 +270,7 @@ async fn a_compression_bomb_for_an_order_ends_at_the_cap_with_a_502() {
     plain.extend_from_slice(b"\"}}");
     let bomb = gzip(&plain).await;
     assert!(bomb.len() < 256 << 10, "{}", bomb.len());
-    f.script.on(
-        Method::GET,
-        "/orders/o1",
-        200,
-        &[
-            ("content-type", "application/json"),
-            ("content-encoding", "gzip"),
-        ],
-        &bomb,
-    );
+    f.order_o1_gzipped(&bomb);
     let (resp, _) = f.call(Method::GET, "/order", true).await;
     assert_eq!(resp.status(), 502);
     assert_eq!(f.open_order().await.as_deref(), Some("o1"));
