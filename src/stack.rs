@@ -55,7 +55,8 @@ pub fn build(
         .map(|b| b.as_str().to_owned())
         .collect();
     let orders = OrdersService::new(
-        Upstream::new(&config.upstream, Arc::clone(&metrics)),
+        Upstream::new(&config.upstream, Arc::clone(&metrics))
+            .with_tunnel_idle(config.server.limits.idle_timeout),
         store,
         Arc::clone(&metrics),
         OrdersSettings {

@@ -264,7 +264,14 @@ pub struct UpstreamConfig {
     /// HTTP/2 to the upstream: negotiated by ALPN over TLS, prior knowledge
     /// (h2c) over plain TCP.
     pub http2: bool,
+    /// Time to connect, every address of the upstream's tried.
     pub connect_timeout: Duration,
+    /// Time each address gets (within `connect_timeout`), so that one that
+    /// does not answer leaves time for the next.
+    pub connect_attempt_timeout: Duration,
+    /// Idle time before TCP keepalive probes on upstream connections;
+    /// `None`: no probes.
+    pub tcp_keepalive: Option<Duration>,
     /// Time allowed for the upstream to answer with headers.
     pub response_timeout: Duration,
     /// Time allowed for the whole upstream exchange, body included.

@@ -25,6 +25,10 @@ pub const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
 pub const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 30_000;
 pub const DEFAULT_REQUEST_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_POOL_IDLE_TIMEOUT_SECS: u64 = 90;
+/// Time each of the upstream's addresses gets to take a connection.
+pub const DEFAULT_CONNECT_ATTEMPT_TIMEOUT_MS: u64 = 1_000;
+/// Idle time before TCP keepalive probes on upstream connections.
+pub const DEFAULT_TCP_KEEPALIVE_SECS: u64 = 60;
 pub const DEFAULT_POOL_MAX_IDLE_PER_HOST: usize = 1024;
 pub const DEFAULT_IDLE_EXPIRY_SECS: u64 = 24 * 60 * 60;
 pub const DEFAULT_SWEEP_INTERVAL_SECS: u64 = 60;
@@ -158,6 +162,8 @@ struct RawUpstream {
     ca_file: Option<PathBuf>,
     http2: Option<bool>,
     connect_timeout_ms: Option<Millis>,
+    connect_attempt_timeout_ms: Option<Millis>,
+    tcp_keepalive_secs: Option<Secs>,
     response_timeout_ms: Option<Millis>,
     request_timeout_ms: Option<Millis>,
     pool_idle_timeout_secs: Option<Secs>,
@@ -1098,6 +1104,17 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
         u.connect_timeout_ms,
         DEFAULT_CONNECT_TIMEOUT_MS,
     ));
+    let connect_attempt_timeout = p.take(millis(
+        "upstream.connect_attempt_timeout_ms",
+        u.connect_attempt_timeout_ms,
+        DEFAULT_CONNECT_ATTEMPT_TIMEOUT_MS,
+    ));
+    // 0 turns the probes off.
+    let tcp_keepalive = u
+        .tcp_keepalive_secs
+        .map_or(Some(Duration::from_secs(DEFAULT_TCP_KEEPALIVE_SECS)), |d| {
+            Some(d.get()).filter(|d| !d.is_zero())
+        });
     let response_timeout = p.take(millis(
         "upstream.response_timeout_ms",
         u.response_timeout_ms,
@@ -1130,6 +1147,8 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
         tls: tls?,
         http2,
         connect_timeout: connect_timeout?,
+        connect_attempt_timeout: connect_attempt_timeout?,
+        tcp_keepalive,
         response_timeout: response_timeout?,
         request_timeout: request_timeout?,
         pool_idle_timeout: u

@@ -539,3 +539,31 @@ fn connection_deadlines_and_http2_limits_have_safe_defaults_and_named_problems()
     let new = Config::parse(&set("http2_keep_alive_interval_ms = 5")).unwrap();
     assert_eq!(old.restart_needed_for(&new), vec!["server.http2_*"]);
 }
+
+#[test]
+fn upstream_socket_keys_have_defaults_and_can_be_set() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(
+        c.upstream.connect_attempt_timeout,
+        Duration::from_millis(raw::DEFAULT_CONNECT_ATTEMPT_TIMEOUT_MS)
+    );
+    assert_eq!(
+        c.upstream.tcp_keepalive,
+        Some(Duration::from_secs(raw::DEFAULT_TCP_KEEPALIVE_SECS))
+    );
+    let c = Config::parse(&GOOD.replace(
+        "[upstream]",
+        "[upstream]\nconnect_attempt_timeout_ms = 250\ntcp_keepalive_secs = \"2m\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.upstream.connect_attempt_timeout,
+        Duration::from_millis(250)
+    );
+    assert_eq!(c.upstream.tcp_keepalive, Some(Duration::from_secs(120)));
+    let c =
+        Config::parse(&GOOD.replace("[upstream]", "[upstream]\ntcp_keepalive_secs = 0")).unwrap();
+    assert_eq!(c.upstream.tcp_keepalive, None);
+    let e = err(&GOOD.replace("[upstream]", "[upstream]\nconnect_attempt_timeout_ms = 0"));
+    assert_eq!(e.key, "upstream.connect_attempt_timeout_ms");
+}

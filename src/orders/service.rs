@@ -15,7 +15,7 @@ use crate::route::{self, Rest, Route};
 use crate::telemetry::RequestId;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::rewrite::{Bases, Rewriter};
-use crate::upstream::{Answer, Upstream};
+use crate::upstream::{Answer, Upstream, tunnel};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -143,6 +143,9 @@ impl tower::Service<Request<Body>> for OrdersService {
     }
 }
 
+const UPGRADE_ON_ORDERS: &str =
+    "Protocol upgrades (WebSocket) are not served on /order and /orders";
+
 /// What the client's request lends the calls the gateway makes for it.
 pub(super) struct Delegate {
     headers: HeaderMap,
@@ -186,8 +189,23 @@ pub(super) struct Target<'a> {
 
 impl Orders {
     async fn handle(&self, req: Request<Body>, facts: &Facts) -> Result<Response<Body>, Error> {
-        // The larger futures of creation and the shorthand are boxed, so
-        // that each request in flight holds no more than its own path needs.
+        // The larger futures of creation, the shorthand and upgrades are
+        // boxed, so that each request in flight holds no more than its own
+        // path needs.
+        if let Some(protocols) = tunnel::asked(&req)
+            && self.upstream.tunnels()
+        {
+            match &facts.route {
+                Ok(Route::Other) => {
+                    let rewriter = self.bases.rewriter();
+                    return Box::pin(self.upstream.upgrade(req, protocols, facts, rewriter)).await;
+                }
+                // The orders rules read and rewrite HTTP answers: a tunnel
+                // would carry the orders API past them.
+                Ok(_) => return Err(Error::client(Client::BadRequest, UPGRADE_ON_ORDERS)),
+                Err(_) => {}
+            }
+        }
         match plan::plan(facts, req.method()) {
             Plan::Refuse(r) => Err(refused(r)),
             Plan::Forward { learn } => self.forward(req, facts, learn).await,

@@ -10,7 +10,9 @@
 //! is closed. Past `max_connections`, a new connection is answered with a
 //! 503 fault and closed at once, so the accept loop never stalls.
 //! Connections refused before a request reached the stack are counted in
-//! `ordergate_connections_refused_total{reason}`.
+//! `ordergate_connections_refused_total{reason}`. An HTTP/1.1 connection the
+//! stack answers with 101 is handed on, upgraded, to whoever asked for it
+//! (the upstream's tunnels); it then leaves the accept loop's count.
 
 mod activity;
 mod prelude;
@@ -440,7 +442,7 @@ where
     });
     let conn = shared
         .builder
-        .serve_connection(TokioIo::new(io), hyper_svc)
+        .serve_connection_with_upgrades(TokioIo::new(io), hyper_svc)
         .into_owned();
     tokio::pin!(conn);
     let limits = shared.limits();

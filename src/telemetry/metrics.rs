@@ -7,7 +7,8 @@
 //! The number of open orders is read from the store when scraped, and so
 //! are the process's CPU time, resident memory and open file descriptors
 //! (from `/proc/self` on Linux; absent elsewhere). The accept loops count
-//! open client connections, the upstream pool its open connections.
+//! open client connections, the upstream pool its open connections, the
+//! upstream side its tunnels (upgraded connections) open and opened.
 //! `ordergate_build_info{version,commit}` is always 1.
 
 use crate::route::{PathError, Route};
@@ -123,6 +124,15 @@ fn latency_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.0001, 2.0, 19))
 }
 
+/// One open tunnel on the gauge while it lives.
+pub struct OpenTunnel(Gauge);
+
+impl Drop for OpenTunnel {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 /// Every metric the gateway keeps.
 pub struct Metrics {
     registry: Registry,
@@ -142,6 +152,8 @@ pub struct Metrics {
     rate_limit_fail_opens: Arc<AtomicU64>,
     client_connections: Gauge,
     upstream_connections: Gauge,
+    tunnels: Gauge,
+    tunnels_opened: Counter,
     process: Process,
 }
 
@@ -312,10 +324,17 @@ impl Metrics {
             "Connections open to the upstream (HTTP/1.1 pool; https and HTTP/2 upstreams are not counted)",
             upstream_connections.clone(),
         );
+        let tunnels = Gauge::default();
         registry.register(
             "tunnels",
-            "Upgraded connections (WebSocket, CONNECT) open; the gateway does not upgrade yet",
-            Gauge::<i64, std::sync::atomic::AtomicI64>::default(),
+            "Upgraded connections (WebSocket and other HTTP/1.1 upgrades) open between a client and the upstream",
+            tunnels.clone(),
+        );
+        let tunnels_opened = Counter::default();
+        registry.register(
+            "tunnels_opened",
+            "Upgraded connections opened between a client and the upstream",
+            tunnels_opened.clone(),
         );
         let process = Process::register(&mut registry);
         let refusals = Family::<RefusalLabels, Counter>::default();
@@ -328,6 +347,8 @@ impl Metrics {
             registry,
             client_connections,
             upstream_connections,
+            tunnels,
+            tunnels_opened,
             process,
             refusals,
             redis_fail_opens,
@@ -397,6 +418,14 @@ impl Metrics {
         self.upstream_connections.clone()
     }
 
+    /// Counts a tunnel opened; it stays on the open tunnels gauge while the
+    /// returned value lives.
+    pub fn tunnel_opened(&self) -> OpenTunnel {
+        self.tunnels_opened.inc();
+        self.tunnels.inc();
+        OpenTunnel(self.tunnels.clone())
+    }
+
     /// The text exposition, with what the store tells.
     pub fn render(&self, store: StoreReading) -> String {
         self.process.read();
@@ -459,6 +488,8 @@ mod tests {
         m.upstream_answered(Duration::ZERO, Some(UpstreamFailure::timeout));
         m.rate_limited("per-owner");
         m.conflict();
+        let _open = m.tunnel_opened();
+        drop(m.tunnel_opened());
         m.connection_refused(Refusal::over_capacity);
         m.rate_limit_fail_opens().fetch_add(2, Ordering::Relaxed);
         let text = m.render(StoreReading {
@@ -476,7 +507,8 @@ mod tests {
             "ordergate_redis_fail_open_total{function=\"store\"} 3",
             "ordergate_redis_fail_open_total{function=\"rate_limits\"} 2",
             "ordergate_request_duration_seconds_count{route=\"shorthand\"} 2",
-            "ordergate_tunnels 0",
+            "ordergate_tunnels 1",
+            "ordergate_tunnels_opened_total 2",
             "ordergate_client_connections 0",
             &format!("ordergate_build_info{{version=\"{VERSION}\",commit=\"{COMMIT}\"}} 1"),
         ] {

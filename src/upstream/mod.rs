@@ -8,7 +8,9 @@
 //! and with the client's when the client's own body fails on the way (413,
 //! 408, 400). [`Upstream::finish`] makes an upstream answer ready for the
 //! client: hop-by-hop headers removed, `Location` and JSON bodies rewritten
-//! to the public base URL ([`rewrite`]), streaming.
+//! to the public base URL ([`rewrite`]), streaming. [`Upstream::upgrade`]
+//! sends an upgrade request and, when the upstream switches protocols,
+//! joins the two connections in a tunnel ([`tunnel`]).
 //!
 //! It knows nothing of the server side or of the orders rules: what it needs
 //! of a request, it reads from the request facts.
@@ -16,6 +18,7 @@
 pub mod headers;
 pub mod pool;
 pub mod rewrite;
+pub mod tunnel;
 
 use crate::body::{self, Body, Coding, ReadError};
 use crate::config::UpstreamConfig;
@@ -110,6 +113,10 @@ pub struct Upstream {
     metrics: Arc<crate::telemetry::metrics::Metrics>,
     /// Slots for requests in flight to the upstream, when they are capped.
     slots: Option<Arc<tokio::sync::Semaphore>>,
+    /// Whether upgrades can be tunnelled: not to an HTTP/2 upstream.
+    tunnels: bool,
+    /// A tunnel with nothing moving for this long is closed.
+    tunnel_idle: Duration,
 }
 
 /// A slot for a request in flight to the upstream, held by its answer until
@@ -128,6 +135,8 @@ impl Upstream {
                 authority.port_u16().unwrap_or(80),
                 PoolSettings {
                     connect_timeout: u.connect_timeout,
+                    attempt_timeout: u.connect_attempt_timeout,
+                    keepalive: u.tcp_keepalive,
                     idle_timeout: u.pool_idle_timeout,
                     max_idle: u.pool_max_idle_per_host,
                     open: metrics.upstream_connections(),
@@ -150,7 +159,21 @@ impl Upstream {
             slots: u
                 .max_connections
                 .map(|n| Arc::new(tokio::sync::Semaphore::new(n))),
+            tunnels: !u.http2,
+            tunnel_idle: DEFAULT_TUNNEL_IDLE,
         }
+    }
+
+    /// Closes tunnels that have had nothing moving for `idle` (the server's
+    /// idle timeout, as for a client connection between requests).
+    pub fn with_tunnel_idle(mut self, idle: Duration) -> Self {
+        self.tunnel_idle = idle;
+        self
+    }
+
+    /// Whether upgrade requests can be tunnelled to this upstream.
+    pub fn tunnels(&self) -> bool {
+        self.tunnels
     }
 
     /// Prepares the client's request for the upstream: target URI on the
@@ -211,6 +234,53 @@ impl Upstream {
     /// Sends a prepared request; the answer's headers must come in time.
     /// The upstream time is added to `record`.
     pub async fn send(&self, req: Request<Body>, record: Option<&Record>) -> Result<Answer, Error> {
+        self.send_on(req, record, false).await
+    }
+
+    /// Sends an upgrade request asking for `protocols` ([`tunnel::asked`])
+    /// and, when the upstream answers 101, answers the client with its 101
+    /// and joins the two connections in a tunnel of their own. Any other
+    /// answer is made ready for the client as usual ([`Self::finish`]).
+    pub async fn upgrade(
+        &self,
+        mut req: Request<Body>,
+        protocols: HeaderValue,
+        facts: &Facts,
+        rewriter: &Arc<Rewriter>,
+    ) -> Result<Response<Body>, Error> {
+        let client = hyper::upgrade::on(&mut req);
+        self.prepare(&mut req, None, facts);
+        tunnel::set_upgrade_headers(req.headers_mut(), protocols);
+        let mut resp = self.send_on(req, facts.record.as_ref(), true).await?;
+        if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            return self.finish(resp, rewriter);
+        }
+        let upstream = hyper::upgrade::on(&mut resp);
+        let (mut parts, _) = resp.into_parts();
+        let Some(protocol) = parts.headers.get(header::UPGRADE).cloned() else {
+            return Err(Error::upstream(faults::Upstream::BadAnswer)
+                .because("101 Switching Protocols without an Upgrade header"));
+        };
+        finish_headers(&mut parts.headers, rewriter);
+        tunnel::set_upgrade_headers(&mut parts.headers, protocol);
+        // The slot and the deadline are for exchanges, not for tunnels.
+        parts.extensions = http::Extensions::new();
+        tokio::spawn(tunnel::join(
+            client,
+            upstream,
+            self.tunnel_idle,
+            Arc::clone(&self.metrics),
+        ));
+        Ok(Response::from_parts(parts, body::empty()))
+    }
+
+    /// Sends a prepared request, an upgrade on a connection of its own.
+    async fn send_on(
+        &self,
+        req: Request<Body>,
+        record: Option<&Record>,
+        upgrade: bool,
+    ) -> Result<Answer, Error> {
         let started = tokio::time::Instant::now();
         let exchange = async {
             let slot = match &self.slots {
@@ -220,6 +290,11 @@ impl Upstream {
                 None => None,
             };
             let mut resp = match &self.transport {
+                Transport::Pool(pool) if upgrade => pool
+                    .send_upgrade(req)
+                    .await
+                    .map_err(classify_pool_error)?
+                    .map(AnswerBody::Shared),
                 Transport::Pool(pool) => pool
                     .send(req)
                     .await
@@ -334,11 +409,27 @@ impl Upstream {
     }
 }
 
+/// Idle time of tunnels unless [`Upstream::with_tunnel_idle`] says
+/// otherwise.
+const DEFAULT_TUNNEL_IDLE: Duration = Duration::from_secs(60);
+
+/// How long an IPv6 attempt runs before an IPv4 one starts beside it
+/// (RFC 8305 suggests 250 ms; hyper-util's default is 300 ms).
+const HAPPY_EYEBALLS: Duration = Duration::from_millis(300);
+
 /// hyper-util's pooled client, over TLS when the upstream is `https://`.
 fn shared_client(u: &crate::config::UpstreamConfig) -> Client<HttpsConnector<HttpConnector>, Body> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
+    // hyper-util shares the connect time evenly among the name's addresses
+    // (so each gets its turn), and races IPv4 against IPv6 (Happy Eyeballs)
+    // once the IPv6 attempt has run for a while.
     http.set_connect_timeout(Some(u.connect_timeout));
+    http.set_happy_eyeballs_timeout(Some(u.connect_attempt_timeout.min(HAPPY_EYEBALLS)));
+    http.set_keepalive(u.tcp_keepalive);
+    if let Some(idle) = u.tcp_keepalive {
+        http.set_keepalive_interval(Some(idle));
+    }
     http.enforce_http(false);
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config((*u.tls).clone())

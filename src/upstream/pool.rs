@@ -12,6 +12,13 @@
 //! that the upstream closed meanwhile gives the request back unsent, and the
 //! request goes out again on another connection; an answer that was started
 //! is never retried.
+//!
+//! Every address the upstream's name resolves to is tried in turn, each for
+//! at most the attempt timeout (all within the connect timeout), so one
+//! that does not answer leaves time for the next. Sockets have TCP
+//! keepalive, so a connection the network dropped is noticed even while it
+//! waits in the pool. An upgrade request gets a connection of its own
+//! ([`Pool::send_upgrade`]), never pooled.
 
 use crate::body::Body;
 use bytes::Bytes;
@@ -32,6 +39,10 @@ use tokio::net::TcpStream;
 #[derive(Clone, Debug)]
 pub struct PoolSettings {
     pub connect_timeout: Duration,
+    /// Time each address gets, within `connect_timeout`.
+    pub attempt_timeout: Duration,
+    /// Idle time before keepalive probes; `None`: none.
+    pub keepalive: Option<Duration>,
     pub idle_timeout: Duration,
     pub max_idle: usize,
     /// Where the open connections are counted, for the metrics.
@@ -216,16 +227,7 @@ impl Pool {
     }
 
     async fn connect(&self) -> Result<Conn, PoolError> {
-        let addr = || format!("{}:{}", self.host, self.port);
-        let fail = |reason: String| PoolError::Connect {
-            addr: addr(),
-            reason,
-        };
-        let stream = tokio::time::timeout(self.settings.connect_timeout, self.tcp())
-            .await
-            .map_err(|_| fail("timed out".to_owned()))?
-            .map_err(|e| fail(e.to_string()))?;
-        let _ = stream.set_nodelay(true);
+        let stream = self.open().await?;
         let (send, driver) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await?;
@@ -237,21 +239,80 @@ impl Pool {
         })
     }
 
+    /// Sends an upgrade request on a new connection of its own, driven by a
+    /// task until the upgrade hands its IO on (see `hyper::upgrade::on` on
+    /// the answer) or the answer's body has ended. The connection is never
+    /// pooled: after a refused upgrade the upstream may not expect HTTP.
+    pub async fn send_upgrade(&self, req: Request<Body>) -> Result<Response<Incoming>, PoolError> {
+        let stream = self.open().await?;
+        let (mut send, driver) = http1::Builder::new()
+            .handshake(TokioIo::new(stream))
+            .await?;
+        self.settings.open.inc();
+        let live = Live(self.settings.open.clone());
+        tokio::spawn(async move {
+            if let Err(e) = driver.with_upgrades().await {
+                tracing::debug!(error = %e, "upstream upgrade connection ended");
+            }
+            drop(live);
+        });
+        Ok(send.send_request(req).await?)
+    }
+
+    /// A TCP connection to the upstream, in the connect timeout.
+    async fn open(&self) -> Result<TcpStream, PoolError> {
+        let addr = || format!("{}:{}", self.host, self.port);
+        let fail = |reason: String| PoolError::Connect {
+            addr: addr(),
+            reason,
+        };
+        let stream = tokio::time::timeout(self.settings.connect_timeout, self.tcp())
+            .await
+            .map_err(|_| fail("timed out".to_owned()))?
+            .map_err(|e| fail(e.to_string()))?;
+        let _ = stream.set_nodelay(true);
+        if let Some(idle) = self.settings.keepalive {
+            let keepalive = socket2::TcpKeepalive::new()
+                .with_time(idle)
+                .with_interval(idle);
+            if let Err(e) = socket2::SockRef::from(&stream).set_tcp_keepalive(&keepalive) {
+                tracing::debug!(error = %e, "cannot set TCP keepalive on an upstream connection");
+            }
+        }
+        Ok(stream)
+    }
+
     /// A TCP connection to the first of the upstream's addresses that takes
     /// one; an IP address needs no lookup.
     async fn tcp(&self) -> std::io::Result<TcpStream> {
         if let Ok(ip) = self.host.parse::<IpAddr>() {
             return TcpStream::connect(SocketAddr::new(ip, self.port)).await;
         }
-        let mut last = None;
-        for addr in tokio::net::lookup_host((self.host.as_str(), self.port)).await? {
-            match TcpStream::connect(addr).await {
-                Ok(stream) => return Ok(stream),
-                Err(e) => last = Some(e),
+        let addrs = tokio::net::lookup_host((self.host.as_str(), self.port)).await?;
+        connect_first(addrs, self.settings.attempt_timeout).await
+    }
+}
+
+/// Tries each address in turn, each for at most `attempt`; the first that
+/// takes a connection wins.
+async fn connect_first(
+    addrs: impl IntoIterator<Item = SocketAddr>,
+    attempt: Duration,
+) -> std::io::Result<TcpStream> {
+    let mut last = None;
+    for addr in addrs {
+        match tokio::time::timeout(attempt, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => last = Some(e),
+            Err(_) => {
+                last = Some(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("{addr} did not answer in time"),
+                ));
             }
         }
-        Err(last.unwrap_or_else(|| std::io::Error::other("the name has no address")))
     }
+    Err(last.unwrap_or_else(|| std::io::Error::other("the name has no address")))
 }
 
 /// Drops expired idle connections every half idle timeout, while the pool
@@ -352,5 +413,80 @@ impl Drop for PooledBody {
         if self.body.is_end_stream() {
             self.release();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::net::{TcpListener, TcpSocket};
+
+    fn settings(keepalive: Option<Duration>) -> PoolSettings {
+        PoolSettings {
+            connect_timeout: Duration::from_secs(10),
+            attempt_timeout: Duration::from_millis(300),
+            keepalive,
+            idle_timeout: Duration::from_secs(10),
+            max_idle: 4,
+            open: prometheus_client::metrics::gauge::Gauge::default(),
+        }
+    }
+
+    /// A listener that takes no more connections: its accept queue (of
+    /// one) is full, so the kernel drops further SYNs and a connect hangs.
+    /// Returns it with the connections that fill it.
+    async fn not_answering() -> (TcpListener, Vec<TcpStream>) {
+        let socket = TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut held = Vec::new();
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await {
+                Ok(Ok(s)) => held.push(s),
+                Ok(Err(e)) => panic!("the full listener refused instead: {e}"),
+                Err(_) => return (listener, held),
+            }
+        }
+        panic!("the listener kept taking connections");
+    }
+
+    #[tokio::test]
+    async fn an_address_that_does_not_answer_leaves_time_for_the_next() {
+        let (silent, _held) = not_answering().await;
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = [silent.local_addr().unwrap(), good.local_addr().unwrap()];
+        // Bounded: without a time per address, the first attempt alone
+        // would take the kernel's SYN retries (minutes).
+        let stream = tokio::time::timeout(
+            Duration::from_secs(20),
+            connect_first(addrs, Duration::from_millis(300)),
+        )
+        .await
+        .expect("connected while the first address stays silent")
+        .unwrap();
+        assert_eq!(stream.peer_addr().unwrap(), addrs[1]);
+        let (accepted, _) = good.accept().await.unwrap();
+        assert_eq!(accepted.peer_addr().unwrap(), stream.local_addr().unwrap());
+        // Every address silent: the failure says so.
+        let e = connect_first([addrs[0]], Duration::from_millis(100))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::TimedOut);
+    }
+
+    #[tokio::test]
+    async fn upstream_sockets_have_tcp_keepalive() {
+        let good = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = good.local_addr().unwrap().port();
+        let idle = Duration::from_secs(42);
+        let pool = Pool::new("127.0.0.1", port, settings(Some(idle)));
+        let stream = pool.open().await.unwrap();
+        let sock = socket2::SockRef::from(&stream);
+        assert!(sock.keepalive().unwrap());
+        assert_eq!(sock.tcp_keepalive_time().unwrap(), idle);
+        let pool = Pool::new("127.0.0.1", port, settings(None));
+        let stream = pool.open().await.unwrap();
+        assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
     }
 }
