@@ -86,6 +86,7 @@ fn cpu(pid: u32) -> Duration {
 fn redis_config(url: &str) -> RedisConfig {
     RedisConfig {
         url: url.to_owned(),
+        ca_pem: None,
         password: None,
         key_prefix: "bench:".into(),
         pool_size: 4,

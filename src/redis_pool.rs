@@ -6,7 +6,8 @@
 //! commands, connects on first use (the gateway starts while Redis is down)
 //! and reconnects by itself after a failure. Every call is bounded by the
 //! configured timeouts, so a Redis that hangs costs a request at most
-//! `connect_timeout + command_timeout`, never a hung request.
+//! `connect_timeout + command_timeout`, never a hung request. A `rediss://`
+//! URL speaks TLS (rustls), trusting `store.ca_file` or the webpki roots.
 
 use crate::config::RedisConfig;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -46,7 +47,17 @@ impl RedisPool {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = redis::Client::open(info)?;
+        let client = match &config.ca_pem {
+            // rediss:// with its own CA; otherwise the webpki roots.
+            Some(pem) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )?,
+            None => redis::Client::open(info)?,
+        };
         // One quick retry inside the manager; the next call after a failure
         // starts a new attempt, so recovery needs no restart and a call never
         // waits out a long backoff.

@@ -18,6 +18,7 @@ use support::*;
 fn redis_config(url: &str, prefix: &str, on_error: OnRedisError) -> RedisConfig {
     RedisConfig {
         url: url.to_owned(),
+        ca_pem: None,
         password: None,
         key_prefix: prefix.to_owned(),
         pool_size: 2,
@@ -719,4 +720,51 @@ async fn a_reload_can_make_a_rule_global() {
     }
     assert!(allowed < 3, "{allowed} more after the first global one");
     gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_order_is_created_and_resolved_through_rediss() {
+    let redis = RedisServer::start_tls().await;
+    let tls = redis.tls();
+    let table = format!(
+        "[store]\nkind = \"redis\"\nurl = \"{}\"\nca_file = \"{}\"\nkey_prefix = \"tls:\"\nconnect_timeout_ms = 2000\ncommand_timeout_ms = 2000\n",
+        redis.tls_url(),
+        tls.ca_file.display()
+    );
+    let env = Env::with_store(&table).await;
+    let (_, owner) = env
+        .client
+        .create_implicitly(&[("authorization", AUTH)])
+        .await;
+    // The shorthand resolves the owner's order through the store.
+    let view = env
+        .client
+        .get("/order", &[("cookie", &cookie(&owner))])
+        .await;
+    assert_eq!(view.status, 200, "{view:?}");
+    let id = order_id(view.json()["links"][1]["href"].as_str().unwrap());
+    assert!(env.backend.state.order(&id).is_some());
+    assert_eq!(env.creations(), 1);
+    // The association went to Redis, over the TLS port.
+    let keys = redis.keys().await;
+    assert!(keys.iter().any(|k| k.starts_with("tls:")), "{keys:?}");
+    assert!(
+        keys.iter().any(|k| k.contains(&owner) || k.contains(&id)),
+        "{keys:?}"
+    );
+}
+
+#[tokio::test]
+async fn rediss_checks_the_server_certificate() {
+    // The same server, trusted through the webpki roots only: its private
+    // CA is not among them, so no command gets through.
+    let redis = RedisServer::start_tls().await;
+    let mut config = redis_config(&redis.tls_url(), "tls:", OnRedisError::FailClosed);
+    let pool = RedisPool::new(&config).unwrap();
+    let refused = pool.query::<String>(&redis::cmd("PING")).await;
+    assert!(refused.is_err(), "{refused:?}");
+    config.ca_pem = Some(std::fs::read(&redis.tls().ca_file).unwrap());
+    let pool = RedisPool::new(&config).unwrap();
+    let pong = pool.query::<String>(&redis::cmd("PING")).await.unwrap();
+    assert_eq!(pong, "PONG");
 }

@@ -307,8 +307,12 @@ pub enum OnRedisError {
 /// The Redis (or Valkey) server the replicas share.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisConfig {
-    /// `redis://[user:password@]host[:port][/db]`, checked at load time.
+    /// `redis://[user:password@]host[:port][/db]` (`rediss://` for TLS),
+    /// checked at load time.
     pub url: String,
+    /// With `rediss://`: the PEM of the CA certificates to trust instead of
+    /// the built-in webpki roots (`store.ca_file`, read at load time).
+    pub ca_pem: Option<Vec<u8>>,
     /// The password to authenticate with, in place of the URL's (so that
     /// it can come from the environment while the URL stays in the file).
     pub password: Option<String>,

@@ -215,6 +215,7 @@ struct RawMemory {}
 #[serde(deny_unknown_fields)]
 struct RawRedis {
     url: Option<String>,
+    ca_file: Option<PathBuf>,
     password: Option<String>,
     key_prefix: Option<String>,
     pool_size: Option<usize>,
@@ -594,16 +595,41 @@ fn on_redis_error(
 /// what the client library accepts.
 fn redis_url(key: &str, url: &str) -> Result<String, ConfigError> {
     let scheme = url.split_once("://").map(|(s, _)| s);
-    if !matches!(scheme, Some("redis" | "redis+unix" | "unix")) {
+    if !matches!(scheme, Some("redis" | "rediss" | "redis+unix" | "unix")) {
         return Err(ConfigError::new(
             key,
-            "must start with redis:// (or redis+unix:// for a socket); TLS (rediss://) is not supported",
+            "must start with redis://, rediss:// (TLS) or redis+unix:// (a socket)",
+        ));
+    }
+    // `#insecure` would turn certificate checks off; this build has no such mode.
+    if url.contains('#') {
+        return Err(ConfigError::new(
+            key,
+            "must not have a #fragment (certificates are always checked; see store.ca_file)",
         ));
     }
     // The message of a URL error never repeats the URL, which may hold a password.
     redis::Client::open(url)
         .map_err(|e| ConfigError::new(key, format!("not a usable Redis URL: {e}")))?;
     Ok(url.to_owned())
+}
+
+/// The PEM of the CA certificates in `path`, checked to hold at least one.
+fn ca_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ConfigError::new(key, format!("bad PEM in {}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("no certificate in {}", path.display()),
+        ));
+    }
+    Ok(pem)
 }
 
 /// A key prefix is written into every key: printable ASCII without spaces.
@@ -626,6 +652,14 @@ fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
             None
         }
         Some(url) => p.take(redis_url("store.url", &url)),
+    };
+    let ca_pem = match (&st.ca_file, &url) {
+        (None, _) => Some(None),
+        (Some(_), Some(url)) if !url.starts_with("rediss://") => {
+            p.add("store.ca_file", "needs a rediss:// store.url");
+            None
+        }
+        (Some(path), _) => p.take(ca_pem("store.ca_file", path).map(Some)),
     };
     if st.password.as_deref() == Some("") {
         p.add(
@@ -673,6 +707,7 @@ fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
     ));
     Some(RedisConfig {
         url: url?,
+        ca_pem: ca_pem?,
         password: st.password.filter(|p| !p.is_empty()),
         key_prefix: key_prefix?,
         pool_size: pool_size?,

@@ -215,8 +215,19 @@ fn bad_redis_settings_are_named() {
             "store.url",
         ),
         (
-            REDIS.replace("redis://127.0.0.1:6379/0", "rediss://h:6380"),
+            REDIS.replace("redis://127.0.0.1:6379/0", "rediss://h:6380/#insecure"),
             "store.url",
+        ),
+        (
+            format!("{REDIS}ca_file = \"/nonexistent/ca.pem\"\n"),
+            "store.ca_file",
+        ),
+        (
+            format!(
+                "{}ca_file = \"/nonexistent/ca.pem\"\n",
+                REDIS.replace("redis://", "rediss://")
+            ),
+            "store.ca_file",
         ),
         (
             REDIS.replace("redis://127.0.0.1:6379/0", "http://h"),
@@ -566,4 +577,27 @@ fn upstream_socket_keys_have_defaults_and_can_be_set() {
     assert_eq!(c.upstream.tcp_keepalive, None);
     let e = err(&GOOD.replace("[upstream]", "[upstream]\nconnect_attempt_timeout_ms = 0"));
     assert_eq!(e.key, "upstream.connect_attempt_timeout_ms");
+}
+
+#[test]
+fn rediss_urls_are_accepted_with_or_without_a_ca_file() {
+    let rediss = REDIS.replace("redis://", "rediss://");
+    let c = Config::parse(&with_store(&rediss)).unwrap();
+    let r = c.store.redis().unwrap();
+    assert!(r.url.starts_with("rediss://"));
+    assert_eq!(r.ca_pem, None);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let with_ca = with_store(&format!("{rediss}ca_file = \"{}\"\n", ca.display()));
+    let c = Config::parse(&with_ca).unwrap();
+    assert_eq!(
+        c.store.redis().unwrap().ca_pem.as_deref(),
+        Some(ck.cert.pem().as_bytes())
+    );
+    // A file without a certificate.
+    std::fs::write(&ca, "not a certificate").unwrap();
+    let e = err(&with_ca);
+    assert_eq!(e.key, "store.ca_file");
 }

@@ -13,6 +13,16 @@ pub struct RedisServer {
     child: Option<Child>,
     /// `requirepass`, when the server asks for one.
     password: Option<String>,
+    /// The TLS port and the CA that signed its certificate, when the
+    /// server speaks TLS too.
+    tls: Option<Tls>,
+}
+
+/// A TLS port of the server.
+pub struct Tls {
+    pub port: u16,
+    /// PEM of the CA that signed the server's certificate (for 127.0.0.1).
+    pub ca_file: std::path::PathBuf,
 }
 
 impl RedisServer {
@@ -28,26 +38,76 @@ impl RedisServer {
     }
 
     async fn start_with(password: Option<String>) -> Self {
-        // A port the system just handed out, released for redis-server.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
         let mut server = Self {
-            port,
+            port: free_port(),
             dir: tempfile::tempdir().unwrap(),
             child: None,
             password,
+            tls: None,
         };
         server.spawn().await;
         server
+    }
+
+    /// Like [`Self::start`], with a TLS port too (Debian's redis-server is
+    /// built with TLS), its certificate for 127.0.0.1 signed by a CA made
+    /// with rcgen for this server. The plain port stays for the harness.
+    pub async fn start_tls() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "ordergate test Redis CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca, ca_key);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        let write = |name: &str, pem: String| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, pem).unwrap();
+            path
+        };
+        let ca_file = write("ca.pem", ca_cert.pem());
+        write("redis.pem", leaf.pem());
+        write("redis.key", key.serialize_pem());
+        let mut server = Self {
+            port: free_port(),
+            dir,
+            child: None,
+            password: None,
+            tls: Some(Tls {
+                port: free_port(),
+                ca_file,
+            }),
+        };
+        server.spawn().await;
+        server
+    }
+
+    /// The TLS port, when [`Self::start_tls`] made the server.
+    pub fn tls(&self) -> &Tls {
+        self.tls.as_ref().expect("a server started with TLS")
     }
 
     async fn spawn(&mut self) {
         let mut cmd = Command::new("redis-server");
         if let Some(p) = &self.password {
             cmd.args(["--requirepass", p]);
+        }
+        if let Some(tls) = &self.tls {
+            let file = |name: &str| self.dir.path().join(name);
+            cmd.args(["--tls-port", &tls.port.to_string()])
+                .arg("--tls-cert-file")
+                .arg(file("redis.pem"))
+                .arg("--tls-key-file")
+                .arg(file("redis.key"))
+                .arg("--tls-ca-cert-file")
+                .arg(&tls.ca_file)
+                .args(["--tls-auth-clients", "no"]);
         }
         let child = cmd
             .args(["--port", &self.port.to_string()])
@@ -72,6 +132,11 @@ impl RedisServer {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("redis-server on port {} did not answer PING", self.port);
+    }
+
+    /// `rediss://127.0.0.1:<tls port>/0`.
+    pub fn tls_url(&self) -> String {
+        format!("rediss://127.0.0.1:{}/0", self.tls().port)
     }
 
     /// `redis://127.0.0.1:<port>/<db>`.
@@ -143,4 +208,13 @@ impl RedisServer {
             .await
             .unwrap()
     }
+}
+
+/// A port the system just handed out, released for redis-server.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
