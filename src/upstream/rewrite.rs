@@ -82,8 +82,16 @@ pub struct Rewriter {
     quoted: Vec<Vec<u8>>,
 }
 
+/// Whether a base ends at a URL boundary in JSON text: the next character
+/// ends the string (`"`) or the URL's path or authority.
 fn at_boundary(next: Option<u8>) -> bool {
     matches!(next, None | Some(b'/' | b'?' | b'#' | b'"'))
+}
+
+/// The same in a decoded string, where a `"` is a character of the string
+/// (written `\"` in JSON), not its end.
+fn at_string_boundary(next: Option<u8>) -> bool {
+    matches!(next, None | Some(b'/' | b'?' | b'#'))
 }
 
 /// How JSON text reads against a prefix.
@@ -199,7 +207,7 @@ impl Rewriter {
     pub fn rewrite(&self, s: &str) -> Option<String> {
         self.rules.iter().find_map(|(from, to)| {
             let rest = s.strip_prefix(from.as_str())?;
-            at_boundary(rest.bytes().next()).then(|| format!("{to}{rest}"))
+            at_string_boundary(rest.bytes().next()).then(|| format!("{to}{rest}"))
         })
     }
 
@@ -220,42 +228,82 @@ impl Rewriter {
 
     /// Rewrites a whole JSON text.
     pub fn rewrite_bytes(&self, json: &[u8]) -> Bytes {
-        self.rewrite_chunk(json, true).0.freeze()
+        self.rewrite_chunk(json, true, &mut Lex::default())
+            .0
+            .freeze()
     }
 
-    /// Rewrites JSON text in `buf`. Returns the rewritten bytes that are final
-    /// and how many input bytes they cover; the rest must be kept and given
-    /// again with more input (all of it is final when `eof`).
-    fn rewrite_chunk(&self, buf: &[u8], eof: bool) -> (BytesMut, usize) {
+    /// Rewrites JSON text in `buf`, read from the state `lex` (where the
+    /// text before it left off), which is moved on. Returns the rewritten
+    /// bytes that are final and how many input bytes they cover; the rest
+    /// must be kept and given again with more input (all of it is final when
+    /// `eof`). Only string values that start with a base are rewritten: a
+    /// quote inside a string (`\"`) starts nothing, nor does a closing one.
+    fn rewrite_chunk(&self, buf: &[u8], eof: bool, lex: &mut Lex) -> (BytesMut, usize) {
         let mut out = BytesMut::with_capacity(buf.len());
         let mut emitted = 0;
         let mut i = 0;
-        'quotes: while let Some(q) = memchr::memchr(b'"', &buf[i..]) {
+        while i < buf.len() {
+            if lex.escaped {
+                // The character after a backslash that ended the last chunk.
+                lex.escaped = false;
+                i += 1;
+                continue;
+            }
+            if lex.in_string {
+                let Some(q) = memchr::memchr2(b'"', b'\\', &buf[i..]) else {
+                    break;
+                };
+                let p = i + q;
+                if buf[p] == b'\\' {
+                    lex.escaped = p + 1 == buf.len();
+                    i = p + 2;
+                } else {
+                    lex.in_string = false;
+                    i = p + 1;
+                }
+                continue;
+            }
+            let Some(q) = memchr::memchr(b'"', &buf[i..]) else {
+                break;
+            };
+            // A string starts here.
             let p = i + q;
             let text = &buf[p + 1..];
+            lex.in_string = true;
+            i = p + 1;
             for ((from, _), to) in self.rules.iter().zip(&self.quoted) {
                 match read_prefix(text, from.as_bytes(), eof) {
                     Reading::No => {}
                     // Not enough bytes after the quote to decide: keep them
-                    // for later.
+                    // for later, from before the string.
                     Reading::More => {
+                        lex.in_string = false;
                         out.extend_from_slice(&buf[emitted..p]);
                         return (out, p);
                     }
+                    // The prefix ends at a boundary: still inside the string.
                     Reading::Match(len) => {
                         out.extend_from_slice(&buf[emitted..p]);
                         out.extend_from_slice(to);
                         emitted = p + 1 + len;
                         i = emitted;
-                        continue 'quotes;
+                        break;
                     }
                 }
             }
-            i = p + 1;
         }
         out.extend_from_slice(&buf[emitted..]);
         (out, buf.len())
     }
+}
+
+/// Where JSON text read so far has left off: inside a string or not, and
+/// right after a backslash in one.
+#[derive(Clone, Copy, Debug, Default)]
+struct Lex {
+    in_string: bool,
+    escaped: bool,
 }
 
 pin_project_lite::pin_project! {
@@ -266,6 +314,7 @@ pin_project_lite::pin_project! {
         inner: B,
         rewriter: Arc<Rewriter>,
         carry: BytesMut,
+        lex: Lex,
         trailers: Option<http::HeaderMap>,
         done: bool,
     }
@@ -277,6 +326,7 @@ impl<B> RewriteBody<B> {
             inner,
             rewriter,
             carry: BytesMut::new(),
+            lex: Lex::default(),
             trailers: None,
             done: false,
         }
@@ -303,10 +353,10 @@ where
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => {
                         let (out, used) = if this.carry.is_empty() {
-                            this.rewriter.rewrite_chunk(&data, false)
+                            this.rewriter.rewrite_chunk(&data, false, this.lex)
                         } else {
                             this.carry.extend_from_slice(&data);
-                            this.rewriter.rewrite_chunk(this.carry, false)
+                            this.rewriter.rewrite_chunk(this.carry, false, this.lex)
                         };
                         let keep = if this.carry.is_empty() {
                             &data[used..]
@@ -328,7 +378,7 @@ where
                 None => {
                     *this.done = true;
                     if !this.carry.is_empty() {
-                        let (out, _) = this.rewriter.rewrite_chunk(this.carry, true);
+                        let (out, _) = this.rewriter.rewrite_chunk(this.carry, true, this.lex);
                         this.carry.clear();
                         return Poll::Ready(Some(Ok(Frame::data(out.freeze()))));
                     }
@@ -465,6 +515,56 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn escaped_quotes_neither_start_nor_end_a_string() {
+        let doc = format!(
+            concat!(
+                r#"{{"q":"{up}/x?q=\"a\"","#,
+                r#""html":"<a href=\"{up}/y\">","#,
+                r#""e":"say \"{up}\"","#,
+                r#""b":"{up}\"x","#,
+                r#""bs":"C:\\","u":"{up}/z","#,
+                r#""k\"":"{up}"}}"#
+            ),
+            up = UP
+        );
+        let want = format!(
+            concat!(
+                // A URL value that holds escaped quotes: rewritten.
+                r#"{{"q":"{pb}/x?q=\"a\"","#,
+                // URLs after an escaped quote are inside another string
+                // value: left as they are, as `rewrite_json` leaves them.
+                r#""html":"<a href=\"{up}/y\">","#,
+                r#""e":"say \"{up}\"","#,
+                // A base followed by a quote character is not a URL on it.
+                r#""b":"{up}\"x","#,
+                // An escaped backslash before a closing quote: the next
+                // string starts after it, and is rewritten.
+                r#""bs":"C:\\","u":"{pb}/z","#,
+                r#""k\"":"{pb}"}}"#
+            ),
+            up = UP,
+            pb = PUB
+        );
+        let whole = rewriter().rewrite_bytes(doc.as_bytes());
+        assert_eq!(std::str::from_utf8(&whole).unwrap(), want);
+        // The same as rewriting the parsed values.
+        let mut parsed: serde_json::Value = serde_json::from_str(&doc).unwrap();
+        rewriter().rewrite_json(&mut parsed);
+        let rewritten: serde_json::Value = serde_json::from_slice(&whole).unwrap();
+        assert_eq!(rewritten, parsed);
+        for split in 0..doc.len() {
+            let (x, y) = doc.split_at(split);
+            assert_eq!(
+                stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await,
+                want,
+                "split at {split}"
+            );
+        }
+        let one_by_one = doc.chars().map(String::from).collect();
+        assert_eq!(stream(rewriter(), one_by_one).await, want);
     }
 
     #[test]
