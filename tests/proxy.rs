@@ -73,6 +73,31 @@ async fn hop_by_hop_headers_are_dropped_and_forwarded_headers_set() {
 }
 
 #[tokio::test]
+async fn headers_with_underscores_are_not_forwarded() {
+    let up = echo_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    let a = client
+        .get(
+            "/x",
+            &[
+                ("transfer_encoding", "chunked"),
+                ("content_length", "5"),
+                ("x_forwarded_for", "6.6.6.6"),
+                ("x-kept", "1"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let h = &a.json()["headers"];
+    for gone in ["transfer_encoding", "content_length", "x_forwarded_for"] {
+        assert!(h.get(gone).is_none(), "{gone} was forwarded: {h}");
+    }
+    assert_eq!(h["x-kept"], "1");
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(a.json()["body"], "");
+}
+
+#[tokio::test]
 async fn an_http2_clients_host_is_forwarded_as_x_forwarded_host() {
     let up = echo_upstream().await;
     let (gw, _) = gateway_before(up, "").await;

@@ -1,7 +1,10 @@
 //! Header hygiene between the client and the upstream: hop-by-hop headers
 //! removed both ways (RFC 9110 §7.6.1), and the `X-Forwarded-*` headers set
 //! on the way up, believed from trusted proxies only (the request facts say
-//! whether the peer is one).
+//! whether the peer is one). Request headers whose names hold an underscore
+//! are dropped, as nginx does by default: CGI-style backends (PHP, WSGI)
+//! read `transfer_encoding` or `x_forwarded_for` as `Transfer-Encoding` or
+//! `X-Forwarded-For`, past every check the gateway made on those.
 
 use crate::context::Facts;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -57,6 +60,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         if present {
             headers.remove(*name);
         }
+    }
+}
+
+/// Removes the headers whose names hold an underscore.
+pub fn strip_underscored(headers: &mut HeaderMap) {
+    if !headers.keys().any(|n| n.as_str().contains('_')) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().contains('_'))
+        .cloned()
+        .collect();
+    for name in names {
+        tracing::debug!(
+            header = name.as_str(),
+            "request header with an underscore dropped"
+        );
+        headers.remove(name);
     }
 }
 
@@ -155,6 +177,17 @@ mod tests {
         h.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
         h.insert("x-keep", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-keep"));
+    }
+
+    #[test]
+    fn underscored_names_are_dropped() {
+        let mut h = HeaderMap::new();
+        h.insert("transfer_encoding", HeaderValue::from_static("chunked"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("1.1.1.1"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_underscored(&mut h);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-keep"));
     }

@@ -192,6 +192,7 @@ impl Upstream {
         *req.version_mut() = http::Version::HTTP_11;
         let headers = req.headers_mut();
         strip_hop_by_hop(headers);
+        headers::strip_underscored(headers);
         // Identity bodies from the upstream: the gateway reads and rewrites
         // most of them, and compresses at the edge for clients that accept
         // it (crate::compress).
