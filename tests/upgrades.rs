@@ -69,6 +69,11 @@ async fn ws_upstream(
 /// The gateway in front of `upstream`, with an admin listener and `server`
 /// keys of its own.
 async fn gateway(upstream: SocketAddr, server: &str) -> (Gateway, HttpClient) {
+    gateway_to(&format!("url = \"http://{upstream}\""), server).await
+}
+
+/// The gateway with `upstream` keys of its own.
+async fn gateway_to(upstream: &str, server: &str) -> (Gateway, HttpClient) {
     let gl = listener().await;
     let addr = gl.local_addr().unwrap();
     let text = format!(
@@ -78,7 +83,7 @@ listen = "{addr}"
 public_base_url = "http://{addr}"
 {server}
 [upstream]
-url = "http://{upstream}"
+{upstream}
 response_timeout_ms = 5000
 [store]
 kind = "memory"
@@ -145,6 +150,68 @@ async fn websocket_echo_through_the_gateway_until_the_client_closes() {
     assert_eq!(next_event(&mut events).await, "ended");
     assert_eq!(metric_becomes(&admin, "ordergate_tunnels", 0.0).await, 0.0);
     assert_eq!(metric(&admin, "ordergate_tunnels_opened_total").await, 1.0);
+}
+
+#[tokio::test]
+async fn websocket_echo_through_an_https_upstream() {
+    // The upstream speaks TLS: the gateway reaches it through hyper-util's
+    // client rather than its own pool.
+    let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, ck.cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(ck.signing_key.serialize_der().into());
+    let tls = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![ck.cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(tls));
+    let l = listener().await;
+    let upstream = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = l.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(stream) = acceptor.accept(stream).await else {
+                    return;
+                };
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(m)) = ws.next().await {
+                    if m.is_text() && ws.send(m).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let (gw, admin) = gateway_to(
+        &format!(
+            "url = \"https://{upstream}\"\nca_file = \"{}\"",
+            ca.display()
+        ),
+        "",
+    )
+    .await;
+    let (mut ws, resp) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 101);
+    ws.send(Message::text("over tls")).await.unwrap();
+    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(back, Message::text("over tls"));
+    assert_eq!(metric(&admin, "ordergate_tunnels").await, 1.0);
+    drop(ws);
+    assert_eq!(metric_becomes(&admin, "ordergate_tunnels", 0.0).await, 0.0);
 }
 
 #[tokio::test]
