@@ -96,6 +96,9 @@ with open(path) as f:
     for line in f:
         if line.startswith("summary:") or line.startswith("totals:"):
             total = int(line.split()[1])
+        d = re.match(r"fn=\((\d+)\) (.*)", line)
+        if d:
+            names[d.group(1)] = d.group(2).strip()
         m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
         if m:
             if m.group(2):
@@ -103,7 +106,7 @@ with open(path) as f:
             callee = names.get(m.group(1), "")
             continue
         if line.startswith("calls=") and callee is not None:
-            if callee in ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc"):
+            if callee in ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned", "mi_malloc", "mi_zalloc", "mi_realloc"):
                 allocs += int(line.split()[0][6:])
             callee = None
 print(f"| {scenario} | {total / n / 1000:.1f}k | {allocs / n:.1f} |")

@@ -21,6 +21,8 @@ use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::context::Peer;
 use activity::Tracked;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -29,6 +31,7 @@ use prelude::{Protocol, Rewind, Rules, Start};
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -408,6 +411,21 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// An event of a connection besides its traffic.
+enum Control {
+    /// The gateway is shutting down.
+    Stop,
+    /// Time to see whether the connection has been idle too long.
+    IdleCheck,
+    /// The deadline for an HTTP/2 client's first request head.
+    FirstHead,
+}
+
+async fn idle_check(at: tokio::time::Instant) -> Control {
+    tokio::time::sleep_until(at).await;
+    Control::IdleCheck
+}
+
 /// Serves one connection until it ends: closed gracefully at shutdown or
 /// when it has been idle for the idle timeout (a request in progress
 /// finishes first either way); closed at once when an HTTP/2 client has
@@ -447,30 +465,46 @@ where
     tokio::pin!(conn);
     let limits = shared.limits();
     let idle = limits.idle_timeout;
-    let check = tokio::time::sleep(idle);
-    tokio::pin!(check);
+    // The connection's own events are polled only when they are woken (a
+    // `FuturesUnordered` gives each its own waker): the connection wakes for
+    // every read and write, and checking the shutdown signal and the timers
+    // each time would cost more than a request's own routing.
+    let mut control: FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>> =
+        FuturesUnordered::new();
+    let mut stop = shared.stop.clone();
+    control.push(Box::pin(async move {
+        stopped(&mut stop).await;
+        Control::Stop
+    }));
+    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
     // An HTTP/1 connection's first head is whole already (the prelude read
     // it); an HTTP/2 client's first HEADERS must come by the same deadline.
-    let first_head = tokio::time::sleep_until(accepted + limits.header_read_timeout);
-    tokio::pin!(first_head);
-    let mut awaiting_head = protocol == Protocol::Http2;
-    let mut stop = shared.stop.clone();
+    if protocol == Protocol::Http2 {
+        let deadline = accepted + limits.header_read_timeout;
+        control.push(Box::pin(async move {
+            tokio::time::sleep_until(deadline).await;
+            Control::FirstHead
+        }));
+    }
     let mut closing = false;
     loop {
-        tokio::select! {
+        let event = tokio::select! {
+            biased;
             result = conn.as_mut() => return result,
-            () = stopped(&mut stop), if !closing => {
+            Some(event) = control.next(), if !closing => event,
+        };
+        match event {
+            Control::Stop => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = &mut first_head, if awaiting_head => {
+            Control::FirstHead => {
                 if activity.requests() == 0 {
                     shared.refused(Refusal::header_timeout);
                     return Ok(());
                 }
-                awaiting_head = false;
             }
-            () = &mut check, if !closing => {
+            Control::IdleCheck => {
                 let quiet = match protocol {
                     Protocol::Http1 => activity.quiet_for(),
                     Protocol::Http2 => activity.no_request_for(),
@@ -479,7 +513,9 @@ where
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 } else {
-                    check.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                    control.push(Box::pin(idle_check(
+                        tokio::time::Instant::now() + (idle - quiet),
+                    )));
                 }
             }
         }
