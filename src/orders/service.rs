@@ -341,7 +341,10 @@ impl Orders {
         let links = shorthand.then_some(|| {
             [
                 ("self", [public, "/order/"].concat()),
-                ("alternate", [public, "/orders/", order.as_str(), "/"].concat()),
+                (
+                    "alternate",
+                    [public, "/orders/", order.as_str(), "/"].concat(),
+                ),
             ]
         });
         let view = self.views.view(bytes, order, rewriter, links);
