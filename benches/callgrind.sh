@@ -25,12 +25,20 @@ GW=http://127.0.0.1:18090
 ORDER=00000145ffa79d31de17529f007f000000010001
 OWNER=73adb746-2443-4cc8-879e-886348385b9a
 
-for tool in valgrind callgrind_control nginx h2load curl; do
+for tool in valgrind callgrind_control nginx h2load curl openssl; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
 done
 [[ -f $STUB_CONF ]] || { echo "callgrind.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
+# config/bench.toml has the load harness's TLS listener; its certificate is
+# made the way the harness makes it, when no run has left one.
+TLS_DIR=/tmp/ordergate-bench-tls
+if [[ ! -f $TLS_DIR/cert.pem || ! -f $TLS_DIR/key.pem ]]; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
 mkdir -p "$OUT"
 RUN=$(mktemp -d /tmp/ordergate-callgrind.XXXXXX)
 mkdir -p "$RUN/upstream"

@@ -24,7 +24,7 @@ use futures_util::stream::FuturesUnordered;
 use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use prelude::{Protocol, Rewind, Rules, Start};
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
@@ -139,7 +139,8 @@ const WARN_EVERY_MS: u64 = 10_000;
 /// What every accept loop shares.
 struct Shared<S> {
     service: S,
-    builder: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     options: Options,
     slots: Arc<Semaphore>,
     overflow: Arc<Semaphore>,
@@ -237,15 +238,16 @@ pub async fn serve<S>(
     // not fit in memory. The prelude answers those of a connection's first
     // request with a fault too; later ones get hyper's bare 431.
     let hard_head = Rules::hard_head_bytes(&limits);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // The prelude has told HTTP/1 from HTTP/2 already: each connection goes
+    // straight to its protocol's connection, with no second detection.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(hard_head)
         .max_headers(Rules::hard_headers(&limits));
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.http2.keep_alive_interval)
@@ -257,7 +259,8 @@ pub async fn serve<S>(
     let drain = options.drain;
     let shared = Arc::new(Shared {
         service,
-        builder,
+        http1,
+        http2,
         options,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
@@ -456,10 +459,35 @@ where
             answer
         }
     });
-    let conn = shared
-        .builder
-        .serve_connection(TokioIo::new(io), hyper_svc)
-        .into_owned();
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let conn = shared.http1.serve_connection(io, hyper_svc);
+            drive(conn, protocol, &activity, accepted, shared)
+                .await
+                .map_err(Into::into)
+        }
+        Protocol::Http2 => {
+            let conn = shared.http2.serve_connection(io, hyper_svc);
+            drive(conn, protocol, &activity, accepted, shared)
+                .await
+                .map_err(Into::into)
+        }
+    }
+}
+
+/// Drives a connection to its end, closing it at shutdown or when idle.
+async fn drive<C, S>(
+    conn: C,
+    protocol: Protocol,
+    activity: &activity::Activity,
+    accepted: Instant,
+    shared: &Shared<S>,
+) -> Result<(), hyper::Error>
+where
+    C: GracefulConnection<Error = hyper::Error>,
+    S: GatewayService,
+{
     tokio::pin!(conn);
     let limits = shared.limits();
     let idle = limits.idle_timeout;
