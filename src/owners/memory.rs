@@ -398,7 +398,7 @@ mod tests {
                 1 => format!("{:x}", (x >> 24) % 500),
                 _ => format!("Order-{}", (x >> 24) % 500),
             };
-            if (x >> 40) % 4 == 0 {
+            if (x >> 40).is_multiple_of(4) {
                 let ended = maps.end_order(&order(&id));
                 let expected = orders.remove(&id);
                 if let Some(o) = expected {
