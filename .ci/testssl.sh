@@ -6,9 +6,11 @@
 #
 #   .ci/testssl.sh [OUT_DIR]
 #
-# Not part of .ci/run (a full scan takes minutes); README's "TLS audit"
-# section has the summary of its last run. Prints the summary lines and
-# leaves the full JSON and text reports in OUT_DIR (default: a temp dir).
+# .ci/run runs it (about 3 minutes on 2 cores); README's "TLS audit"
+# section has the summary of its last run. Prints the summary lines, leaves
+# the full JSON and text reports in OUT_DIR (default: a temp dir), and exits
+# 1 when the listener falls short: a protocol besides TLS 1.2/1.3, the
+# client's cipher order, no OCSP staple, no HSTS, or any vulnerability.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -103,5 +105,19 @@ print("vulnerabilities checked:", len([f for f in findings if f["id"] in vulns])
 worst = [f for f in findings if f["severity"] in ("MEDIUM", "HIGH", "CRITICAL")]
 for f in worst:
     print(f"{f['severity']}: {f['id']}: {f['finding']}")
+finding = {f["id"]: f["finding"] for f in findings}
+offered = {f["id"] for f in findings
+           if f["id"] in ("SSLv2", "SSLv3", "TLS1", "TLS1_1", "TLS1_2", "TLS1_3")
+           and f["finding"].startswith("offered")}
+short = [what for what, ok in (
+    ("protocols other than TLS 1.2 and 1.3", offered == {"TLS1_2", "TLS1_3"}),
+    ("the server's cipher order", finding.get("cipher_order", "").startswith("server")),
+    ("an OCSP staple", finding.get("OCSP_stapling", "").startswith("offered")),
+    ("HSTS", "HSTS_time" in finding),
+    ("no vulnerability", not bad),
+) if not ok]
+if short:
+    print("the audit failed on:", ", ".join(short))
+    sys.exit(1)
 EOF
 echo "full reports: $out/testssl.json, $out/testssl.log"
