@@ -25,12 +25,20 @@ GW=http://127.0.0.1:18090
 ORDER=00000145ffa79d31de17529f007f000000010001
 OWNER=73adb746-2443-4cc8-879e-886348385b9a
 
-for tool in valgrind callgrind_control nginx h2load curl; do
+for tool in valgrind callgrind_control nginx h2load curl openssl; do
   command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
 done
 [[ -f $STUB_CONF ]] || { echo "callgrind.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
+# config/bench.toml has the load harness's TLS listener; its certificate is
+# made the way the harness makes it, when no run has left one.
+TLS_DIR=/tmp/ordergate-bench-tls
+if [[ ! -f $TLS_DIR/cert.pem || ! -f $TLS_DIR/key.pem ]]; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
 mkdir -p "$OUT"
 RUN=$(mktemp -d /tmp/ordergate-callgrind.XXXXXX)
 mkdir -p "$RUN/upstream"
@@ -96,6 +104,9 @@ with open(path) as f:
     for line in f:
         if line.startswith("summary:") or line.startswith("totals:"):
             total = int(line.split()[1])
+        d = re.match(r"fn=\((\d+)\) (.*)", line)
+        if d:
+            names[d.group(1)] = d.group(2).strip()
         m = re.match(r"cfn=\((\d+)\)(?: (.*))?", line)
         if m:
             if m.group(2):
@@ -103,7 +114,7 @@ with open(path) as f:
             callee = names.get(m.group(1), "")
             continue
         if line.startswith("calls=") and callee is not None:
-            if callee in ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc"):
+            if callee in ("malloc", "calloc", "realloc", "posix_memalign", "aligned_alloc", "mi_malloc_aligned", "mi_zalloc_aligned", "mi_realloc_aligned", "mi_malloc", "mi_zalloc", "mi_realloc"):
                 allocs += int(line.split()[0][6:])
             callee = None
 print(f"| {scenario} | {total / n / 1000:.1f}k | {allocs / n:.1f} |")

@@ -4,7 +4,8 @@
 # README), for passthrough GET /orders/<id> at 64 and 1000 keep-alive
 # connections and with a new connection per request, and for the shorthand
 # GET /order with a valid OwnerId (the harness creates the association
-# before the load starts).
+# before the load starts), and over HTTPS (TLS 1.3, keep-alive, c64) beside
+# nginx's and HAProxy's TLS listeners.
 #
 #   benches/load.sh                         # every scenario, 5 rounds (~20 min)
 #   ROUNDS=3 SCENARIOS=c64 benches/load.sh  # quicker
@@ -21,9 +22,12 @@ HARNESS=${HARNESS:-$ROOT/../shared/bench/run.sh}
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
 
-export SCENARIOS=${SCENARIOS:-c64 c1000 close shorthand}
+export SCENARIOS=${SCENARIOS:-c64 c1000 close shorthand tls}
 export OUT=${OUT:-$ROOT/target/bench-results/$(date +%Y%m%d-%H%M%S)}
 export GATEWAY_NAME=ordergate
 export GATEWAY_PORT=18090
+# config/bench.toml's TLS listener reads the harness's certificate from here.
+export GATEWAY_TLS_PORT=18443
+export TLS_DIR=/tmp/ordergate-bench-tls
 export GATEWAY_CMD="$ROOT/target/release/ordergate --config $ROOT/config/bench.toml"
 exec "$HARNESS"

@@ -7,6 +7,13 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use tokio::net::TcpListener;
 
+/// mimalloc serves the many small, short-lived allocations of a request
+/// (header maps, body chunks, futures) in a fraction of the instructions of
+/// the system allocator, and returns memory per thread without contention
+/// (BENCHMARKS.md has the figures).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     version = VERSION,

@@ -83,7 +83,8 @@ const ORDERS: &str = "/orders";
 
 /// Classifies a request path (without the query string).
 pub fn classify(path: &str) -> Result<Route, PathError> {
-    if path.split('/').any(is_dot_segment) {
+    // Dot segments need a `.`, plain or percent-encoded.
+    if path.bytes().any(|b| b == b'.' || b == b'%') && path.split('/').any(is_dot_segment) {
         return Err(PathError::DotSegment);
     }
     if let Some(rest) = path.strip_prefix(SHORTHAND) {

@@ -4,7 +4,8 @@
 use super::OwnerId;
 use super::store::{Association, OrderId, OwnerStore, StoreError};
 use async_trait::async_trait;
-use std::collections::HashMap;
+// Keys come from clients: a seeded hash, quicker than SipHash.
+use foldhash::HashMap;
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]

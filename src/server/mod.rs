@@ -19,14 +19,17 @@ use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::context::Peer;
 use activity::Tracked;
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
 use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulConnection;
 use prelude::{Protocol, Rewind, Rules, Start};
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -136,7 +139,8 @@ const WARN_EVERY_MS: u64 = 10_000;
 /// What every accept loop shares.
 struct Shared<S> {
     service: S,
-    builder: auto::Builder<TokioExecutor>,
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     options: Options,
     slots: Arc<Semaphore>,
     overflow: Arc<Semaphore>,
@@ -234,15 +238,16 @@ pub async fn serve<S>(
     // not fit in memory. The prelude answers those of a connection's first
     // request with a fault too; later ones get hyper's bare 431.
     let hard_head = Rules::hard_head_bytes(&limits);
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
+    // The prelude has told HTTP/1 from HTTP/2 already: each connection goes
+    // straight to its protocol's connection, with no second detection.
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(hard_head)
         .max_headers(Rules::hard_headers(&limits));
-    builder
-        .http2()
+    let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    http2
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(hard_head).unwrap_or(u32::MAX))
         .keep_alive_interval(limits.http2.keep_alive_interval)
@@ -254,7 +259,8 @@ pub async fn serve<S>(
     let drain = options.drain;
     let shared = Arc::new(Shared {
         service,
-        builder,
+        http1,
+        http2,
         options,
         slots: Arc::new(Semaphore::new(limits.max_connections)),
         overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
@@ -413,6 +419,21 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// any; swapped on reload.
 type HstsValue = Arc<arc_swap::ArcSwapOption<http::HeaderValue>>;
 
+/// An event of a connection besides its traffic.
+enum Control {
+    /// The gateway is shutting down.
+    Stop,
+    /// Time to see whether the connection has been idle too long.
+    IdleCheck,
+    /// The deadline for an HTTP/2 client's first request head.
+    FirstHead,
+}
+
+async fn idle_check(at: tokio::time::Instant) -> Control {
+    tokio::time::sleep_until(at).await;
+    Control::IdleCheck
+}
+
 /// Serves one connection until it ends: closed gracefully at shutdown or
 /// when it has been idle for the idle timeout (a request in progress
 /// finishes first either way); closed at once when an HTTP/2 client has
@@ -453,37 +474,78 @@ where
             Ok::<_, Infallible>(resp)
         }
     });
-    let conn = shared
-        .builder
-        .serve_connection(TokioIo::new(io), hyper_svc)
-        .into_owned();
+    let io = TokioIo::new(io);
+    match protocol {
+        Protocol::Http1 => {
+            let conn = shared.http1.serve_connection(io, hyper_svc);
+            drive(conn, protocol, &activity, accepted, shared)
+                .await
+                .map_err(Into::into)
+        }
+        Protocol::Http2 => {
+            let conn = shared.http2.serve_connection(io, hyper_svc);
+            drive(conn, protocol, &activity, accepted, shared)
+                .await
+                .map_err(Into::into)
+        }
+    }
+}
+
+/// Drives a connection to its end, closing it at shutdown or when idle.
+async fn drive<C, S>(
+    conn: C,
+    protocol: Protocol,
+    activity: &activity::Activity,
+    accepted: Instant,
+    shared: &Shared<S>,
+) -> Result<(), hyper::Error>
+where
+    C: GracefulConnection<Error = hyper::Error>,
+    S: GatewayService,
+{
     tokio::pin!(conn);
     let limits = shared.limits();
     let idle = limits.idle_timeout;
-    let check = tokio::time::sleep(idle);
-    tokio::pin!(check);
+    // The connection's own events are polled only when they are woken (a
+    // `FuturesUnordered` gives each its own waker): the connection wakes for
+    // every read and write, and checking the shutdown signal and the timers
+    // each time would cost more than a request's own routing.
+    let mut control: FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>> =
+        FuturesUnordered::new();
+    let mut stop = shared.stop.clone();
+    control.push(Box::pin(async move {
+        stopped(&mut stop).await;
+        Control::Stop
+    }));
+    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
     // An HTTP/1 connection's first head is whole already (the prelude read
     // it); an HTTP/2 client's first HEADERS must come by the same deadline.
-    let first_head = tokio::time::sleep_until(accepted + limits.header_read_timeout);
-    tokio::pin!(first_head);
-    let mut awaiting_head = protocol == Protocol::Http2;
-    let mut stop = shared.stop.clone();
+    if protocol == Protocol::Http2 {
+        let deadline = accepted + limits.header_read_timeout;
+        control.push(Box::pin(async move {
+            tokio::time::sleep_until(deadline).await;
+            Control::FirstHead
+        }));
+    }
     let mut closing = false;
     loop {
-        tokio::select! {
+        let event = tokio::select! {
+            biased;
             result = conn.as_mut() => return result,
-            () = stopped(&mut stop), if !closing => {
+            Some(event) = control.next(), if !closing => event,
+        };
+        match event {
+            Control::Stop => {
                 conn.as_mut().graceful_shutdown();
                 closing = true;
             }
-            () = &mut first_head, if awaiting_head => {
+            Control::FirstHead => {
                 if activity.requests() == 0 {
                     shared.refused(Refusal::header_timeout);
                     return Ok(());
                 }
-                awaiting_head = false;
             }
-            () = &mut check, if !closing => {
+            Control::IdleCheck => {
                 let quiet = match protocol {
                     Protocol::Http1 => activity.quiet_for(),
                     Protocol::Http2 => activity.no_request_for(),
@@ -492,7 +554,9 @@ where
                     conn.as_mut().graceful_shutdown();
                     closing = true;
                 } else {
-                    check.as_mut().reset(tokio::time::Instant::now() + (idle - quiet));
+                    control.push(Box::pin(idle_check(
+                        tokio::time::Instant::now() + (idle - quiet),
+                    )));
                 }
             }
         }

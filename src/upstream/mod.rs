@@ -41,8 +41,19 @@ use std::time::Duration;
 /// An upstream answer, its body still to come.
 pub type Answer = Response<AnswerBody>;
 
-/// The body of an upstream answer, from whichever connection carried it.
-pub enum AnswerBody {
+/// The body of an upstream answer, from whichever connection carried it,
+/// with what the exchange holds until the body ends.
+pub struct AnswerBody {
+    from: Carrier,
+    /// When the whole exchange must have ended.
+    deadline: tokio::time::Instant,
+    /// The slot of a capped upstream, held until the body has ended (or is
+    /// dropped): until then the upstream connection is busy with it.
+    _slot: Option<tokio::sync::OwnedSemaphorePermit>,
+}
+
+/// The connection an answer came on.
+enum Carrier {
     Pooled(PooledBody),
     Shared(Incoming),
 }
@@ -55,23 +66,23 @@ impl http_body::Body for AnswerBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            AnswerBody::Pooled(b) => Pin::new(b).poll_frame(cx),
-            AnswerBody::Shared(b) => Pin::new(b).poll_frame(cx),
+        match &mut self.get_mut().from {
+            Carrier::Pooled(b) => Pin::new(b).poll_frame(cx),
+            Carrier::Shared(b) => Pin::new(b).poll_frame(cx),
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        match self {
-            AnswerBody::Pooled(b) => b.is_end_stream(),
-            AnswerBody::Shared(b) => b.is_end_stream(),
+        match &self.from {
+            Carrier::Pooled(b) => b.is_end_stream(),
+            Carrier::Shared(b) => b.is_end_stream(),
         }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        match self {
-            AnswerBody::Pooled(b) => b.size_hint(),
-            AnswerBody::Shared(b) => b.size_hint(),
+        match &self.from {
+            Carrier::Pooled(b) => b.size_hint(),
+            Carrier::Shared(b) => b.size_hint(),
         }
     }
 }
@@ -95,10 +106,6 @@ struct SharedClient {
     authority: http::uri::Authority,
 }
 
-/// When the upstream's answer must have ended, kept in its extensions.
-#[derive(Clone, Copy, Debug)]
-struct AnswerDeadline(tokio::time::Instant);
-
 /// The upstream: where requests go and how its answers come back.
 #[derive(Clone)]
 pub struct Upstream {
@@ -111,12 +118,6 @@ pub struct Upstream {
     /// Slots for requests in flight to the upstream, when they are capped.
     slots: Option<Arc<tokio::sync::Semaphore>>,
 }
-
-/// A slot for a request in flight to the upstream, held by its answer until
-/// the answer's head is sent on: by then the upstream connection is, for
-/// most answers, back in the pool.
-#[derive(Clone)]
-struct UpstreamSlot(#[allow(dead_code)] Arc<tokio::sync::OwnedSemaphorePermit>);
 
 impl Upstream {
     pub fn new(u: &UpstreamConfig, metrics: Arc<crate::telemetry::metrics::Metrics>) -> Self {
@@ -224,25 +225,25 @@ impl Upstream {
                 })?),
                 None => None,
             };
-            let mut resp = match &self.transport {
+            let resp = match &self.transport {
                 Transport::Pool(pool) => pool
                     .send(req)
                     .await
                     .map_err(classify_pool_error)?
-                    .map(AnswerBody::Pooled),
+                    .map(Carrier::Pooled),
                 Transport::Shared(shared) => shared
                     .client
                     .request(req)
                     .await
                     .map_err(classify_client_error)?
-                    .map(AnswerBody::Shared),
+                    .map(Carrier::Shared),
             };
-            resp.extensions_mut()
-                .insert(AnswerDeadline(started + self.request_timeout));
-            if let Some(slot) = slot {
-                resp.extensions_mut().insert(UpstreamSlot(Arc::new(slot)));
-            }
-            Ok(resp)
+            let deadline = started + self.request_timeout;
+            Ok(resp.map(|from| AnswerBody {
+                from,
+                deadline,
+                _slot: slot,
+            }))
         };
         let out = match tokio::time::timeout(self.response_timeout, exchange).await {
             Err(_) => Err(Error::upstream(faults::Upstream::Timeout)),
@@ -291,10 +292,8 @@ impl Upstream {
         finish_headers(&mut parts.headers, rewriter);
         // The whole exchange must end in time; past the deadline the body
         // breaks off and the client's connection (or stream) is closed.
-        let mut body = match parts.extensions.remove::<AnswerDeadline>() {
-            Some(AnswerDeadline(deadline)) => body::boxed(body::Deadline::new(body, deadline)),
-            None => body::boxed(body),
-        };
+        let deadline = body.deadline;
+        let mut body = body::boxed(body::Deadline::new(body, deadline));
         if coding != Coding::Identity {
             body = body::decoded(body, coding);
             parts.headers.remove(header::CONTENT_ENCODING);
@@ -323,10 +322,7 @@ impl Upstream {
         let coding = Coding::of(&parts.headers).map_err(|c| {
             Error::upstream(faults::Upstream::BadAnswer).because(format!("content coding `{c}`"))
         })?;
-        let deadline = parts.extensions.get::<AnswerDeadline>().map_or_else(
-            || tokio::time::Instant::now() + self.request_timeout,
-            |d| d.0,
-        );
+        let deadline = body.deadline;
         let read = tokio::time::timeout_at(deadline, body::read_decoded(body, coding, cap));
         let bytes = match read.await {
             Err(_) => return Err(Error::upstream(faults::Upstream::Timeout)),
