@@ -192,7 +192,8 @@ impl Orders {
             Plan::Refuse(r) => Err(refused(r)),
             Plan::Forward { learn } => self.forward(req, facts, learn).await,
             Plan::Create { shorthand } => {
-                Box::pin(self.create_explicit(req, facts, shorthand)).await
+                let create = self.create_explicit(req, facts, shorthand);
+                Box::pin(crate::telemetry::trace::in_span("order.create", create)).await
             }
             Plan::Shorthand { implicit } => Box::pin(self.shorthand(req, facts, implicit)).await,
         }

@@ -211,7 +211,12 @@ impl Upstream {
 
     /// Sends a prepared request; the answer's headers must come in time.
     /// The upstream time is added to `record`.
-    pub async fn send(&self, req: Request<Body>, record: Option<&Record>) -> Result<Answer, Error> {
+    pub async fn send(
+        &self,
+        mut req: Request<Body>,
+        record: Option<&Record>,
+    ) -> Result<Answer, Error> {
+        let call = crate::telemetry::trace::upstream_call(&mut req);
         let started = tokio::time::Instant::now();
         let exchange = async {
             let slot = match &self.slots {
@@ -264,6 +269,12 @@ impl Upstream {
             if let Ok(resp) = &out {
                 record.set_upstream_status(resp.status());
             }
+        }
+        if let Some(call) = call {
+            call.end(match &out {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e),
+            });
         }
         out
     }
