@@ -122,6 +122,7 @@ fn whole_stack(c: &mut Criterion) {
             ordergate::owners::Store::unshared(store),
             limits,
             metrics,
+            None,
         )
     });
 

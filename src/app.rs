@@ -24,6 +24,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Traces(#[from] telemetry::trace::TraceError),
 }
 
 /// The connections to the shared Redis, when the config has one. They open
@@ -152,6 +154,7 @@ impl Generation {
         metrics: &Arc<Metrics>,
         redis: Option<&RedisPool>,
         previous: Option<(&Config, &Arc<RateLimits>)>,
+        traces: Option<&telemetry::trace::Traces>,
     ) -> Self {
         let limits = match previous {
             Some((old, limits))
@@ -173,6 +176,7 @@ impl Generation {
             store.clone(),
             Arc::clone(&limits),
             Arc::clone(metrics),
+            traces,
         );
         Self { gateway, limits }
     }
@@ -192,7 +196,19 @@ pub async fn run(
     let redis = redis_pool(&config)?;
     let store = open_store(&config, redis.as_ref()).await?;
     let metrics = Arc::new(Metrics::new());
-    let first = Generation::build(&config, &store, &metrics, redis.as_ref(), None);
+    // Started once: `[telemetry.otlp]` changes apply at the next start.
+    let traces = match &config.telemetry.otlp {
+        Some(otlp) => Some(telemetry::trace::Traces::start(otlp).await?),
+        None => None,
+    };
+    let first = Generation::build(
+        &config,
+        &store,
+        &metrics,
+        redis.as_ref(),
+        None,
+        traces.as_ref(),
+    );
     let current = Arc::new(ArcSwap::from_pointee(first.gateway));
     let mut limit_sweeper = Background(tokio::spawn(sweep_rate_limits(
         Arc::clone(&first.limits),
@@ -205,11 +221,15 @@ pub async fn run(
     )));
     let (stop_admin, admin_stop) = watch::channel(false);
     let draining = Arc::new(AtomicBool::new(false));
+    let admin_settings = Arc::new(ArcSwap::from_pointee(telemetry::admin::AdminSettings::new(
+        &config,
+    )));
     let admin = bound.admin.map(|listener| {
         let admin = telemetry::admin::Admin {
             metrics: Arc::clone(&metrics),
             store: Arc::clone(&store.owners),
             draining: Arc::clone(&draining),
+            settings: Arc::clone(&admin_settings),
         };
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(listen = %addr, "admin endpoints are serving");
@@ -230,26 +250,31 @@ pub async fn run(
         .collect();
     tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
     crate::systemd::ready();
+    let running_tls: Vec<_> = bound.listeners.iter().map(|l| l.tls.clone()).collect();
 
     let reloader = {
         let current = Arc::clone(&current);
         let store = store.clone();
         let metrics = Arc::clone(&metrics);
         let redis = redis.clone();
+        let traces = traces.clone();
         let mut running = config.clone();
         let mut limits = first.limits;
         async move {
             while let Some(new) = reloads.recv().await {
                 crate::systemd::reloading();
                 warn_unreloadable(&running, &new);
+                rotate_certificates(&running_tls, &running, &new);
                 let next = Generation::build(
                     &new,
                     &store,
                     &metrics,
                     redis.as_ref(),
                     Some((&running, &limits)),
+                    traces.as_ref(),
                 );
                 current.store(Arc::new(next.gateway));
+                admin_settings.store(Arc::new(telemetry::admin::AdminSettings::new(&new)));
                 if !Arc::ptr_eq(&limits, &next.limits) {
                     limits = next.limits;
                     limit_sweeper.replace(tokio::spawn(sweep_rate_limits(
@@ -302,6 +327,9 @@ pub async fn run(
         let _ = admin.await;
     }
     drop(sweeper);
+    if let Some(traces) = traces {
+        traces.shutdown().await;
+    }
     store.owners.close().await?;
     Ok(())
 }
@@ -319,6 +347,27 @@ impl Background {
 impl Drop for Background {
     fn drop(&mut self) {
         self.0.abort();
+    }
+}
+
+/// Puts the certificates, keys, OCSP responses and HSTS of `new` into the
+/// running TLS listeners, for new handshakes; a listener whose address
+/// changed is left alone (a restart applies it, and a warning says so).
+fn rotate_certificates(
+    tls: &[Option<crate::config::tls::ListenerTls>],
+    old: &Config,
+    new: &Config,
+) {
+    let pairs = old.server.listeners.iter().zip(&new.server.listeners);
+    for (i, (tls, (was, now))) in tls.iter().zip(pairs).enumerate() {
+        if was.addr != now.addr {
+            continue;
+        }
+        if let (Some(tls), Some(next)) = (tls, &now.tls)
+            && tls.take_reloadable(next)
+        {
+            tracing::info!(listener = i, cert = %next.settings.cert_path.display(), "new certificate or OCSP response for new handshakes");
+        }
     }
 }
 

@@ -9,6 +9,7 @@
 //!    upstream, returned, and the `guid` of any fault;
 //! 3. [`context`]: the request facts, worked out once (route, `OwnerId`
 //!    cookie, client IP, TLS) and the access record, read by every later layer;
+//!    [`telemetry::trace`] then opens the request's span when traces are on;
 //! 4. [`telemetry::access_log`]: the access log line and the request metrics,
 //!    for every answer as the client gets it;
 //! 5. [`compress`]: answers compressed for clients that accept it;
@@ -24,7 +25,7 @@
 //!     public base on the way back, decoded if the upstream compressed.
 //!
 //! [`app::run`] serves the gateway on every configured listener and the admin
-//! endpoints (metrics, health) on their own, and swaps in a new configuration
+//! endpoints (metrics, health, the status page) on their own, and swaps in a new configuration
 //! when one arrives on its reload channel (SIGHUP in the binary), without
 //! dropping open connections.
 //!

@@ -14,6 +14,7 @@ use crate::orders::{OrdersService, OrdersSettings};
 use crate::owners::Store;
 use crate::telemetry::access_log::{AccessLog, AccessLogLayer};
 use crate::telemetry::metrics::Metrics;
+use crate::telemetry::trace::{TraceLayer, TraceService, TracedStore, Traces};
 use crate::telemetry::{RequestIdLayer, RequestIdService};
 use crate::upstream::Upstream;
 use crate::upstream::rewrite::Bases;
@@ -23,14 +24,16 @@ use tower::ServiceBuilder;
 /// The whole gateway as one tower service over any request body.
 pub type Gateway = RequestIdService<
     FactsService<
-        AccessLog<
-            Compress<
-                GuardService<
-                    Cors,
-                    FaultService<
-                        GuardService<
-                            Framing,
-                            GuardService<RateLimit, GuardService<SizeLimits, OrdersService>>,
+        TraceService<
+            AccessLog<
+                Compress<
+                    GuardService<
+                        Cors,
+                        FaultService<
+                            GuardService<
+                                Framing,
+                                GuardService<RateLimit, GuardService<SizeLimits, OrdersService>>,
+                            >,
                         >,
                     >,
                 >,
@@ -45,7 +48,16 @@ pub fn build(
     store: Store,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
+    traces: Option<&Traces>,
 ) -> Gateway {
+    // Spans around store calls only when tracing: no cost otherwise.
+    let store = match traces {
+        Some(_) => Store {
+            owners: Arc::new(TracedStore(store.owners)),
+            leases: store.leases,
+        },
+        None => store,
+    };
     let lease_ttl = config
         .store
         .redis()
@@ -84,6 +96,10 @@ pub fn build(
             &config.server.trusted_proxies,
             config.log.access_log,
         ))
+        // The request's span next: it names the request id and the route
+        // group, and every phase below runs in it (with tracing off, one
+        // Option check).
+        .layer(TraceLayer::new(traces.cloned()))
         // The access log and the request metrics see every answer, as the
         // client gets it.
         .layer(AccessLogLayer {

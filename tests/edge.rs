@@ -31,32 +31,6 @@ fn contract_path() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("openapi/ordergate.yaml")
 }
 
-struct AdminEnv {
-    backend: Backend,
-    gateway: Gateway,
-    client: HttpClient,
-    admin: HttpClient,
-}
-
-async fn admin_env(extra: &str) -> AdminEnv {
-    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
-    let gl = listener().await;
-    let text = config_text(
-        gl.local_addr().unwrap(),
-        backend.addr,
-        &format!("[store]\nkind = \"memory\"\n{extra}"),
-    );
-    let config = Config::parse(&text).unwrap();
-    let (gateway, admin) = Gateway::start_with_admin(config, gl).await;
-    let client = HttpClient::new(gateway.base.clone());
-    AdminEnv {
-        backend,
-        gateway,
-        client,
-        admin,
-    }
-}
-
 const PER_OWNER_RULE: &str = r#"
 [[rate_limits.rules]]
 name = "orders-per-owner"

@@ -106,12 +106,33 @@ pub struct Config {
     pub rate_limits: RateLimitsConfig,
     pub cors: CorsConfig,
     pub log: LogConfig,
+    pub telemetry: TelemetryConfig,
     pub compression: CompressionConfig,
     /// Keys the file sets that are not used (another store kind's): the
     /// file is accepted, and these are logged and printed by `check`.
     pub warnings: Vec<ConfigError>,
     /// Keys set from the environment.
     pub overrides: Vec<Override>,
+}
+
+/// `[telemetry]`: what the gateway exports besides its log and metrics.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TelemetryConfig {
+    /// OpenTelemetry traces over OTLP; off when `None`.
+    pub otlp: Option<OtlpConfig>,
+}
+
+/// Where and how traces are exported (OTLP over HTTP with protobuf bodies).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OtlpConfig {
+    /// The URL spans are POSTed to (`…/v1/traces`).
+    pub traces_url: String,
+    /// Share of new traces recorded (0 to 1); a client's sampled flag is
+    /// followed for traces it started.
+    pub sampling_ratio: f64,
+    pub service_name: String,
+    /// Time one export may take.
+    pub timeout: Duration,
 }
 
 /// Compression of answers toward clients that accept it.
@@ -170,16 +191,30 @@ pub struct FaultsConfig {
     pub max_upstream_body: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// When set, every admin route needs `Authorization: Bearer <token>`
+    /// (or Basic with it as the password, for browsers).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    /// Without the token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "(set)"))
+            .finish()
+    }
 }
 
 /// One address the gateway serves on, plain or TLS.
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
     pub addr: SocketAddr,
-    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    /// Its certificate and key reload; its cipher suites need a restart.
+    pub tls: Option<tls::ListenerTls>,
 }
 
 #[derive(Debug, Clone)]
@@ -419,8 +454,9 @@ impl Config {
     }
 
     /// The settings that differ in `new` but that a running gateway keeps
-    /// until it restarts: its listeners, connection handling, runtime, store
-    /// and admin listener. (A TLS certificate changed in place is not seen.)
+    /// until it restarts: its listeners, TLS cipher suites, connection
+    /// handling, runtime, store and admin listener. (Certificates, keys, OCSP
+    /// responses and HSTS reload.)
     pub fn restart_needed_for(&self, new: &Config) -> Vec<&'static str> {
         let listeners = |c: &Config| -> Vec<_> {
             c.server
@@ -429,11 +465,22 @@ impl Config {
                 .map(|l| (l.addr, l.tls.is_some()))
                 .collect()
         };
+        let suites = |c: &Config| -> Vec<_> {
+            c.server
+                .listeners
+                .iter()
+                .map(|l| l.tls.as_ref().map(|t| t.fixed_at_start()))
+                .collect()
+        };
         let (old, now) = (&self.server.limits, &new.server.limits);
         [
             (
                 "server.listen, server.listeners",
                 listeners(self) != listeners(new),
+            ),
+            (
+                "tls.cipher_suites, tls.prefer_server_cipher_order",
+                suites(self) != suites(new),
             ),
             (
                 "server.header_read_timeout_ms",
@@ -461,10 +508,11 @@ impl Config {
                 old.handshake != now.handshake,
             ),
             ("server.http2_*", old.http2 != now.http2),
+            ("telemetry.otlp", self.telemetry != new.telemetry),
             ("store", self.store.kind != new.store.kind),
             (
                 "admin.listen",
-                self.admin.map(|a| a.listen) != new.admin.map(|a| a.listen),
+                self.admin.as_ref().map(|a| a.listen) != new.admin.as_ref().map(|a| a.listen),
             ),
         ]
         .into_iter()

@@ -69,7 +69,7 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// Keys whose values are secrets: never printed, and a problem with one
 /// never repeats its value.
-pub const SECRET_KEYS: &[&str] = &["store.url", "store.password"];
+pub const SECRET_KEYS: &[&str] = &["store.url", "store.password", "admin.token"];
 
 /// The sections of the file, each `None` when it could not be read (its
 /// problems are noted).
@@ -84,6 +84,7 @@ pub struct Raw {
     rate_limits: Option<RawRateLimits>,
     cors: Option<RawCors>,
     log: Option<RawLog>,
+    telemetry: Option<RawTelemetry>,
     compression: Option<RawCompression>,
 }
 
@@ -97,8 +98,26 @@ pub const SECTIONS: &[&str] = &[
     "rate_limits",
     "cors",
     "log",
+    "telemetry",
     "compression",
 ];
+
+/// `[telemetry]`; `[telemetry.otlp]` switches trace export on.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawTelemetry {
+    otlp: Option<RawOtlp>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOtlp {
+    endpoint: String,
+    protocol: Option<String>,
+    sampling_ratio: Option<f64>,
+    service_name: Option<String>,
+    timeout_ms: Option<Millis>,
+}
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -145,12 +164,18 @@ struct RawListener {
 struct RawTls {
     cert_path: PathBuf,
     key_path: PathBuf,
+    ocsp_path: Option<PathBuf>,
+    cipher_suites: Option<Vec<String>>,
+    prefer_server_cipher_order: Option<bool>,
+    hsts_max_age_secs: Option<Secs>,
+    hsts_include_subdomains: Option<bool>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: String,
+    token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -794,6 +819,7 @@ impl Raw {
         let rate_limits = section(p, &mut doc, "rate_limits");
         let cors = section(p, &mut doc, "cors");
         let log = section(p, &mut doc, "log");
+        let telemetry = section(p, &mut doc, "telemetry");
         let compression = section(p, &mut doc, "compression");
         for key in doc.keys() {
             debug_assert!(!SECTIONS.contains(&key.as_str()));
@@ -809,16 +835,14 @@ impl Raw {
             rate_limits,
             cors,
             log,
+            telemetry,
             compression,
         })
     }
 
     fn validate(self, p: &mut Problems, base_dir: Option<&Path>, read: Read) -> Option<Config> {
         let server = self.server.and_then(|s| server(p, s));
-        let admin = self.admin.map(|a| {
-            a.and_then(|a| p.take(address("admin.listen", &a.listen)))
-                .map(|listen| AdminConfig { listen })
-        });
+        let admin = self.admin.map(|a| a.and_then(|a| admin(p, a)));
         let upstream = self.upstream.and_then(|u| upstream(p, u));
         let store = self.store.and_then(|s| store(p, s, base_dir));
         let cookies = self.cookies.and_then(|c| cookies(p, c));
@@ -826,6 +850,7 @@ impl Raw {
         let rate_limits = self.rate_limits.and_then(|r| rate_limits(p, r));
         let cors = self.cors.and_then(|c| cors(p, c));
         let log = self.log.and_then(|l| log(p, l));
+        let telemetry = self.telemetry.and_then(|t| telemetry(p, t));
         let compression = self.compression.and_then(|c| compression(p, c));
         if let (Some(st), Some(rl)) = (&store, &rate_limits)
             && st.redis().is_none()
@@ -861,6 +886,7 @@ impl Raw {
             rate_limits: rate_limits?,
             cors: cors?,
             log: log?,
+            telemetry: telemetry?,
             compression: compression?,
             warnings: read.warnings,
             overrides: read.overrides,
@@ -886,6 +912,24 @@ fn read_admin(p: &mut Problems, v: toml::Value) -> Option<Option<RawAdmin>> {
     read::<RawAdmin>(p, "admin", v).map(Some)
 }
 
+fn admin(p: &mut Problems, a: RawAdmin) -> Option<AdminConfig> {
+    let listen = p.take(address("admin.listen", &a.listen));
+    let token = match a.token {
+        Some(t) if t.trim().len() < 16 || !t.bytes().all(|b| b.is_ascii_graphic()) => {
+            p.add(
+                "admin.token",
+                "must be at least 16 visible ASCII characters, no spaces",
+            );
+            None
+        }
+        t => t,
+    };
+    Some(AdminConfig {
+        listen: listen?,
+        token,
+    })
+}
+
 fn listener(
     p: &mut Problems,
     key: &str,
@@ -895,22 +939,37 @@ fn listener(
     let addr = p.take(address(&format!("{key}listen"), listen));
     let tls = match tls {
         None => Some(None),
-        Some(t) => p
-            .take(
-                super::tls::server_config(&t.cert_path, &t.key_path).map_err(|e| {
-                    let field = match e {
-                        super::tls::TlsError::Cert(_) => "cert_path",
-                        super::tls::TlsError::Key(_) => "key_path",
-                    };
-                    ConfigError::new(format!("{key}tls.{field}"), e.to_string())
-                }),
-            )
-            .map(Some),
+        Some(t) => p.take(listener_tls(key, t)).map(Some),
     };
     Some(ListenerConfig {
         addr: addr?,
         tls: tls?,
     })
+}
+
+fn listener_tls(key: &str, t: &RawTls) -> Result<super::tls::ListenerTls, ConfigError> {
+    use super::tls::{Hsts, ListenerTls, TlsSettings};
+    if t.hsts_max_age_secs.is_none() && t.hsts_include_subdomains.is_some() {
+        return Err(ConfigError::new(
+            format!("{key}tls.hsts_include_subdomains"),
+            "needs hsts_max_age_secs",
+        ));
+    }
+    let settings = TlsSettings {
+        cert_path: t.cert_path.clone(),
+        key_path: t.key_path.clone(),
+        ocsp_path: t.ocsp_path.clone(),
+        cipher_suites: t.cipher_suites.clone(),
+        prefer_server_cipher_order: t.prefer_server_cipher_order.unwrap_or(true),
+        hsts: whole_secs(&format!("{key}tls.hsts_max_age_secs"), t.hsts_max_age_secs)?.map(
+            |max_age| Hsts {
+                max_age,
+                include_subdomains: t.hsts_include_subdomains.unwrap_or(false),
+            },
+        ),
+    };
+    ListenerTls::load(settings)
+        .map_err(|e| ConfigError::new(format!("{key}tls.{}", e.field()), e.to_string()))
 }
 
 fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
@@ -1526,5 +1585,75 @@ fn log(p: &mut Problems, l: RawLog) -> Option<LogConfig> {
         level: level.trim().to_owned(),
         format,
         access_log: l.access_log.unwrap_or(true),
+    })
+}
+
+pub const DEFAULT_OTLP_SERVICE_NAME: &str = "ordergate";
+pub const DEFAULT_OTLP_TIMEOUT_MS: u64 = 10_000;
+
+fn telemetry(p: &mut Problems, t: RawTelemetry) -> Option<TelemetryConfig> {
+    let Some(o) = t.otlp else {
+        return Some(TelemetryConfig::default());
+    };
+    let before = p.0.len();
+    match o.protocol.as_deref().unwrap_or("http/protobuf") {
+        "http/protobuf" => {}
+        "grpc" => p.add(
+            "telemetry.otlp.protocol",
+            "\"grpc\" is not built in (it would bring a gRPC stack): use \"http/protobuf\", which every OpenTelemetry collector accepts (port 4318)",
+        ),
+        other => p.add(
+            "telemetry.otlp.protocol",
+            format!("`{other}` is not \"http/protobuf\""),
+        ),
+    }
+    // A base URL gets the traces path, as OTEL_EXPORTER_OTLP_ENDPOINT does;
+    // a URL with a path is used as it is.
+    let traces_url = match o.endpoint.parse::<http::Uri>() {
+        Ok(uri) if uri.scheme_str() == Some("https") => {
+            p.add(
+                "telemetry.otlp.endpoint",
+                "https:// is not built into the exporter: send to a collector or agent on http:// (local or on a private network)",
+            );
+            String::new()
+        }
+        Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => {
+            if matches!(uri.path(), "" | "/") {
+                format!("{}/v1/traces", o.endpoint.trim_end_matches('/'))
+            } else {
+                o.endpoint.clone()
+            }
+        }
+        _ => {
+            p.add(
+                "telemetry.otlp.endpoint",
+                format!("`{}` is not an http:// URL", o.endpoint),
+            );
+            String::new()
+        }
+    };
+    let sampling_ratio = o.sampling_ratio.unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&sampling_ratio) {
+        p.add("telemetry.otlp.sampling_ratio", "must be between 0 and 1");
+    }
+    let service_name = o
+        .service_name
+        .unwrap_or_else(|| DEFAULT_OTLP_SERVICE_NAME.to_owned());
+    if service_name.trim().is_empty() {
+        p.add("telemetry.otlp.service_name", "must not be empty");
+    }
+    let timeout = p.take(millis(
+        "telemetry.otlp.timeout_ms",
+        o.timeout_ms,
+        DEFAULT_OTLP_TIMEOUT_MS,
+    ));
+    (p.0.len() == before).then_some(())?;
+    Some(TelemetryConfig {
+        otlp: Some(OtlpConfig {
+            traces_url,
+            sampling_ratio,
+            service_name,
+            timeout: timeout?,
+        }),
     })
 }

@@ -601,3 +601,68 @@ fn rediss_urls_are_accepted_with_or_without_a_ca_file() {
     let e = err(&with_ca);
     assert_eq!(e.key, "store.ca_file");
 }
+
+#[test]
+fn telemetry_and_the_admin_token_take_units_the_environment_and_keep_the_token_secret() {
+    let text = format!(
+        "{GOOD}[admin]\nlisten = \"127.0.0.1:9901\"\n[telemetry.otlp]\nendpoint = \"http://127.0.0.1:4318\"\ntimeout_ms = \"2s\"\nsampling_ratio = 0.25\n"
+    );
+    let token = "env-admin-token-0123456789";
+    let c = Config::check_with(&text, None, vars(&[("ORDERGATE_ADMIN__TOKEN", token)])).unwrap();
+    let otlp = c.telemetry.otlp.as_ref().unwrap();
+    assert_eq!(otlp.traces_url, "http://127.0.0.1:4318/v1/traces");
+    assert_eq!(otlp.timeout, Duration::from_secs(2));
+    assert_eq!(otlp.sampling_ratio, 0.25);
+    assert_eq!(otlp.service_name, "ordergate");
+    assert_eq!(c.admin.as_ref().unwrap().token.as_deref(), Some(token));
+    assert!(!format!("{c:?}").contains(token));
+    let o = c.overrides.iter().find(|o| o.key == "admin.token").unwrap();
+    assert!(o.is_secret());
+    // Without the table, nothing is exported.
+    assert!(Config::parse(GOOD).unwrap().telemetry.otlp.is_none());
+    // Every problem of the section at once, past a key of the wrong type,
+    // and never the token's value.
+    let bad = format!(
+        "{GOOD}[admin]\nlisten = \"127.0.0.1:9901\"\ntoken = \"short token\"\n[telemetry.otlp]\nendpoint = \"https://collector:4318\"\nprotocol = \"grpc\"\nsampling_ratio = 2.0\ntimeout_ms = \"soon\"\ncolour = 1\n"
+    );
+    let problems = Config::check_with(&bad, None, Vec::new()).unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    for key in [
+        "admin.token",
+        "telemetry.otlp.endpoint",
+        "telemetry.otlp.protocol",
+        "telemetry.otlp.sampling_ratio",
+        "telemetry.otlp.timeout_ms",
+        "telemetry.otlp.colour",
+    ] {
+        assert!(keys.contains(&key), "{key} in {problems:?}");
+    }
+    assert!(!format!("{problems:?}").contains("short token"));
+}
+
+#[test]
+fn hsts_max_age_takes_units_in_whole_seconds() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (cert_path, key_path) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let with_hsts = |hsts: &str| {
+        GOOD.replace(
+            "listen = \"127.0.0.1:8080\"",
+            &format!(
+                "listen = \"127.0.0.1:8080\"\ntls = {{ cert_path = {:?}, key_path = {:?}, hsts_max_age_secs = {hsts} }}",
+                cert_path.display().to_string(),
+                key_path.display().to_string(),
+            ),
+        )
+    };
+    let c = Config::parse(&with_hsts("\"365days\"")).unwrap();
+    let hsts = c.server.listeners[0].tls.as_ref().unwrap().settings.hsts;
+    assert_eq!(hsts.unwrap().max_age, Duration::from_secs(365 * 86_400));
+    let c = Config::parse(&with_hsts("600")).unwrap();
+    let hsts = c.server.listeners[0].tls.as_ref().unwrap().settings.hsts;
+    assert_eq!(hsts.unwrap().max_age, Duration::from_secs(600));
+    let e = err(&with_hsts("\"1500ms\""));
+    assert_eq!(e.key, "server.tls.hsts_max_age_secs");
+}

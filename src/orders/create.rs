@@ -39,8 +39,11 @@ impl Orders {
         let mut lease = None;
         if let Some(o) = owner {
             // Other replicas too: the check and the creation under the lease.
-            if let Acquired::Leased(l) =
-                lease::acquire(self.leases.as_ref(), &self.store, o, false, self.lease_wait).await?
+            if let Acquired::Leased(l) = crate::telemetry::trace::in_span(
+                "order.lease_wait",
+                lease::acquire(self.leases.as_ref(), &self.store, o, false, self.lease_wait),
+            )
+            .await?
             {
                 lease = Some(l);
             }
@@ -86,11 +89,14 @@ impl Orders {
         {
             return Ok(Creation::Made(o, order));
         }
-        match owner {
-            // Without an owner id there is no one to race with.
-            None => self.create_for(client, facts, None).await,
-            Some(o) => self.create_leased(client, facts, o).await,
-        }
+        let create = async {
+            match owner {
+                // Without an owner id there is no one to race with.
+                None => self.create_for(client, facts, None).await,
+                Some(o) => self.create_leased(client, facts, o).await,
+            }
+        };
+        crate::telemetry::trace::in_span("order.create", create).await
     }
 
     /// Creates an order upstream for an implicit creation and records it.
@@ -139,7 +145,12 @@ impl Orders {
             return self.create_for(client, facts, Some(owner)).await;
         }
         let leases = self.leases.as_ref();
-        match lease::acquire(leases, &self.store, owner, true, self.lease_wait).await? {
+        match crate::telemetry::trace::in_span(
+            "order.lease_wait",
+            lease::acquire(leases, &self.store, owner, true, self.lease_wait),
+        )
+        .await?
+        {
             Acquired::Found(a) => Ok(Creation::Made(owner, a.order)),
             Acquired::Leased(lease) => {
                 // The holder before this one may have finished just now.

@@ -57,7 +57,7 @@ impl Views {
         bytes: Bytes,
         order: &OrderId,
         rewriter: &Rewriter,
-        links: Option<&[(&str, &str)]>,
+        links: Option<impl FnOnce() -> [(&'static str, String); 2]>,
     ) -> OrderView {
         let key = (order.clone(), links.is_some());
         if let Some(seen) = self.seen.get(&key)
@@ -65,7 +65,12 @@ impl Views {
         {
             return seen.view.clone();
         }
-        let view = make_view(&bytes, rewriter, links);
+        // The links are made only for a body not seen before.
+        let links = links.map(|make| make());
+        let links = links
+            .as_ref()
+            .map(|[(a, x), (b, y)]| [(*a, x.as_str()), (*b, y.as_str())]);
+        let view = make_view(&bytes, rewriter, links.as_ref().map(|l| &l[..]));
         if bytes.len() <= MAX_VIEWED_BODY {
             let seen = Seen {
                 upstream: bytes,

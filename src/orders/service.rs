@@ -210,7 +210,8 @@ impl Orders {
             Plan::Refuse(r) => Err(refused(r)),
             Plan::Forward { learn } => self.forward(req, facts, learn).await,
             Plan::Create { shorthand } => {
-                Box::pin(self.create_explicit(req, facts, shorthand)).await
+                let create = self.create_explicit(req, facts, shorthand);
+                Box::pin(crate::telemetry::trace::in_span("order.create", create)).await
             }
             Plan::Shorthand { implicit } => Box::pin(self.shorthand(req, facts, implicit)).await,
         }
@@ -355,19 +356,17 @@ impl Orders {
     ) -> Result<(Response<Body>, bool), Error> {
         let (mut parts, bytes) = self.upstream.read_body(resp, self.max_json_body).await?;
         crate::upstream::finish_headers(&mut parts.headers, rewriter);
-        let view = if shorthand {
-            let public = self.bases.public();
-            let links = [
-                ("self", &*[public, "/order/"].concat()),
+        let public = self.bases.public();
+        let links = shorthand.then_some(|| {
+            [
+                ("self", [public, "/order/"].concat()),
                 (
                     "alternate",
-                    &*[public, "/orders/", order.as_str(), "/"].concat(),
+                    [public, "/orders/", order.as_str(), "/"].concat(),
                 ),
-            ];
-            self.views.view(bytes, order, rewriter, Some(&links))
-        } else {
-            self.views.view(bytes, order, rewriter, None)
-        };
+            ]
+        });
+        let view = self.views.view(bytes, order, rewriter, links);
         if view.json {
             parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
         }

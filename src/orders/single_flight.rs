@@ -30,7 +30,8 @@ impl CreationLocks {
             let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
             Arc::clone(map.entry(owner).or_default())
         };
-        let guard = entry.lock_owned().await;
+        let guard =
+            crate::telemetry::trace::in_span("order.single_flight_wait", entry.lock_owned()).await;
         CreationGuard {
             owner,
             map: Arc::clone(&self.map),

@@ -5,7 +5,9 @@ use super::OwnerId;
 use super::store::{Association, OrderId, OwnerStore, StoreError};
 use async_trait::async_trait;
 // Keys come from clients: a seeded hash, quicker than SipHash.
-use foldhash::HashMap;
+use foldhash::fast::RandomState;
+use hashbrown::HashTable;
+use std::hash::BuildHasher;
 use std::sync::{Mutex, MutexGuard};
 
 #[derive(Default)]
@@ -13,55 +15,253 @@ pub struct MemoryStore {
     inner: Mutex<Maps>,
 }
 
+/// Both directions of the associations, kept compact: a million of them are
+/// about 70 MiB. Each association is one [`Slot`] (48 bytes, the order id
+/// stored once, packed when it is the upstream's hex); the two indexes hold
+/// only the slot's number.
 #[derive(Default)]
 pub(crate) struct Maps {
-    owners: HashMap<u128, Association>,
-    orders: HashMap<OrderId, u128>,
+    slots: Vec<Slot>,
+    /// Slots whose association ended, to be used again.
+    free: Vec<u32>,
+    by_owner: HashTable<u32>,
+    by_order: HashTable<u32>,
+    hasher: RandomState,
 }
 
-impl Maps {
-    pub(crate) fn put(&mut self, owner: OwnerId, order: &OrderId, now_ms: u64) {
-        let key = owner.as_u128();
-        if let Some(previous_owner) = self.orders.insert(order.clone(), key)
-            && previous_owner != key
-        {
-            self.owners.remove(&previous_owner);
-        }
-        let assoc = Association {
-            order: order.clone(),
-            touched_ms: now_ms,
-        };
-        if let Some(old) = self.owners.insert(key, assoc)
-            && &old.order != order
-        {
-            self.orders.remove(&old.order);
+struct Slot {
+    owner: u128,
+    touched_ms: u64,
+    order: Packed,
+}
+
+/// An order id as the maps hold it. The upstream's ids are 40 lowercase hex
+/// digits: those (and any other lowercase hex id of at most 40 digits) take
+/// 20 bytes inline instead of a heap string.
+#[derive(PartialEq, Eq)]
+enum Packed {
+    Hex { digits: u8, bytes: [u8; HEX_BYTES] },
+    Text(Box<str>),
+}
+
+const HEX_BYTES: usize = 20;
+const HEX_DIGITS: usize = HEX_BYTES * 2;
+
+fn nibble(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        _ => None,
+    }
+}
+
+/// The packed bytes of a lowercase hex id, or `None` for any other id.
+fn pack_hex(s: &str) -> Option<[u8; HEX_BYTES]> {
+    if s.len() > HEX_DIGITS {
+        return None;
+    }
+    let mut bytes = [0u8; HEX_BYTES];
+    for (i, b) in s.bytes().enumerate() {
+        bytes[i / 2] |= nibble(b)? << if i % 2 == 0 { 4 } else { 0 };
+    }
+    Some(bytes)
+}
+
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+impl Packed {
+    fn new(order: &str) -> Self {
+        match pack_hex(order) {
+            Some(bytes) => Self::Hex {
+                // At most 40: fits.
+                digits: order.len() as u8,
+                bytes,
+            },
+            None => Self::Text(order.into()),
         }
     }
 
+    fn matches(&self, order: &str) -> bool {
+        match self {
+            Self::Hex { digits, bytes } => {
+                usize::from(*digits) == order.len() && pack_hex(order).as_ref() == Some(bytes)
+            }
+            Self::Text(text) => &**text == order,
+        }
+    }
+
+    /// Calls `f` with the id as text, unpacked on the stack.
+    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        match self {
+            Self::Hex { digits, bytes } => {
+                let mut text = [0u8; HEX_DIGITS];
+                let n = usize::from(*digits);
+                for (i, c) in text[..n].iter_mut().enumerate() {
+                    let b = bytes[i / 2];
+                    *c = DIGITS[usize::from(if i % 2 == 0 { b >> 4 } else { b & 0xf })];
+                }
+                // Hex digits are ASCII.
+                f(std::str::from_utf8(&text[..n]).unwrap_or_default())
+            }
+            Self::Text(text) => f(text),
+        }
+    }
+
+    fn to_order_id(&self) -> OrderId {
+        self.with_str(OrderId::from_valid)
+    }
+}
+
+impl Maps {
+    fn slot(&self, i: u32) -> &Slot {
+        &self.slots[i as usize]
+    }
+
+    fn owner_hash(&self, owner: u128) -> u64 {
+        self.hasher.hash_one(owner)
+    }
+
+    fn order_hash(&self, order: &str) -> u64 {
+        self.hasher.hash_one(order.as_bytes())
+    }
+
+    fn find_owner(&self, owner: u128) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_owner
+            .find(self.owner_hash(owner), |&i| {
+                slots[i as usize].owner == owner
+            })
+            .copied()
+    }
+
+    fn find_order(&self, order: &str) -> Option<u32> {
+        let slots = &self.slots;
+        self.by_order
+            .find(self.order_hash(order), |&i| {
+                slots[i as usize].order.matches(order)
+            })
+            .copied()
+    }
+
+    fn index_order(&mut self, i: u32) {
+        let Self {
+            slots,
+            by_order,
+            hasher,
+            ..
+        } = self;
+        let hash = slots[i as usize]
+            .order
+            .with_str(|s| hasher.hash_one(s.as_bytes()));
+        by_order.insert_unique(hash, i, |&j| {
+            slots[j as usize]
+                .order
+                .with_str(|s| hasher.hash_one(s.as_bytes()))
+        });
+    }
+
+    fn unindex_order(&mut self, i: u32) {
+        let hash = self.slot(i).order.with_str(|s| self.order_hash(s));
+        if let Ok(found) = self.by_order.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
+    }
+
+    /// Ends the association in slot `i` and frees the slot.
+    fn remove(&mut self, i: u32) {
+        self.unindex_order(i);
+        let hash = self.owner_hash(self.slot(i).owner);
+        if let Ok(found) = self.by_owner.find_entry(hash, |&j| j == i) {
+            found.remove();
+        }
+        // Drops a heap id now rather than when the slot is used again.
+        self.slots[i as usize].order = Packed::Hex {
+            digits: 0,
+            bytes: [0; HEX_BYTES],
+        };
+        self.free.push(i);
+    }
+
+    pub(crate) fn put(&mut self, owner: OwnerId, order: &OrderId, now_ms: u64) {
+        let key = owner.as_u128();
+        if let Some(i) = self.find_order(order.as_str()) {
+            if self.slot(i).owner == key {
+                self.slots[i as usize].touched_ms = now_ms;
+                return;
+            }
+            // The order changes hands: its previous owner is left without it.
+            self.remove(i);
+        }
+        if let Some(i) = self.find_owner(key) {
+            // The owner's older order is no longer theirs.
+            self.unindex_order(i);
+            let slot = &mut self.slots[i as usize];
+            slot.order = Packed::new(order.as_str());
+            slot.touched_ms = now_ms;
+            self.index_order(i);
+            return;
+        }
+        let slot = Slot {
+            owner: key,
+            touched_ms: now_ms,
+            order: Packed::new(order.as_str()),
+        };
+        let i = match self.free.pop() {
+            Some(i) => {
+                self.slots[i as usize] = slot;
+                i
+            }
+            None => {
+                // Past 4 billion associations memory runs out long before
+                // the numbering does.
+                let i = self.slots.len() as u32;
+                self.slots.push(slot);
+                i
+            }
+        };
+        let Self {
+            slots,
+            by_owner,
+            hasher,
+            ..
+        } = self;
+        by_owner.insert_unique(hasher.hash_one(key), i, |&j| {
+            hasher.hash_one(slots[j as usize].owner)
+        });
+        self.index_order(i);
+    }
+
     pub(crate) fn end_order(&mut self, order: &OrderId) -> Option<OwnerId> {
-        let owner = self.orders.remove(order)?;
-        self.owners.remove(&owner);
+        let i = self.find_order(order.as_str())?;
+        let owner = self.slot(i).owner;
+        self.remove(i);
         Some(OwnerId::from_u128(owner))
     }
 
     pub(crate) fn idle(&self, before_ms: u64) -> Vec<OrderId> {
-        self.owners
-            .values()
-            .filter(|a| a.touched_ms < before_ms)
-            .map(|a| a.order.clone())
+        self.by_owner
+            .iter()
+            .map(|&i| self.slot(i))
+            .filter(|s| s.touched_ms < before_ms)
+            .map(|s| s.order.to_order_id())
             .collect()
     }
 
     pub(crate) fn get(&self, owner: OwnerId) -> Option<Association> {
-        self.owners.get(&owner.as_u128()).cloned()
+        let slot = self.slot(self.find_owner(owner.as_u128())?);
+        Some(Association {
+            order: slot.order.to_order_id(),
+            touched_ms: slot.touched_ms,
+        })
     }
 
     pub(crate) fn owner_of(&self, order: &OrderId) -> Option<OwnerId> {
-        self.orders.get(order).copied().map(OwnerId::from_u128)
+        let i = self.find_order(order.as_str())?;
+        Some(OwnerId::from_u128(self.slot(i).owner))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.owners.len()
+        self.by_owner.len()
     }
 }
 
@@ -129,8 +329,109 @@ impl OwnerStore for MemoryStore {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
     #[tokio::test]
     async fn conformance() {
-        super::super::store::conformance::run(&super::MemoryStore::new()).await;
+        super::super::store::conformance::run(&MemoryStore::new()).await;
+    }
+
+    fn order(s: &str) -> OrderId {
+        OrderId::parse(s).unwrap()
+    }
+
+    #[test]
+    fn a_slot_stays_small() {
+        assert!(std::mem::size_of::<Slot>() <= 48);
+    }
+
+    #[test]
+    fn every_shape_of_order_id_reads_back_as_it_was_put() {
+        let ids = [
+            "00000145ffa79d31de17529f007f000000010001",
+            "0",
+            "00",
+            "000",
+            "a",
+            "0a",
+            "a0",
+            "00000145FFA79D31DE17529F007F000000010001",
+            "00000145ffa79d31de17529f007f0000000100010",
+            "00000145ffa79d31de17529f007f00000001000",
+            "order-1",
+            "g",
+            "x.y_z",
+            &"f".repeat(128),
+        ];
+        let mut maps = Maps::default();
+        for (n, id) in ids.iter().enumerate() {
+            maps.put(OwnerId::from_u128(n as u128), &order(id), n as u64);
+        }
+        assert_eq!(maps.len(), ids.len());
+        for (n, id) in ids.iter().enumerate() {
+            let owner = OwnerId::from_u128(n as u128);
+            let a = maps.get(owner).unwrap();
+            assert_eq!((a.order.as_str(), a.touched_ms), (*id, n as u64));
+            assert_eq!(maps.owner_of(&order(id)), Some(owner), "{id}");
+        }
+        // Ids that pack alike but differ in length or case stay apart.
+        assert_eq!(maps.owner_of(&order("0000")), None);
+        assert_eq!(maps.owner_of(&order("A")), None);
+    }
+
+    /// Many owners and orders, put, moved and ended in a fixed pseudo-random
+    /// mix, checked against two plain maps after every step.
+    #[test]
+    fn agrees_with_plain_maps_through_many_changes() {
+        let mut maps = Maps::default();
+        let mut owners: HashMap<u128, (String, u64)> = HashMap::new();
+        let mut orders: HashMap<String, u128> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for step in 0..20_000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let owner = u128::from(x % 300);
+            let id = match (x >> 20) % 3 {
+                0 => format!("{:040x}", (x >> 24) % 500),
+                1 => format!("{:x}", (x >> 24) % 500),
+                _ => format!("Order-{}", (x >> 24) % 500),
+            };
+            if (x >> 40).is_multiple_of(4) {
+                let ended = maps.end_order(&order(&id));
+                let expected = orders.remove(&id);
+                if let Some(o) = expected {
+                    owners.remove(&o);
+                }
+                assert_eq!(ended.map(|o| o.as_u128()), expected, "step {step}");
+            } else {
+                maps.put(OwnerId::from_u128(owner), &order(&id), step);
+                if let Some(prev) = orders.insert(id.clone(), owner)
+                    && prev != owner
+                {
+                    owners.remove(&prev);
+                }
+                if let Some((old, _)) = owners.insert(owner, (id.clone(), step))
+                    && old != id
+                {
+                    orders.remove(&old);
+                }
+            }
+            assert_eq!(maps.len(), owners.len(), "step {step}");
+        }
+        for (owner, (id, touched)) in &owners {
+            let a = maps.get(OwnerId::from_u128(*owner)).unwrap();
+            assert_eq!((a.order.as_str(), a.touched_ms), (id.as_str(), *touched));
+            assert_eq!(maps.owner_of(&order(id)).map(|o| o.as_u128()), Some(*owner));
+        }
+        for owner in 0..300u128 {
+            if !owners.contains_key(&owner) {
+                assert_eq!(maps.get(OwnerId::from_u128(owner)), None);
+            }
+        }
+        let idle = maps.idle(10_000);
+        let expected = owners.values().filter(|(_, t)| *t < 10_000).count();
+        assert_eq!(idle.len(), expected);
     }
 }

@@ -19,6 +19,11 @@ const OWNERS: TableDefinition<u128, (&str, u64)> = TableDefinition::new("owners"
 /// order id → owner
 const ORDERS: TableDefinition<&str, u128> = TableDefinition::new("orders");
 
+/// redb's own page cache. Reads are served from the mirror, so the cache only
+/// speeds up the writes' walk down the trees; redb's default (1 GiB) would
+/// keep the whole file resident as it grows.
+const CACHE_BYTES: usize = 8 * 1024 * 1024;
+
 pub struct RedbStore {
     shared: Arc<Shared>,
 }
@@ -40,15 +45,18 @@ impl RedbStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| StoreError::Backend(format!("{}: {e}", dir.display())))?;
         }
-        let db = Database::create(path).map_err(|e| {
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
             StoreError::Backend(match e {
                 redb::DatabaseError::DatabaseAlreadyOpen => format!(
                     "{} is in use by another process (one gateway per redb file; several share Redis)",
                     path.display()
                 ),
-                e => format!("{}: {e}", path.display()),
-            })
-        })?;
+                    e => format!("{}: {e}", path.display()),
+                })
+            })?;
         let mut maps = Maps::default();
         let txn = db.begin_write().map_err(backend)?;
         {

@@ -71,7 +71,7 @@ where
 /// A bound listener, plain or TLS.
 pub struct Listener {
     pub tcp: TcpListener,
-    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub tls: Option<crate::config::tls::ListenerTls>,
 }
 
 /// Why a connection ended before a request of it reached the stack.
@@ -292,7 +292,9 @@ where
     S: GatewayService,
 {
     let mut stop = shared.stop.clone();
-    let acceptor = listener.tls.map(tokio_rustls::TlsAcceptor::from);
+    let acceptor = listener
+        .tls
+        .map(|t| (tokio_rustls::TlsAcceptor::from(t.config), t.hsts));
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.tcp.accept() => match accepted {
@@ -322,11 +324,11 @@ where
         tokio::spawn(async move {
             let _open = open;
             match acceptor {
-                None => start(stream, peer, accepted, false, &shared).await,
+                None => start(stream, peer, accepted, None, &shared).await,
                 // Boxed: TLS state would make every plain connection's task
                 // larger too.
-                Some(acceptor) => {
-                    Box::pin(handshake(acceptor, stream, peer, accepted, &shared)).await
+                Some((acceptor, hsts)) => {
+                    Box::pin(handshake(acceptor, hsts, stream, peer, accepted, &shared)).await
                 }
             }
             drop(slot);
@@ -337,6 +339,7 @@ where
 /// The TLS handshake, by its deadline, then the connection.
 async fn handshake<S>(
     acceptor: tokio_rustls::TlsAcceptor,
+    hsts: HstsValue,
     stream: TcpStream,
     peer: std::net::SocketAddr,
     accepted: Instant,
@@ -353,7 +356,7 @@ async fn handshake<S>(
         Err(_) => return shared.refused(Refusal::first_byte_timeout),
     }
     match tokio::time::timeout_at(by(limits.handshake.tls), acceptor.accept(stream)).await {
-        Ok(Ok(stream)) => start(stream, peer, accepted, true, shared).await,
+        Ok(Ok(stream)) => start(stream, peer, accepted, Some(hsts), shared).await,
         Ok(Err(e)) => {
             tracing::debug!(error = %e, %peer, "TLS handshake failed");
             shared.refused(Refusal::tls_handshake_failed);
@@ -368,13 +371,13 @@ async fn start<I, S>(
     mut io: I,
     peer: std::net::SocketAddr,
     accepted: Instant,
-    secure: bool,
+    tls: Option<HstsValue>,
     shared: &Shared<S>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: GatewayService,
 {
-    let rules = Rules::new(*shared.limits(), !secure);
+    let rules = Rules::new(*shared.limits(), tls.is_none());
     let mut stop = shared.stop.clone();
     let start = tokio::select! {
         start = prelude::read(&mut io, &rules, accepted) => start,
@@ -383,7 +386,7 @@ async fn start<I, S>(
     match start {
         Start::Ready(protocol, read) => {
             let io = Rewind::new(read, io);
-            let result = connection(io, protocol, peer, accepted, secure, shared).await;
+            let result = connection(io, protocol, peer, accepted, tls, shared).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
@@ -413,6 +416,10 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The `Strict-Transport-Security` value of a TLS listener's answers, if
+/// any; swapped on reload.
+type HstsValue = Arc<arc_swap::ArcSwapOption<http::HeaderValue>>;
+
 /// An event of a connection besides its traffic.
 enum Control {
     /// The gateway is shutting down.
@@ -431,13 +438,14 @@ async fn idle_check(at: tokio::time::Instant) -> Control {
 /// Serves one connection until it ends: closed gracefully at shutdown or
 /// when it has been idle for the idle timeout (a request in progress
 /// finishes first either way); closed at once when an HTTP/2 client has
-/// sent no request head within the header read timeout.
+/// sent no request head within the header read timeout. `tls` is set for a
+/// TLS connection.
 async fn connection<I, S>(
     io: I,
     protocol: Protocol,
     peer: std::net::SocketAddr,
     accepted: Instant,
-    secure: bool,
+    tls: Option<HstsValue>,
     shared: &Shared<S>,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>>
 where
@@ -451,13 +459,20 @@ where
         let in_flight = requests.request();
         req.extensions_mut().insert(Peer {
             addr: peer,
-            tls: secure,
+            tls: tls.is_some(),
         });
+        let hsts = tls.as_ref().map(|hsts| hsts.load_full());
         let answer = svc.clone().oneshot(req);
         async move {
             let answer = answer.await;
             drop(in_flight);
-            answer
+            let mut resp = answer?;
+            // Over TLS only: a browser ignores it on plain HTTP (RFC 6797 8.1).
+            if let Some(Some(value)) = hsts {
+                resp.headers_mut()
+                    .insert(http::header::STRICT_TRANSPORT_SECURITY, (*value).clone());
+            }
+            Ok::<_, Infallible>(resp)
         }
     });
     let io = TokioIo::new(io);

@@ -1,15 +1,23 @@
 //! The admin listener: `GET /metrics` (Prometheus text), `GET /healthz` (the
 //! process is up), `GET /readyz` (it takes traffic: not draining, and the
-//! owner store answers), `GET /openapi.yaml` (the edge API's contract), and
+//! owner store answers), `GET /openapi.yaml` (the edge API's contract),
 //! `GET`/`PUT /log/level` (the log's filter directives, changed at run time:
 //! 200 with the new level, 400 for directives that do not parse, 503 when
-//! the process's log cannot change).
-//! Kept off the public listeners.
+//! the process's log cannot change), and the status page, `GET /` with its
+//! data, `GET /status.json` ([`super::status`]). Kept off the public
+//! listeners, on loopback by default.
+//!
+//! With `admin.token` set, every route answers 401 unless the request
+//! carries `Authorization: Bearer <token>`, or Basic credentials whose
+//! password is the token (so a browser asks for it once and sends it with
+//! the page's own requests).
 
 use super::metrics::Metrics;
+use super::status::StatusView;
 use crate::body::{self, Body};
 use crate::owners::OwnerStore;
 use crate::server::stopped;
+use arc_swap::ArcSwap;
 use http::{Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -30,10 +38,73 @@ pub struct Admin {
     pub store: Arc<dyn OwnerStore>,
     /// Set when shutdown begins: no longer ready.
     pub draining: Arc<AtomicBool>,
+    /// What the running configuration says; replaced on reload.
+    pub settings: Arc<ArcSwap<AdminSettings>>,
+}
+
+/// The parts of a configuration the admin endpoints use.
+#[derive(Debug)]
+pub struct AdminSettings {
+    pub token: Option<String>,
+    pub status: StatusView,
+}
+
+impl AdminSettings {
+    pub fn new(config: &crate::config::Config) -> Self {
+        Self {
+            token: config.admin.as_ref().and_then(|a| a.token.clone()),
+            status: StatusView::new(config),
+        }
+    }
+}
+
+/// Whether `req` carries `token`, as a Bearer token or a Basic password.
+fn authorized(req: &Request<Incoming>, token: &str) -> bool {
+    use base64::Engine;
+    use subtle::ConstantTimeEq;
+    let Some(value) = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let given = match value.split_once(' ') {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("bearer") => {
+            rest.trim().as_bytes().to_vec()
+        }
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => {
+            let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(rest.trim()) else {
+                return false;
+            };
+            match decoded.iter().position(|&b| b == b':') {
+                Some(colon) => decoded[colon + 1..].to_vec(),
+                None => return false,
+            }
+        }
+        _ => return false,
+    };
+    given.ct_eq(token.as_bytes()).into()
 }
 
 impl Admin {
     pub async fn answer(&self, req: Request<Incoming>) -> Response<Body> {
+        let settings = self.settings.load_full();
+        if let Some(token) = &settings.token
+            && !authorized(&req, token)
+        {
+            let mut resp = text(StatusCode::UNAUTHORIZED, "unauthorized\n");
+            let challenges = resp.headers_mut();
+            challenges.append(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer realm=\"ordergate admin\""),
+            );
+            challenges.append(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Basic realm=\"ordergate admin\""),
+            );
+            return resp;
+        }
         if req.uri().path() == "/log/level" {
             return log_level(req).await;
         }
@@ -41,6 +112,38 @@ impl Admin {
             return text(StatusCode::METHOD_NOT_ALLOWED, "GET only\n");
         }
         match req.uri().path() {
+            "/" => {
+                let mut resp = text(StatusCode::OK, super::status::PAGE);
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                // Nothing outside the page itself: no CDN, no frame.
+                h.insert(
+                    header::CONTENT_SECURITY_POLICY,
+                    http::HeaderValue::from_static(
+                        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'",
+                    ),
+                );
+                resp
+            }
+            "/status.json" => {
+                let body =
+                    super::status::reading(&self.metrics, self.store.as_ref(), &settings.status)
+                        .await;
+                let mut resp = text(StatusCode::OK, body.to_string());
+                let h = resp.headers_mut();
+                h.insert(
+                    header::CONTENT_TYPE,
+                    http::HeaderValue::from_static("application/json"),
+                );
+                h.insert(
+                    header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                resp
+            }
             "/metrics" => {
                 let reading = super::metrics::StoreReading {
                     open_orders: self.store.count().await.ok().flatten(),

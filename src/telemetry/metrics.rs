@@ -10,7 +10,11 @@
 //! open client connections, the upstream pool its open connections, the
 //! upstream side its tunnels (upgraded connections) open and opened.
 //! `ordergate_build_info{version,commit}` is always 1.
+//!
+//! For the status page it also keeps answers and errors by route group and
+//! latency buckets it can compute percentiles of ([`super::latency`]).
 
+use super::latency::{LatencyBuckets, Snapshot};
 use crate::route::{PathError, Route};
 use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
 use prometheus_client::metrics::counter::Counter;
@@ -20,7 +24,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The part of the orders API a request was for.
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq, EncodeLabelValue)]
@@ -39,7 +43,7 @@ pub enum RouteGroup {
 }
 
 impl RouteGroup {
-    const ALL: [Self; 5] = [
+    pub const ALL: [Self; 5] = [
         Self::shorthand,
         Self::orders,
         Self::order,
@@ -78,6 +82,15 @@ pub enum UpstreamFailure {
     timeout,
     protocol,
     bad_answer,
+}
+
+impl UpstreamFailure {
+    const ALL: [Self; 4] = [
+        Self::connect,
+        Self::timeout,
+        Self::protocol,
+        Self::bad_answer,
+    ];
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -155,6 +168,12 @@ pub struct Metrics {
     tunnels: Gauge,
     tunnels_opened: Counter,
     process: Process,
+    /// For the status page: answers and errors by route group, and latency
+    /// buckets that it can compute percentiles of.
+    by_route: [RouteCounters; 5],
+    gateway_buckets: LatencyBuckets,
+    upstream_buckets: LatencyBuckets,
+    started: Instant,
 }
 
 /// The process's own figures, read at a scrape.
@@ -222,6 +241,23 @@ impl Process {
             self.open_fds.set(i64::try_from(n).unwrap_or(i64::MAX));
         }
     }
+}
+
+#[derive(Default)]
+struct RouteCounters {
+    total: AtomicU64,
+    client_errors: AtomicU64,
+    server_errors: AtomicU64,
+}
+
+/// Answers of one route group so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteCounts {
+    pub total: u64,
+    /// 4xx answers.
+    pub client_errors: u64,
+    /// 5xx answers.
+    pub server_errors: u64,
 }
 
 /// What the owner store tells at a scrape.
@@ -361,6 +397,10 @@ impl Metrics {
             implicit_creations,
             conflicts,
             open_orders,
+            by_route: Default::default(),
+            gateway_buckets: LatencyBuckets::default(),
+            upstream_buckets: LatencyBuckets::default(),
+            started: Instant::now(),
         }
     }
 
@@ -369,6 +409,14 @@ impl Metrics {
             .get_or_create(&RequestLabels { route, status })
             .inc();
         self.latency[route as usize].observe(latency.as_secs_f64());
+        let counters = &self.by_route[route as usize];
+        counters.total.fetch_add(1, Ordering::Relaxed);
+        match status {
+            400..=499 => counters.client_errors.fetch_add(1, Ordering::Relaxed),
+            500..=599 => counters.server_errors.fetch_add(1, Ordering::Relaxed),
+            _ => 0,
+        };
+        self.gateway_buckets.observe(latency);
     }
 
     /// One upstream exchange: its time to headers, and its failure if any.
@@ -376,6 +424,7 @@ impl Metrics {
     pub fn upstream_answered(&self, latency: Duration, failure: Option<UpstreamFailure>) {
         let Some(kind) = failure else {
             self.upstream_latency.observe(latency.as_secs_f64());
+            self.upstream_buckets.observe(latency);
             return;
         };
         self.upstream_errors
@@ -424,6 +473,62 @@ impl Metrics {
         self.tunnels_opened.inc();
         self.tunnels.inc();
         OpenTunnel(self.tunnels.clone())
+    }
+
+    pub fn route_counts(&self, route: RouteGroup) -> RouteCounts {
+        let c = &self.by_route[route as usize];
+        RouteCounts {
+            total: c.total.load(Ordering::Relaxed),
+            client_errors: c.client_errors.load(Ordering::Relaxed),
+            server_errors: c.server_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The gateway's and the upstream's latency buckets.
+    pub fn latency_snapshots(&self) -> (Snapshot, Snapshot) {
+        (
+            self.gateway_buckets.snapshot(),
+            self.upstream_buckets.snapshot(),
+        )
+    }
+
+    pub fn rate_limited_count(&self, rule: &str) -> u64 {
+        self.rate_limited
+            .get(&RuleLabels {
+                rule: rule.to_owned(),
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    pub fn implicit_creation_count(&self) -> u64 {
+        self.implicit_creations.get()
+    }
+
+    pub fn conflict_count(&self) -> u64 {
+        self.conflicts.get()
+    }
+
+    pub fn rate_limit_fail_open_count(&self) -> u64 {
+        self.rate_limit_fail_opens.load(Ordering::Relaxed)
+    }
+
+    /// Upstream failures by kind.
+    pub fn upstream_error_counts(&self) -> std::collections::BTreeMap<String, u64> {
+        UpstreamFailure::ALL
+            .iter()
+            .map(|&kind| {
+                let n = self
+                    .upstream_errors
+                    .get(&KindLabels { kind })
+                    .map_or(0, |c| c.get());
+                (format!("{kind:?}"), n)
+            })
+            .collect()
+    }
+
+    /// Time since the process's metrics began.
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
     }
 
     /// The text exposition, with what the store tells.

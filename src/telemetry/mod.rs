@@ -1,13 +1,17 @@
-//! Telemetry: request ids (the first layer of the stack) and the access log.
+//! Telemetry: request ids (the first layer of the stack), the access log,
+//! metrics, the admin listener and its status page, and OpenTelemetry traces.
 //!
-//! Takes the id from the configured header when the client sent a usable one,
+//! The request id is taken from the configured header when the client sent a usable one,
 //! or makes a UUIDv4; puts it on the request (so it goes upstream and into the
 //! fault `guid`) and on the response.
 
 pub mod access_log;
 pub mod admin;
+pub mod latency;
 pub mod log;
 pub mod metrics;
+pub mod status;
+pub mod trace;
 
 use http::{HeaderName, HeaderValue, Request, Response};
 use std::future::Future;

@@ -278,10 +278,11 @@ impl Upstream {
     /// Sends a prepared request, an upgrade on a connection of its own.
     async fn send_on(
         &self,
-        req: Request<Body>,
+        mut req: Request<Body>,
         record: Option<&Record>,
         upgrade: bool,
     ) -> Result<Answer, Error> {
+        let call = crate::telemetry::trace::upstream_call(&mut req);
         let started = tokio::time::Instant::now();
         let exchange = async {
             let slot = match &self.slots {
@@ -339,6 +340,12 @@ impl Upstream {
             if let Ok(resp) = &out {
                 record.set_upstream_status(resp.status());
             }
+        }
+        if let Some(call) = call {
+            call.end(match &out {
+                Ok(resp) => Ok(resp.status().as_u16()),
+                Err(e) => Err(e),
+            });
         }
         out
     }

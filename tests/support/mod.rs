@@ -91,6 +91,41 @@ pub async fn listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").await.unwrap()
 }
 
+/// The emulated backend, a gateway with a memory store and `extra` config in
+/// front of it, a client of it and one of its admin listener.
+pub struct AdminEnv {
+    pub backend: Backend,
+    pub gateway: Gateway,
+    pub client: HttpClient,
+    pub admin: HttpClient,
+}
+
+pub async fn admin_env(extra: &str) -> AdminEnv {
+    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let gl = listener().await;
+    let text = config_text(
+        gl.local_addr().unwrap(),
+        backend.addr,
+        &format!("[store]\nkind = \"memory\"\n{extra}"),
+    );
+    let config = Config::parse(&text).unwrap();
+    let (gateway, admin) = Gateway::start_with_admin(config, gl).await;
+    let client = HttpClient::new(gateway.base.clone());
+    AdminEnv {
+        backend,
+        gateway,
+        client,
+        admin,
+    }
+}
+
+/// A rate-limit rule letting each client IP one request an hour on `path`.
+pub fn once_an_hour(name: &str, path: &str) -> String {
+    format!(
+        "\n[[rate_limits.rules]]\nname = \"{name}\"\npaths = [\"{path}\"]\nkey = \"client_ip\"\nrate = 1\nper_secs = 3600\n"
+    )
+}
+
 /// The TOML of a gateway config in front of `upstream`, public base taken
 /// from the gateway's own listener.
 pub fn config_text(gateway: SocketAddr, upstream: SocketAddr, extra: &str) -> String {
@@ -243,6 +278,11 @@ pub struct HttpClient {
 }
 
 impl HttpClient {
+    /// `http://host:port` of the server it talks to.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
     pub fn new(base: String) -> Self {
         Self {
             base,

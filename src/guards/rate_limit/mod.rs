@@ -86,6 +86,15 @@ fn outcome<C: Clock>(
         (RATELIMIT_POLICY.clone(), rule.policy.clone()),
         (RATELIMIT.clone(), state),
     ];
+    crate::telemetry::trace::event("rate_limit", || {
+        vec![
+            opentelemetry::KeyValue::new("ordergate.rate_limit.rule", name.clone()),
+            opentelemetry::KeyValue::new(
+                "ordergate.rate_limit.allowed",
+                matches!(verdict.decision, Decision::Allowed { .. }),
+            ),
+        ]
+    });
     let Decision::Denied { wait } = verdict.decision else {
         return Outcome::Pass(headers);
     };
