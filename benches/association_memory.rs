@@ -11,7 +11,9 @@
 //! Then criterion times the hot lookups (`get`, `owner_of` hit and miss) on a
 //! store holding the largest N.
 //!
-//! Run with `cargo bench --bench association_memory`.
+//! Run with `cargo bench --bench association_memory`. Under `cargo test`
+//! (no `--bench` argument) it runs as a quick smoke test with 1,000
+//! associations and 100 puts.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use criterion::{Criterion, criterion_group};
@@ -153,8 +155,17 @@ fn counts(var: &str, default: &str) -> Vec<u64> {
         .collect()
 }
 
+/// The default counts: the bench's, or a smoke test's under `cargo test`.
+fn default_counts() -> (&'static str, &'static str) {
+    if std::env::args().any(|a| a == "--bench") {
+        ("100000,1000000", "20000")
+    } else {
+        ("1000", "100")
+    }
+}
+
 fn lookups(c: &mut Criterion) {
-    let n = counts("ASSOCIATION_MEMORY_N", "100000,1000000")
+    let n = counts("ASSOCIATION_MEMORY_N", default_counts().0)
         .into_iter()
         .max()
         .unwrap_or(100_000);
@@ -199,13 +210,14 @@ fn main() {
         }
         return;
     }
-    for n in counts("ASSOCIATION_MEMORY_N", "100000,1000000") {
+    let (associations, puts) = default_counts();
+    for n in counts("ASSOCIATION_MEMORY_N", associations) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("owners.redb");
         child("prefill", &path, n);
         child("measure", &path, n);
     }
-    for n in counts("ASSOCIATION_MEMORY_PUTS", "20000") {
+    for n in counts("ASSOCIATION_MEMORY_PUTS", puts) {
         let dir = tempfile::tempdir().unwrap();
         child("puts", &dir.path().join("owners.redb"), n);
     }

@@ -81,8 +81,11 @@ fuzz_target!(|data: &[u8]| {
     }
 
     let Ok(tree) = serde_json::from_slice::<Value>(data) else {
-        assert_eq!(open, None, "not JSON, yet read as an order");
-        let _ = serde_json::from_slice::<IgnoredAny>(data);
+        // Valid JSON whose numbers no f64 holds (`1e999`) has no tree, yet
+        // it is JSON: the status reader skips such numbers, as it should.
+        if serde_json::from_slice::<IgnoredAny>(data).is_err() {
+            assert_eq!(open, None, "not JSON, yet read as an order");
+        }
         return;
     };
     if serde_json::from_slice::<NoDuplicates>(data).is_err() {
