@@ -452,14 +452,8 @@ mod tests {
         String::from_utf8(body.collect().await.unwrap().to_bytes().to_vec()).unwrap()
     }
 
-    #[tokio::test]
-    async fn body_rewrites_across_every_split() {
-        let doc = format!(
-            r#"{{"a":"{UP}/orders/o1/","b":"{UP}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{UP}"}}"#
-        );
-        let want = format!(
-            r#"{{"a":"{PUB}/order/","b":"{PUB}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{PUB}"}}"#
-        );
+    /// `doc` streamed in two chunks split at every byte rewrites to `want`.
+    async fn every_split(doc: &str, want: &str) {
         for split in 0..doc.len() {
             let (x, y) = doc.split_at(split);
             assert_eq!(
@@ -468,6 +462,17 @@ mod tests {
                 "split at {split}"
             );
         }
+    }
+
+    #[tokio::test]
+    async fn body_rewrites_across_every_split() {
+        let doc = format!(
+            r#"{{"a":"{UP}/orders/o1/","b":"{UP}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{UP}"}}"#
+        );
+        let want = format!(
+            r#"{{"a":"{PUB}/order/","b":"{PUB}/accounts/x","c":"{UP}9/no","d":"text {UP}","e":"{PUB}"}}"#
+        );
+        every_split(&doc, &want).await;
         let one_by_one = doc.chars().map(String::from).collect();
         assert_eq!(stream(rewriter(), one_by_one).await, want);
     }
@@ -507,14 +512,7 @@ mod tests {
         assert_eq!(parsed["a1"], format!("{PUB}/accounts/x"));
         assert_eq!(parsed["m"], format!("{PUB}/order/"));
         // Chunk boundaries anywhere, inside escapes too.
-        for split in 0..doc.len() {
-            let (x, y) = doc.split_at(split);
-            assert_eq!(
-                stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await,
-                want,
-                "split at {split}"
-            );
-        }
+        every_split(&doc, &want).await;
     }
 
     #[tokio::test]
@@ -555,14 +553,7 @@ mod tests {
         rewriter().rewrite_json(&mut parsed);
         let rewritten: serde_json::Value = serde_json::from_slice(&whole).unwrap();
         assert_eq!(rewritten, parsed);
-        for split in 0..doc.len() {
-            let (x, y) = doc.split_at(split);
-            assert_eq!(
-                stream(rewriter(), vec![x.to_owned(), y.to_owned()]).await,
-                want,
-                "split at {split}"
-            );
-        }
+        every_split(&doc, &want).await;
         let one_by_one = doc.chars().map(String::from).collect();
         assert_eq!(stream(rewriter(), one_by_one).await, want);
     }
