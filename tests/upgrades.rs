@@ -131,11 +131,7 @@ async fn websocket_echo_through_the_gateway_until_the_client_closes() {
     assert_eq!(next_event(&mut events).await, "open");
     for text in ["hello", "again"] {
         ws.send(Message::text(text)).await.unwrap();
-        let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
+        let back = next_frame(&mut ws).await;
         assert_eq!(back, Message::text(text));
     }
     ws.send(Message::binary(vec![0u8, 1, 2, 255]))
@@ -203,11 +199,7 @@ async fn websocket_echo_through_an_https_upstream() {
         .unwrap();
     assert_eq!(resp.status(), 101);
     ws.send(Message::text("over tls")).await.unwrap();
-    let back = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let back = next_frame(&mut ws).await;
     assert_eq!(back, Message::text("over tls"));
     assert_eq!(metric(&admin, "ordergate_tunnels").await, 1.0);
     drop(ws);
@@ -221,11 +213,7 @@ async fn the_upstream_closing_ends_the_tunnel() {
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/chat", gw.addr))
         .await
         .unwrap();
-    let bye = tokio::time::timeout(Duration::from_secs(10), ws.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    let bye = next_frame(&mut ws).await;
     assert_eq!(bye, Message::text("bye"));
     assert_eq!(next_event(&mut events).await, "open");
     assert_eq!(next_event(&mut events).await, "ended");
@@ -470,4 +458,16 @@ async fn read_answer(s: &mut tokio::net::TcpStream) -> String {
         .await
         .expect("an answer in time");
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// The next frame the client gets, within 10 s.
+async fn next_frame<S>(ws: &mut S) -> Message
+where
+    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    tokio::time::timeout(Duration::from_secs(10), ws.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap()
 }
