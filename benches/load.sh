@@ -10,6 +10,10 @@
 #   benches/load.sh                         # every scenario, 5 rounds (~20 min)
 #   ROUNDS=3 SCENARIOS=c64 benches/load.sh  # quicker
 #
+# STORE=redis runs the gateway with its owner store on a redis-server that
+# this script starts on 127.0.0.1:${REDIS_PORT:-16379} (no persistence) and
+# stops at the end; the default is config/bench.toml's memory store.
+#
 # Any harness setting (ROUNDS, DURATION, WORKERS, SCENARIOS, OUT, ...) passes
 # through. ordergate gets the same worker count as the anchors (WORKERS,
 # default 1) through TOKIO_WORKER_THREADS. Results: $OUT (default
@@ -30,4 +34,17 @@ export GATEWAY_PORT=18090
 export GATEWAY_TLS_PORT=18443
 export TLS_DIR=/tmp/ordergate-bench-tls
 export GATEWAY_CMD="$ROOT/target/release/ordergate --config $ROOT/config/bench.toml"
-exec "$HARNESS"
+
+case ${STORE:-memory} in
+  memory) exec "$HARNESS" ;;
+  redis)
+    command -v redis-server >/dev/null || { echo "load.sh: redis-server is missing" >&2; exit 1; }
+    REDIS_PORT=${REDIS_PORT:-16379}
+    redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --save '' --appendonly no >/dev/null &
+    redis_pid=$!
+    trap 'kill "$redis_pid" 2>/dev/null; wait "$redis_pid" 2>/dev/null' EXIT
+    export ORDERGATE_STORE__KIND=redis ORDERGATE_STORE__URL="redis://127.0.0.1:$REDIS_PORT/0"
+    "$HARNESS"
+    ;;
+  *) echo "load.sh: STORE must be memory or redis" >&2; exit 1 ;;
+esac

@@ -90,6 +90,7 @@ fn redis_config(url: &str) -> RedisConfig {
         password: None,
         key_prefix: "bench:".into(),
         pool_size: 4,
+        order_cache: 65_536,
         connect_timeout: Duration::from_secs(1),
         command_timeout: Duration::from_secs(1),
         lease_ttl: Duration::from_secs(10),

@@ -33,6 +33,9 @@ pub struct RedisPool {
 
 struct Inner {
     conns: Vec<ConnectionManager>,
+    /// The same server over RESP3, for connections that take pushes.
+    resp3: redis::Client,
+    timeouts: (Duration, Duration),
     next: AtomicUsize,
     /// Bound on one call: a (re)connection, then the command.
     deadline: Duration,
@@ -47,7 +50,7 @@ impl RedisPool {
             let settings = info.redis_settings().clone().set_password(password);
             info = info.set_redis_settings(settings);
         }
-        let client = match &config.ca_pem {
+        let client = |info: redis::ConnectionInfo| match &config.ca_pem {
             // rediss:// with its own CA; otherwise the webpki roots.
             Some(pem) => redis::Client::build_with_tls(
                 info,
@@ -55,9 +58,17 @@ impl RedisPool {
                     client_tls: None,
                     root_cert: Some(pem.clone()),
                 },
-            )?,
-            None => redis::Client::open(info)?,
+            ),
+            None => redis::Client::open(info),
         };
+        let resp3 = {
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(redis::ProtocolVersion::RESP3);
+            client(info.clone().set_redis_settings(settings))?
+        };
+        let client = client(info)?;
         // One quick retry inside the manager; the next call after a failure
         // starts a new attempt, so recovery needs no restart and a call never
         // waits out a long backoff.
@@ -73,6 +84,8 @@ impl RedisPool {
         Ok(Self {
             inner: Arc::new(Inner {
                 conns,
+                resp3,
+                timeouts: (config.connect_timeout, config.command_timeout),
                 next: AtomicUsize::new(0),
                 deadline: config.connect_timeout + config.command_timeout,
                 prefix: Arc::from(config.key_prefix.as_str()),
@@ -85,6 +98,12 @@ impl RedisPool {
         &self.inner.prefix
     }
 
+    /// A client of the same server that speaks RESP3 (pushes), and the
+    /// (connect, command) timeouts its connections should have.
+    pub(crate) fn resp3(&self) -> (redis::Client, (Duration, Duration)) {
+        (self.inner.resp3.clone(), self.inner.timeouts)
+    }
+
     fn conn(&self) -> ConnectionManager {
         let i = self.inner.next.fetch_add(1, Ordering::Relaxed) % self.inner.conns.len();
         self.inner.conns[i].clone()
@@ -95,9 +114,10 @@ impl RedisPool {
     /// was never sent: it is tried once more, which waits for the fresh
     /// attempt that the failure started, so the first call after Redis
     /// returns succeeds rather than reporting the old failure.
-    async fn bounded<T, F, Fut>(&self, conn: ConnectionManager, call: F) -> Result<T, RedisError>
+    async fn bounded<C, T, F, Fut>(&self, conn: C, call: F) -> Result<T, RedisError>
     where
-        F: Fn(ConnectionManager) -> Fut,
+        C: Clone,
+        F: Fn(C) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let attempt = async {
@@ -119,6 +139,17 @@ impl RedisPool {
             |mut c| async move { cmd.query_async(&mut c).await },
         )
         .await
+    }
+
+    /// Runs one command on a connection of the caller's, within the same
+    /// deadline as the pool's.
+    pub(crate) async fn query_on<T: FromRedisValue>(
+        &self,
+        conn: redis::aio::MultiplexedConnection,
+        cmd: &redis::Cmd,
+    ) -> Result<T, RedisError> {
+        self.bounded(conn, |mut c| async move { cmd.query_async(&mut c).await })
+            .await
     }
 
     /// Runs a Lua script (by its hash, loading it first when Redis lacks it).

@@ -22,6 +22,7 @@ fn redis_config(url: &str, prefix: &str, on_error: OnRedisError) -> RedisConfig 
         password: None,
         key_prefix: prefix.to_owned(),
         pool_size: 2,
+        order_cache: 1024,
         connect_timeout: Duration::from_millis(300),
         command_timeout: Duration::from_millis(300),
         lease_ttl: Duration::from_secs(10),
@@ -90,6 +91,157 @@ async fn associations_written_by_one_replica_are_seen_by_another_at_once() {
     assert_eq!(b.end_order(&order).await.unwrap(), Some(owner));
     assert_eq!(a.get(owner).await.unwrap(), None);
     assert_eq!(a.owner_of(&order).await.unwrap(), None);
+}
+
+/// How many `GET`s the server has run (`INFO commandstats`).
+async fn gets(redis: &RedisServer) -> u64 {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("cmdstat_get:calls="))
+        .and_then(|rest| rest.split(',').next())
+        .map_or(0, |n| n.parse().unwrap())
+}
+
+/// Closes, from the server's side, every connection with tracking on;
+/// returns how many.
+async fn kill_tracking_connections(redis: &RedisServer) -> usize {
+    let client = redis::Client::open(redis.url()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let list: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list
+        .lines()
+        .filter(|l| {
+            l.split(' ')
+                .any(|f| f.strip_prefix("flags=").is_some_and(|f| f.contains('t')))
+        })
+        .filter_map(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .collect();
+    for id in &ids {
+        let _: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("ID")
+            .arg(*id)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+    }
+    ids.len()
+}
+
+/// Waits (at most 3 s) until `store` answers `owner_of(order)` with `want`.
+async fn owner_of_becomes(store: &RedisStore, order: &OrderId, want: Option<OwnerId>) {
+    let start = Instant::now();
+    while store.owner_of(order).await.unwrap() != want {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "owner_of({order}) never became {want:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Waits until `store` answers `owner_of(order)` without asking Redis
+/// (its tracking connection opens in the background).
+async fn kept_locally(redis: &RedisServer, store: &RedisStore, order: &OrderId) {
+    let start = Instant::now();
+    loop {
+        let before = gets(redis).await;
+        store.owner_of(order).await.unwrap();
+        if gets(redis).await == before {
+            return;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "owner_of({order}) still asks Redis"
+        );
+    }
+}
+
+#[tokio::test]
+async fn passthrough_lookups_are_kept_locally_until_any_replica_changes_them() {
+    let redis = RedisServer::start().await;
+    let config = redis_config(&redis.url(), "og:", OnRedisError::FailClosed);
+    let (a, b) = (store(&config), store(&config));
+    let (o1, o2, o3) = (
+        OrderId::parse("o1").unwrap(),
+        OrderId::parse("o2").unwrap(),
+        OrderId::parse("o3").unwrap(),
+    );
+    let (x, y) = (OwnerId::mint(), OwnerId::mint());
+
+    // An untracked order, asked about again and again: Redis is asked once.
+    kept_locally(&redis, &b, &o1).await;
+    let before = gets(&redis).await;
+    for _ in 0..100 {
+        assert_eq!(b.owner_of(&o1).await.unwrap(), None);
+    }
+    assert_eq!(gets(&redis).await, before, "kept lookups reach Redis");
+
+    // Another replica tracks it, then ends it: Redis's invalidations reach
+    // this replica's copy.
+    a.put(x, &o1, 1).await.unwrap();
+    owner_of_becomes(&b, &o1, Some(x)).await;
+    kept_locally(&redis, &b, &o1).await;
+    assert_eq!(b.owner_of(&o1).await.unwrap(), Some(x));
+    a.end_order(&o1).await.unwrap();
+    owner_of_becomes(&b, &o1, None).await;
+
+    // This replica's own writes count at once.
+    kept_locally(&redis, &b, &o2).await;
+    b.put(y, &o2, 2).await.unwrap();
+    assert_eq!(b.owner_of(&o2).await.unwrap(), Some(y));
+    kept_locally(&redis, &b, &o2).await;
+    b.end_order(&o2).await.unwrap();
+    assert_eq!(b.owner_of(&o2).await.unwrap(), None);
+
+    // A flush invalidates everything read.
+    a.put(y, &o2, 3).await.unwrap();
+    kept_locally(&redis, &b, &o2).await;
+    assert_eq!(redis.command(&["FLUSHALL"]).await.as_deref(), Some("+OK"));
+    owner_of_becomes(&b, &o2, None).await;
+
+    // A lost tracking connection forgets everything: a change Redis can no
+    // longer announce to it (made after the kill) is still seen.
+    kept_locally(&redis, &b, &o3).await;
+    assert_eq!(
+        kill_tracking_connections(&redis).await,
+        2,
+        "one per replica"
+    );
+    let x_text = x.to_string();
+    redis
+        .command(&["SET", "og:order:o3", &x_text])
+        .await
+        .unwrap();
+    owner_of_becomes(&b, &o3, Some(x)).await;
+    // ... and a new tracking connection keeps lookups local again.
+    kept_locally(&redis, &b, &o3).await;
+    assert_eq!(b.owner_of(&o3).await.unwrap(), Some(x));
+}
+
+#[tokio::test]
+async fn with_no_order_cache_every_passthrough_lookup_asks_redis() {
+    let redis = RedisServer::start().await;
+    let mut config = redis_config(&redis.url(), "og:", OnRedisError::FailClosed);
+    config.order_cache = 0;
+    let store = store(&config);
+    let order = OrderId::parse("o1").unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = gets(&redis).await;
+    for _ in 0..10 {
+        assert_eq!(store.owner_of(&order).await.unwrap(), None);
+    }
+    assert_eq!(gets(&redis).await, before + 10);
 }
 
 #[tokio::test]

@@ -355,6 +355,9 @@ pub struct RedisConfig {
     pub key_prefix: String,
     /// Multiplexed connections kept open; each carries many commands at once.
     pub pool_size: usize,
+    /// Orders whose tracked-or-not this replica keeps between Redis reads,
+    /// kept true by Redis's invalidations; 0 keeps none.
+    pub order_cache: usize,
     pub connect_timeout: Duration,
     /// Time one command (or script) has to answer.
     pub command_timeout: Duration,
@@ -371,6 +374,7 @@ impl std::fmt::Debug for RedisConfig {
         f.debug_struct("RedisConfig")
             .field("key_prefix", &self.key_prefix)
             .field("pool_size", &self.pool_size)
+            .field("order_cache", &self.order_cache)
             .field("connect_timeout", &self.connect_timeout)
             .field("command_timeout", &self.command_timeout)
             .field("lease_ttl", &self.lease_ttl)

@@ -62,6 +62,8 @@ pub const DEFAULT_RATE_LIMIT_MAX_KEYS: usize = 100_000;
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "ordergate:";
 pub const DEFAULT_REDIS_POOL_SIZE: usize = 4;
 pub const MAX_REDIS_POOL_SIZE: usize = 64;
+pub const DEFAULT_REDIS_ORDER_CACHE: usize = 65_536;
+pub const MAX_REDIS_ORDER_CACHE: usize = 10_000_000;
 pub const DEFAULT_REDIS_CONNECT_TIMEOUT_MS: u64 = 1_000;
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 500;
 pub const DEFAULT_REDIS_LEASE_TTL_MS: u64 = 10_000;
@@ -244,6 +246,7 @@ struct RawRedis {
     password: Option<String>,
     key_prefix: Option<String>,
     pool_size: Option<usize>,
+    order_cache_entries: Option<usize>,
     connect_timeout_ms: Option<Millis>,
     command_timeout_ms: Option<Millis>,
     lease_ttl_ms: Option<Millis>,
@@ -709,6 +712,16 @@ fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
             }
         }),
     );
+    let order_cache = match st.order_cache_entries.unwrap_or(DEFAULT_REDIS_ORDER_CACHE) {
+        n if n > MAX_REDIS_ORDER_CACHE => {
+            p.add(
+                "store.order_cache_entries",
+                format!("must be at most {MAX_REDIS_ORDER_CACHE} (0 turns it off)"),
+            );
+            None
+        }
+        n => Some(n),
+    };
     let key_prefix = p.take(key_prefix("store.key_prefix", st.key_prefix));
     let connect_timeout = p.take(millis(
         "store.connect_timeout_ms",
@@ -736,6 +749,7 @@ fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
         password: st.password.filter(|p| !p.is_empty()),
         key_prefix: key_prefix?,
         pool_size: pool_size?,
+        order_cache: order_cache?,
         connect_timeout: connect_timeout?,
         command_timeout: command_timeout?,
         lease_ttl: lease_ttl?,

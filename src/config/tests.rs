@@ -190,6 +190,7 @@ fn redis_store_gets_defaults_and_hides_its_url() {
     assert_eq!(r.url, "redis://127.0.0.1:6379/0");
     assert_eq!(r.key_prefix, "ordergate:");
     assert_eq!(r.pool_size, 4);
+    assert_eq!(r.order_cache, 65_536);
     assert_eq!(r.command_timeout, Duration::from_millis(500));
     assert_eq!(r.lease_ttl, Duration::from_secs(10));
     assert_eq!(r.on_error, OnRedisError::FailClosed);
@@ -199,11 +200,12 @@ fn redis_store_gets_defaults_and_hides_its_url() {
     let c = Config::parse(&secret).unwrap();
     assert!(!format!("{c:?}").contains("hunter2"));
     let full = format!(
-        "{REDIS}key_prefix = \"og-1:\"\npool_size = 8\nconnect_timeout_ms = 100\ncommand_timeout_ms = 50\nlease_ttl_ms = 2000\non_redis_error = \"fail_open\"\n"
+        "{REDIS}key_prefix = \"og-1:\"\npool_size = 8\norder_cache_entries = 0\nconnect_timeout_ms = 100\ncommand_timeout_ms = 50\nlease_ttl_ms = 2000\non_redis_error = \"fail_open\"\n"
     );
     let r = Config::parse(&with_store(&full)).unwrap().store;
     let r = r.redis().unwrap();
     assert_eq!((r.key_prefix.as_str(), r.pool_size), ("og-1:", 8));
+    assert_eq!(r.order_cache, 0);
     assert_eq!(r.on_error, OnRedisError::FailOpen);
 }
 
@@ -241,6 +243,14 @@ fn bad_redis_settings_are_named() {
         ),
         (format!("{REDIS}pool_size = 0\n"), "store.pool_size"),
         (format!("{REDIS}pool_size = 1000\n"), "store.pool_size"),
+        (
+            format!("{REDIS}order_cache_entries = 20000000\n"),
+            "store.order_cache_entries",
+        ),
+        (
+            format!("{REDIS}order_cache_entries = -1\n"),
+            "store.order_cache_entries",
+        ),
         (format!("{REDIS}key_prefix = \"a b\"\n"), "store.key_prefix"),
         (format!("{REDIS}key_prefix = \"\"\n"), "store.key_prefix"),
         (

@@ -11,6 +11,7 @@ mod memory;
 mod redb_store;
 mod redis_store;
 mod store;
+mod tracking;
 
 pub use memory::MemoryStore;
 pub use redb_store::RedbStore;

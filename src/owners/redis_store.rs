@@ -10,8 +10,9 @@
 //! Only validated values reach a key: an [`OwnerId`] is a UUID written in its
 //! hyphenated form and an [`OrderId`] is ASCII letters, digits, `-_.`. Every
 //! change that touches more than one key is one Lua script, so replicas never
-//! see half of it. There is no local cache: what one replica writes, every
-//! other reads at once.
+//! see half of it. What one replica writes, every other reads at once: the
+//! only thing kept locally is whether an order is tracked, for passthrough
+//! reads, and Redis itself invalidates it ([`super::tracking`]).
 //!
 //! When Redis cannot be used, `on_redis_error` decides: fail-closed answers
 //! the store error (503 serviceUnavailable); fail-open serves the call from
@@ -24,6 +25,7 @@ use super::OwnerId;
 use super::lease::Leases;
 use super::memory::MemoryStore;
 use super::store::{Association, OrderId, OwnerStore, StoreError};
+use super::tracking::{Lookup, TrackedOrders};
 use crate::config::{OnRedisError, RedisConfig};
 use crate::redis_pool::{RedisError, RedisPool, Throttle};
 use async_trait::async_trait;
@@ -140,11 +142,16 @@ pub struct RedisStore {
     fail_open: AtomicU64,
     degraded: AtomicBool,
     warn: Throttle,
+    tracked: TrackedOrders,
 }
 
 impl RedisStore {
+    /// Needs a Tokio runtime (the tracking connection is kept by a task).
     pub fn new(pool: RedisPool, config: &RedisConfig) -> Self {
+        let (resp3, timeouts) = pool.resp3();
+        let tracked = TrackedOrders::start(resp3, pool.prefix(), config.order_cache, timeouts);
         Self {
+            tracked,
             pool,
             on_error: config.on_error,
             lease_ttl: config.lease_ttl,
@@ -239,7 +246,8 @@ impl RedisStore {
         order: &OrderId,
         now_ms: u64,
     ) -> Result<(), RedisError> {
-        self.pool
+        let result = self
+            .pool
             .script::<i64>(
                 PUT.key(self.owner_key(owner))
                     .key(self.order_key(order))
@@ -249,8 +257,10 @@ impl RedisStore {
                     .arg(now_ms)
                     .arg(self.pool.prefix()),
             )
-            .await
-            .map(drop)
+            .await;
+        // Whatever became of the write, what was kept may be stale now.
+        self.tracked.forget(order);
+        result.map(drop)
     }
 
     /// An association made locally during an outage, written to Redis now
@@ -341,12 +351,37 @@ impl OwnerStore for RedisStore {
     }
 
     async fn owner_of(&self, order: &OrderId) -> Result<Option<OwnerId>, StoreError> {
-        let result = self
-            .pool
-            .query::<Option<String>>(redis::cmd("GET").arg(self.order_key(order)))
-            .await;
+        let get = || redis::cmd("GET").arg(self.order_key(order)).to_owned();
+        let result = match self.tracked.lookup(order) {
+            Lookup::Kept(owner) => Ok(owner),
+            Lookup::Read {
+                conn,
+                epoch,
+                generation,
+            } => match self.pool.query_on::<Option<String>>(conn, &get()).await {
+                Ok(owner) => {
+                    let owner = owner.as_deref().and_then(OwnerId::parse);
+                    self.tracked.keep(order, epoch, owner);
+                    Ok(owner)
+                }
+                // The tracking connection broke: the pool's connections
+                // reconnect by themselves, and a new tracking one opens.
+                Err(_) => {
+                    self.tracked.failed(generation);
+                    self.pool
+                        .query::<Option<String>>(&get())
+                        .await
+                        .map(|o| o.as_deref().and_then(OwnerId::parse))
+                }
+            },
+            Lookup::Off => self
+                .pool
+                .query::<Option<String>>(&get())
+                .await
+                .map(|o| o.as_deref().and_then(OwnerId::parse)),
+        };
         match result {
-            Ok(Some(owner)) => Ok(self.ok(OwnerId::parse(&owner))),
+            Ok(Some(owner)) => Ok(Some(self.ok(owner))),
             Ok(None) => {
                 self.ok(());
                 self.local.owner_of(order).await
@@ -369,6 +404,7 @@ impl OwnerStore for RedisStore {
                     .arg(self.pool.prefix()),
             )
             .await;
+        self.tracked.forget(order);
         match result {
             Ok(owner) => {
                 self.ok(());
