@@ -1,7 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! The real binary: start-up, bad configuration, and `kill -9` restarts
 //! that keep the owner associations (redb store), one at rest and every one
-//! acknowledged while implicit creations race.
+//! acknowledged while implicit creations race; certificate files named
+//! relative to the config file, from another working directory.
 
 mod support;
 
@@ -30,9 +31,27 @@ fn start_with_env(
     config: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (Running, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
+    let mut command = Command::new(BIN);
+    command.envs(env.iter().copied());
+    start_command(command, config)
+}
+
+/// Like [`start_logged`], with `cwd` as the working directory.
+fn start_in(
+    config: &std::path::Path,
+    cwd: &std::path::Path,
+) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    let mut command = Command::new(BIN);
+    command.current_dir(cwd);
+    start_command(command, config)
+}
+
+fn start_command(
+    mut command: Command,
+    config: &std::path::Path,
+) -> (Running, String, std::sync::mpsc::Receiver<String>) {
+    let mut child = command
         .args(["--config", config.to_str().unwrap()])
-        .envs(env.iter().copied())
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -875,4 +894,89 @@ async fn every_acknowledged_association_survives_kill_9_under_concurrent_creatio
         told.len(),
         backend.state.count(&Method::POST, "/orders")
     );
+}
+
+/// A certificate and its key for `localhost`, written to `dir/tls/`; its DER.
+fn write_certificate(dir: &std::path::Path) -> rustls::pki_types::CertificateDer<'static> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::create_dir_all(dir.join("tls")).unwrap();
+    std::fs::write(dir.join("tls/cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(dir.join("tls/key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    ck.cert.der().clone()
+}
+
+/// The certificate a new TLS client trusting `roots` (with no session to
+/// resume) sees at `addr`, after a request over that connection was
+/// answered 200.
+async fn certificate_served(
+    addr: &str,
+    roots: &[&rustls::pki_types::CertificateDer<'static>],
+) -> rustls::pki_types::CertificateDer<'static> {
+    let mut store = rustls::RootCertStore::empty();
+    for root in roots {
+        store.add((*root).clone()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut trust = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store)
+        .with_no_client_auth();
+    trust.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(trust))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (mut h1, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = http::Request::get("/over-tls")
+        .header("host", "localhost")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    assert_eq!(h1.send_request(req).await.unwrap().status(), 200);
+    cert
+}
+
+#[tokio::test]
+async fn relative_certificate_paths_are_read_from_the_config_files_folder_at_start_and_on_sighup() {
+    let upstream = echo_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = write_certificate(dir.path());
+    let path = dir.path().join("ordergate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\npublic_base_url = \"https://localhost\"\ntls = {{ cert_path = \"tls/cert.pem\", key_path = \"tls/key.pem\" }}\n[upstream]\nurl = \"http://{upstream}\"\n[store]\nkind = \"memory\"\n"
+        ),
+    )
+    .unwrap();
+    // Started elsewhere: `tls/` does not exist in its working directory.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let (child, listen, lines) = start_in(&path, elsewhere.path());
+    let addr = listen.strip_prefix("https://").unwrap().to_owned();
+    let second_dir = tempfile::tempdir().unwrap();
+    let second = write_certificate(second_dir.path());
+    let trust = [&first, &second];
+    assert_eq!(certificate_served(&addr, &trust).await, first);
+
+    // The rotated files, at the same relative paths: a SIGHUP reads them
+    // from the config file's folder too.
+    for f in ["tls/cert.pem", "tls/key.pem"] {
+        std::fs::copy(second_dir.path().join(f), dir.path().join(f)).unwrap();
+    }
+    hangup(&child);
+    wait_for_line(&lines, "configuration reloaded");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while certificate_served(&addr, &trust).await != second {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "new handshakes get the rotated certificate"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -642,6 +642,18 @@ fn redis_url(key: &str, url: &str) -> Result<String, ConfigError> {
     Ok(url.to_owned())
 }
 
+/// A file the configuration names: a relative path is relative to the
+/// config file's folder (`base_dir`), not to wherever the gateway was
+/// started, so the same file works from any working directory and a reload
+/// reads the same files. Without a folder (text not read from a file), and
+/// for absolute or empty paths, the path stays as written.
+fn resolve(base_dir: Option<&Path>, path: &Path) -> PathBuf {
+    match base_dir {
+        Some(dir) if path.is_relative() && !path.as_os_str().is_empty() => dir.join(path),
+        _ => path.to_path_buf(),
+    }
+}
+
 /// The PEM of the CA certificates in `path`, checked to hold at least one.
 fn ca_pem(key: &str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     use rustls::pki_types::CertificateDer;
@@ -673,7 +685,7 @@ fn key_prefix(key: &str, prefix: Option<String>) -> Result<String, ConfigError> 
 }
 
 /// The `[store]` keys of `kind = "redis"`.
-fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
+fn redis(p: &mut Problems, st: RawRedis, base_dir: Option<&Path>) -> Option<RedisConfig> {
     let url = match st.url {
         None => {
             p.add("store.url", "required with kind = \"redis\"");
@@ -687,7 +699,7 @@ fn redis(p: &mut Problems, st: RawRedis) -> Option<RedisConfig> {
             p.add("store.ca_file", "needs a rediss:// store.url");
             None
         }
-        (Some(path), _) => p.take(ca_pem("store.ca_file", path).map(Some)),
+        (Some(path), _) => p.take(ca_pem("store.ca_file", &resolve(base_dir, path)).map(Some)),
     };
     if st.password.as_deref() == Some("") {
         p.add(
@@ -855,9 +867,9 @@ impl Raw {
     }
 
     fn validate(self, p: &mut Problems, base_dir: Option<&Path>, read: Read) -> Option<Config> {
-        let server = self.server.and_then(|s| server(p, s));
+        let server = self.server.and_then(|s| server(p, s, base_dir));
         let admin = self.admin.map(|a| a.and_then(|a| admin(p, a)));
-        let upstream = self.upstream.and_then(|u| upstream(p, u));
+        let upstream = self.upstream.and_then(|u| upstream(p, u, base_dir));
         let store = self.store.and_then(|s| store(p, s, base_dir));
         let cookies = self.cookies.and_then(|c| cookies(p, c));
         let faults = self.faults.and_then(|f| faults(p, f));
@@ -949,11 +961,12 @@ fn listener(
     key: &str,
     listen: &str,
     tls: Option<&RawTls>,
+    base_dir: Option<&Path>,
 ) -> Option<ListenerConfig> {
     let addr = p.take(address(&format!("{key}listen"), listen));
     let tls = match tls {
         None => Some(None),
-        Some(t) => p.take(listener_tls(key, t)).map(Some),
+        Some(t) => p.take(listener_tls(key, t, base_dir)).map(Some),
     };
     Some(ListenerConfig {
         addr: addr?,
@@ -961,7 +974,11 @@ fn listener(
     })
 }
 
-fn listener_tls(key: &str, t: &RawTls) -> Result<super::tls::ListenerTls, ConfigError> {
+fn listener_tls(
+    key: &str,
+    t: &RawTls,
+    base_dir: Option<&Path>,
+) -> Result<super::tls::ListenerTls, ConfigError> {
     use super::tls::{Hsts, ListenerTls, TlsSettings};
     if t.hsts_max_age_secs.is_none() && t.hsts_include_subdomains.is_some() {
         return Err(ConfigError::new(
@@ -970,9 +987,9 @@ fn listener_tls(key: &str, t: &RawTls) -> Result<super::tls::ListenerTls, Config
         ));
     }
     let settings = TlsSettings {
-        cert_path: t.cert_path.clone(),
-        key_path: t.key_path.clone(),
-        ocsp_path: t.ocsp_path.clone(),
+        cert_path: resolve(base_dir, &t.cert_path),
+        key_path: resolve(base_dir, &t.key_path),
+        ocsp_path: t.ocsp_path.as_deref().map(|o| resolve(base_dir, o)),
         cipher_suites: t.cipher_suites.clone(),
         prefer_server_cipher_order: t.prefer_server_cipher_order.unwrap_or(true),
         hsts: whole_secs(&format!("{key}tls.hsts_max_age_secs"), t.hsts_max_age_secs)?.map(
@@ -986,16 +1003,16 @@ fn listener_tls(key: &str, t: &RawTls) -> Result<super::tls::ListenerTls, Config
         .map_err(|e| ConfigError::new(format!("{key}tls.{}", e.field()), e.to_string()))
 }
 
-fn server(p: &mut Problems, s: RawServer) -> Option<ServerConfig> {
+fn server(p: &mut Problems, s: RawServer, base_dir: Option<&Path>) -> Option<ServerConfig> {
     let handshake = handshake(p, &s);
     let http2 = http2(p, &s);
-    let mut listeners = vec![listener(p, "server.", &s.listen, s.tls.as_ref())];
+    let mut listeners = vec![listener(p, "server.", &s.listen, s.tls.as_ref(), base_dir)];
     for (i, l) in s.listeners.into_iter().enumerate() {
         let key = format!("server.listeners[{i}]");
-        listeners.push(
-            read::<RawListener>(p, &key, l)
-                .and_then(|l| listener(p, &format!("{key}."), &l.listen, l.tls.as_ref())),
-        );
+        listeners
+            .push(read::<RawListener>(p, &key, l).and_then(|l| {
+                listener(p, &format!("{key}."), &l.listen, l.tls.as_ref(), base_dir)
+            }));
     }
     let listeners: Option<Vec<ListenerConfig>> = listeners.into_iter().collect();
     if let Some(ls) = &listeners {
@@ -1182,7 +1199,7 @@ fn http2(p: &mut Problems, s: &RawServer) -> Option<Http2Limits> {
     })
 }
 
-fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
+fn upstream(p: &mut Problems, u: RawUpstream, base_dir: Option<&Path>) -> Option<UpstreamConfig> {
     let url = p.take(BaseUrl::parse("upstream.url", &u.url));
     let https = url
         .as_ref()
@@ -1194,9 +1211,10 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
         );
     }
     let http2 = u.http2.unwrap_or(false);
+    let ca_file = u.ca_file.as_deref().map(|f| resolve(base_dir, f));
     let tls = p.take(
         if https {
-            super::tls::client_config(u.ca_file.as_deref())
+            super::tls::client_config(ca_file.as_deref())
         } else {
             super::tls::unused_config()
         }
@@ -1274,15 +1292,11 @@ fn upstream(p: &mut Problems, u: RawUpstream) -> Option<UpstreamConfig> {
 
 fn store(p: &mut Problems, st: RawStore, base_dir: Option<&Path>) -> Option<StoreConfig> {
     let kind = match st.kind {
-        RawStoreKind::Redis(r) => redis(p, r).map(StoreKind::Redis),
+        RawStoreKind::Redis(r) => redis(p, r, base_dir).map(StoreKind::Redis),
         RawStoreKind::Memory(RawMemory {}) => Some(StoreKind::Memory),
         RawStoreKind::Redb(r) => {
             let path = r.path.unwrap_or_else(|| PathBuf::from(DEFAULT_STORE_PATH));
-            // Relative to the file, not to wherever the gateway was started.
-            let path = match base_dir {
-                Some(dir) if path.is_relative() && !path.as_os_str().is_empty() => dir.join(path),
-                _ => path,
-            };
+            let path = resolve(base_dir, &path);
             if path.as_os_str().is_empty() {
                 p.add("store.path", "must not be empty");
                 None

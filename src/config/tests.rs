@@ -676,3 +676,128 @@ fn hsts_max_age_takes_units_in_whole_seconds() {
     let e = err(&with_hsts("\"1500ms\""));
     assert_eq!(e.key, "server.tls.hsts_max_age_secs");
 }
+
+/// A folder with `tls/cert.pem`, `tls/key.pem`, `tls/ocsp.der` and
+/// `tls/ca.pem`, and a config `gw.toml` beside that names them by relative
+/// paths: TLS on `listen` and on a second listener, an https upstream and a
+/// rediss store with CA files.
+fn relative_files() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    std::fs::create_dir(&tls).unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(tls.join("cert.pem"), ck.cert.pem()).unwrap();
+    std::fs::write(tls.join("key.pem"), ck.signing_key.serialize_pem()).unwrap();
+    std::fs::write(tls.join("ca.pem"), ck.cert.pem()).unwrap();
+    // A DER SEQUENCE: all the gateway checks of an OCSP response.
+    std::fs::write(tls.join("ocsp.der"), [0x30, 0x03, 0x02, 0x01, 0x00]).unwrap();
+    let text = r#"
+[server]
+listen = "127.0.0.1:8443"
+public_base_url = "https://127.0.0.1:8443/"
+tls = { cert_path = "tls/cert.pem", key_path = "tls/key.pem", ocsp_path = "tls/ocsp.der" }
+[[server.listeners]]
+listen = "127.0.0.1:9443"
+tls = { cert_path = "./tls/cert.pem", key_path = "tls/../tls/key.pem" }
+[upstream]
+url = "https://127.0.0.1:9000"
+ca_file = "tls/ca.pem"
+[store]
+kind = "redis"
+url = "rediss://127.0.0.1:6380/0"
+ca_file = "tls/ca.pem"
+"#
+    .to_owned();
+    let file = dir.path().join("gw.toml");
+    std::fs::write(&file, &text).unwrap();
+    (dir, file, text)
+}
+
+#[test]
+fn relative_tls_and_ca_files_are_relative_to_the_config_file() {
+    let (dir, file, text) = relative_files();
+    let d = dir.path();
+    // The tests' working directory is the crate's, which has no `tls/`:
+    // only the file's folder makes these paths readable.
+    assert!(!Path::new("tls/cert.pem").exists());
+    for c in [
+        Config::check_file(&file).unwrap(),
+        Config::check_with(&text, Some(d), Vec::new()).unwrap(),
+    ] {
+        let main = &c.server.listeners[0].tls.as_ref().unwrap().settings;
+        assert_eq!(main.cert_path, d.join("tls/cert.pem"));
+        assert_eq!(main.key_path, d.join("tls/key.pem"));
+        assert_eq!(main.ocsp_path, Some(d.join("tls/ocsp.der")));
+        let second = &c.server.listeners[1].tls.as_ref().unwrap().settings;
+        assert_eq!(second.cert_path, d.join("./tls/cert.pem"));
+        assert_eq!(second.key_path, d.join("tls/../tls/key.pem"));
+        let ca = std::fs::read(d.join("tls/ca.pem")).unwrap();
+        assert_eq!(c.store.redis().unwrap().ca_pem.as_deref(), Some(&ca[..]));
+    }
+    // A path set from the environment is read the same way.
+    let env = vars(&[("ORDERGATE_SERVER__TLS__KEY_PATH", "./tls/key.pem")]);
+    let c = Config::check_with(&text, Some(d), env).unwrap();
+    let main = &c.server.listeners[0].tls.as_ref().unwrap().settings;
+    assert_eq!(main.key_path, d.join("./tls/key.pem"));
+    // Absolute paths stay as they are.
+    let cert = d.join("tls/cert.pem").display().to_string();
+    let absolute = text.replacen("\"tls/cert.pem\"", &format!("{cert:?}"), 1);
+    let c = Config::check_with(&absolute, Some(Path::new("/nonexistent")), Vec::new());
+    let problems = c.unwrap_err();
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert!(!keys.contains(&"server.tls.cert_path"), "{problems:?}");
+    assert!(keys.contains(&"server.tls.key_path"), "{problems:?}");
+    // Text without a file: relative to the working directory, as before.
+    let problems = Config::check(&text).unwrap_err();
+    let cert = problems
+        .iter()
+        .find(|p| p.key == "server.tls.cert_path")
+        .unwrap();
+    assert!(cert.reason.contains(" tls/cert.pem:"), "{cert}");
+}
+
+#[test]
+fn a_missing_relative_file_is_named_by_its_resolved_path() {
+    let (dir, _file, text) = relative_files();
+    let missing = text.replace("tls/", "gone/");
+    let problems = Config::check_with(&missing, Some(dir.path()), Vec::new()).unwrap_err();
+    for (key, file) in [
+        ("server.tls.cert_path", "gone/cert.pem"),
+        ("server.listeners[0].tls.cert_path", "./gone/cert.pem"),
+        ("upstream.ca_file", "gone/ca.pem"),
+        ("store.ca_file", "gone/ca.pem"),
+    ] {
+        let p = problems
+            .iter()
+            .find(|p| p.key == key)
+            .unwrap_or_else(|| panic!("{key} in {problems:?}"));
+        let resolved = dir.path().join(file).display().to_string();
+        assert!(p.reason.contains(&resolved), "{key}: {p}");
+    }
+    // The key and OCSP files of a listener whose certificate is there.
+    let (dir, _file, text) = relative_files();
+    let missing = text
+        .replace("key_path = \"tls/key.pem\"", "key_path = \"gone/key.pem\"")
+        .replace("\"tls/ocsp.der\"", "\"gone/ocsp.der\"");
+    let problems = Config::check_with(&missing, Some(dir.path()), Vec::new()).unwrap_err();
+    let key = problems
+        .iter()
+        .find(|p| p.key == "server.tls.key_path")
+        .unwrap();
+    assert!(
+        key.reason
+            .contains(&dir.path().join("gone/key.pem").display().to_string()),
+        "{key}"
+    );
+    let ocsp = text.replace("\"tls/ocsp.der\"", "\"gone/ocsp.der\"");
+    let problems = Config::check_with(&ocsp, Some(dir.path()), Vec::new()).unwrap_err();
+    let p = problems
+        .iter()
+        .find(|p| p.key == "server.tls.ocsp_path")
+        .unwrap();
+    assert!(
+        p.reason
+            .contains(&dir.path().join("gone/ocsp.der").display().to_string()),
+        "{p}"
+    );
+}

@@ -11,11 +11,14 @@
 //! `ordergate_tunnels` (open) and `ordergate_tunnels_opened_total`.
 //!
 //! Not upgraded, and forwarded as ordinary requests without the upgrade
-//! headers (RFC 9110 §7.8 lets a server ignore `Upgrade`): HTTP/1.0 and
-//! HTTP/2 requests, an `Upgrade` without `Connection: upgrade`, a request
+//! headers (RFC 9110 §7.8 lets a server ignore `Upgrade`): HTTP/1.0
+//! requests, an `Upgrade` without `Connection: upgrade`, a request
 //! with a body (where the body ends and the new protocol starts would be
 //! the upstream's guess), and upgrades to HTTP itself (`h2c`, `HTTP/…`): a
 //! tunnel speaking HTTP would carry requests past every rule of the gateway.
+//! HTTP/2 has no upgrades: h2 resets the stream of a request that carries
+//! `Connection` or `Upgrade` (malformed, RFC 9113 §8.2.2) before it gets
+//! here, and extended CONNECT (RFC 8441) is not enabled.
 
 use crate::telemetry::metrics::Metrics;
 use http::header::{self, HeaderMap, HeaderValue};
