@@ -6,85 +6,10 @@
 mod support;
 
 use http::Method;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
+use support::process::*;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_ordergate");
-
-/// Starts the binary and waits for its "serving" line; returns the child and
-/// the address it listens on.
-fn start(config: &std::path::Path) -> (Running, String) {
-    let (child, addr, _lines) = start_logged(config);
-    (child, addr)
-}
-
-/// Like [`start`], and hands over every line the binary prints.
-fn start_logged(config: &std::path::Path) -> (Running, String, std::sync::mpsc::Receiver<String>) {
-    start_with_env(config, &[])
-}
-
-/// Like [`start_logged`], with more environment variables.
-fn start_with_env(
-    config: &std::path::Path,
-    env: &[(&str, &str)],
-) -> (Running, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(BIN)
-        .args(["--config", config.to_str().unwrap()])
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    let (lines_tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if line.contains("ordergate is serving") {
-                let listen = line.split("listen").nth(1).map(|r| {
-                    r.trim_start_matches(['=', '"', ':'])
-                        .split(['"', ' ', ','])
-                        .next()
-                        .unwrap_or("")
-                        .to_owned()
-                });
-                let _ = tx.send(listen.unwrap_or_default());
-            }
-            let _ = lines_tx.send(line);
-        }
-    });
-    let child = Running(child);
-    let addr = rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the gateway started");
-    (child, addr, lines)
-}
-
-/// A gateway process that is killed when the test ends, passed or not.
-struct Running(Child);
-
-impl std::ops::Deref for Running {
-    type Target = Child;
-    fn deref(&self) -> &Child {
-        &self.0
-    }
-}
-
-impl std::ops::DerefMut for Running {
-    fn deref_mut(&mut self) -> &mut Child {
-        &mut self.0
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn write_config(dir: &std::path::Path, upstream: std::net::SocketAddr) -> std::path::PathBuf {
     let path = dir.join("ordergate.toml");
@@ -152,7 +77,7 @@ fn check_refused(config_text: &str, key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config_text).unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -181,7 +106,7 @@ fn a_bad_config_stops_the_start_naming_the_key() {
         "server.listen",
     );
     check_refused("this is not toml", "invalid TOML");
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["--config", "/nonexistent/ordergate.toml"])
         .output()
         .unwrap();
@@ -335,27 +260,6 @@ async fn the_access_log_has_the_fields_and_no_credentials() {
     }
 }
 
-/// Waits up to 10 s for a log line containing `text`.
-fn wait_for_line(lines: &std::sync::mpsc::Receiver<String>, text: &str) -> String {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        match lines.recv_timeout(left) {
-            Ok(line) if line.contains(text) => return line,
-            Ok(_) => {}
-            Err(_) => break,
-        }
-    }
-    panic!("no log line with `{text}`");
-}
-
-fn hangup(child: &Running) {
-    let hup = Command::new("kill")
-        .args(["-HUP", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(hup.success());
-}
-
 #[tokio::test]
 async fn sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_the_new_is_broken() {
     let upstream = echo_upstream().await;
@@ -401,7 +305,7 @@ fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checked.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -492,7 +396,7 @@ async fn a_redis_password_only_in_the_environment() {
     assert!(!text.contains(SECRET));
     std::fs::write(&path, text).unwrap();
 
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(["check", "--config", path.to_str().unwrap()])
         .env("ORDERGATE_STORE__PASSWORD", SECRET)
         .env("ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS", "1500ms")
@@ -663,7 +567,7 @@ async fn the_log_level_changes_on_the_admin_listener() {
 
 #[test]
 fn without_arguments_it_prints_help() {
-    let out = Command::new(BIN).output().unwrap();
+    let out = Command::new(bin()).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -677,7 +581,7 @@ fn without_arguments_it_prints_help() {
 
 #[test]
 fn completions_and_the_manual_page() {
-    let bash = Command::new(BIN)
+    let bash = Command::new(bin())
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -685,11 +589,11 @@ fn completions_and_the_manual_page() {
     let script = String::from_utf8_lossy(&bash.stdout);
     assert!(script.contains("_ordergate()"), "{script}");
     assert!(script.contains("completions"));
-    let man = Command::new(BIN).arg("man").output().unwrap();
+    let man = Command::new(bin()).arg("man").output().unwrap();
     assert!(man.status.success());
     let page = String::from_utf8_lossy(&man.stdout);
     assert!(page.contains(".TH ordergate 1"), "{page}");
-    let help = Command::new(BIN)
+    let help = Command::new(bin())
         .args(["check", "--help"])
         .output()
         .unwrap();
@@ -698,7 +602,10 @@ fn completions_and_the_manual_page() {
         help.contains("--config <FILE>") && help.contains("The TOML configuration file"),
         "{help}"
     );
-    let help = Command::new(BIN).args(["demo", "--help"]).output().unwrap();
+    let help = Command::new(bin())
+        .args(["demo", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains("--config <FILE>") && help.contains("The gateway's TOML"),
@@ -709,7 +616,7 @@ fn completions_and_the_manual_page() {
 /// A user error: one `error:` line on stderr, exit status 1 or 2, no
 /// backtrace even when one is asked for.
 fn user_error(args: &[&str]) -> String {
-    let out = Command::new(BIN)
+    let out = Command::new(bin())
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()
