@@ -321,7 +321,7 @@ fn check_prints_a_summary_for_a_good_file() {
     assert!(ok, "{out}");
     assert_eq!(
         out,
-        "FILE: ok: 2 listener(s) (0 TLS), upstream http://127.0.0.1:1, store memory, 0 rate-limit rule(s), admin 127.0.0.1:0\n"
+        "FILE: ok: 2 listener(s) (0 TLS), upstream http://127.0.0.1:1, store memory, 0 rate-limit rule(s), admin 127.0.0.1:0, workers shared\n"
     );
 }
 

@@ -343,6 +343,7 @@ async fn hsts_on_answers_over_tls_only() {
             ordergate::server::Listener { tcp: pl, tls: None },
         ],
         admin: None,
+        other_workers: Vec::new(),
     };
     let gw = Gateway::start_bound(config, bound).await;
 
