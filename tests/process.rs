@@ -77,7 +77,7 @@ fn check_refused(config_text: &str, key: &str) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
     std::fs::write(&path, config_text).unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -106,7 +106,7 @@ fn a_bad_config_stops_the_start_naming_the_key() {
         "server.listen",
     );
     check_refused("this is not toml", "invalid TOML");
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["--config", "/nonexistent/ordergate.toml"])
         .output()
         .unwrap();
@@ -305,7 +305,7 @@ fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checked.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -396,7 +396,7 @@ async fn a_redis_password_only_in_the_environment() {
     assert!(!text.contains(SECRET));
     std::fs::write(&path, text).unwrap();
 
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["check", "--config", path.to_str().unwrap()])
         .env("ORDERGATE_STORE__PASSWORD", SECRET)
         .env("ORDERGATE_UPSTREAM__CONNECT_TIMEOUT_MS", "1500ms")
@@ -567,7 +567,7 @@ async fn the_log_level_changes_on_the_admin_listener() {
 
 #[test]
 fn without_arguments_it_prints_help() {
-    let out = Command::new(bin()).output().unwrap();
+    let out = Command::new(BIN).output().unwrap();
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -581,7 +581,7 @@ fn without_arguments_it_prints_help() {
 
 #[test]
 fn completions_and_the_manual_page() {
-    let bash = Command::new(bin())
+    let bash = Command::new(BIN)
         .args(["completions", "bash"])
         .output()
         .unwrap();
@@ -589,11 +589,11 @@ fn completions_and_the_manual_page() {
     let script = String::from_utf8_lossy(&bash.stdout);
     assert!(script.contains("_ordergate()"), "{script}");
     assert!(script.contains("completions"));
-    let man = Command::new(bin()).arg("man").output().unwrap();
+    let man = Command::new(BIN).arg("man").output().unwrap();
     assert!(man.status.success());
     let page = String::from_utf8_lossy(&man.stdout);
     assert!(page.contains(".TH ordergate 1"), "{page}");
-    let help = Command::new(bin())
+    let help = Command::new(BIN)
         .args(["check", "--help"])
         .output()
         .unwrap();
@@ -602,10 +602,7 @@ fn completions_and_the_manual_page() {
         help.contains("--config <FILE>") && help.contains("The TOML configuration file"),
         "{help}"
     );
-    let help = Command::new(bin())
-        .args(["demo", "--help"])
-        .output()
-        .unwrap();
+    let help = Command::new(BIN).args(["demo", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(
         help.contains("--config <FILE>") && help.contains("The gateway's TOML"),
@@ -616,7 +613,7 @@ fn completions_and_the_manual_page() {
 /// A user error: one `error:` line on stderr, exit status 1 or 2, no
 /// backtrace even when one is asked for.
 fn user_error(args: &[&str]) -> String {
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(args)
         .env("RUST_BACKTRACE", "1")
         .output()

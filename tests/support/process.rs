@@ -5,13 +5,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The binary under test: the one cargo built for these tests, or the
-/// build `TEST_ORDERGATE_BIN` names (when several checkouts share one
-/// target directory, cargo's copy may be another checkout's).
-pub fn bin() -> std::path::PathBuf {
-    std::env::var_os("TEST_ORDERGATE_BIN")
-        .map_or_else(|| env!("CARGO_BIN_EXE_ordergate").into(), Into::into)
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_ordergate");
 
 /// Starts the binary and waits for its "serving" line; returns the child and
 /// the address it listens on.
@@ -32,7 +26,7 @@ pub fn start_with_env(
     config: &std::path::Path,
     env: &[(&str, &str)],
 ) -> (Running, String, std::sync::mpsc::Receiver<String>) {
-    let mut child = Command::new(bin())
+    let mut child = Command::new(BIN)
         .args(["--config", config.to_str().unwrap()])
         .envs(env.iter().copied())
         .env("RUST_LOG", "info")
