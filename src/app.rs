@@ -221,6 +221,20 @@ struct Parts {
     store: Store,
     metrics: Arc<Metrics>,
     traces: Option<telemetry::trace::Traces>,
+    /// `per_core` mode: the cap of `upstream.max_connections`, one for all
+    /// the workers' stacks.
+    upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Parts {
+    /// A cap for `config`'s `upstream.max_connections`, shared by the
+    /// workers' stacks (`per_core` mode only: in `shared` mode the one stack
+    /// has its own).
+    fn upstream_slots(config: &Config) -> Option<Arc<tokio::sync::Semaphore>> {
+        let per_core = config.server.worker_mode == WorkerMode::PerCore;
+        let max = config.upstream.max_connections.filter(|_| per_core)?;
+        Some(Arc::new(tokio::sync::Semaphore::new(max)))
+    }
 }
 
 /// Where a stack serves: the caller's runtime (`shared` mode), or a worker's
@@ -258,6 +272,7 @@ impl Slot {
             Arc::clone(limits),
             Arc::clone(&parts.metrics),
             parts.traces.as_ref(),
+            parts.upstream_slots.clone(),
         )
     }
 
@@ -296,6 +311,7 @@ pub async fn run(
         store: store.clone(),
         metrics: Arc::clone(&metrics),
         traces: traces.clone(),
+        upstream_slots: Parts::upstream_slots(&config),
     };
     let first_limits = rate_limits(&config, &metrics, redis.as_ref(), None);
     let Bound {
@@ -394,7 +410,7 @@ pub async fn run(
 
     let reloader = {
         let slots = Arc::clone(&slots);
-        let parts = parts.clone();
+        let mut parts = parts.clone();
         let metrics = Arc::clone(&metrics);
         let redis = redis.clone();
         let mut running = config.clone();
@@ -405,6 +421,8 @@ pub async fn run(
                 warn_unreloadable(&running, &new);
                 rotate_certificates(&running_tls, &running, &new);
                 let next = rate_limits(&new, &metrics, redis.as_ref(), Some((&running, &limits)));
+                // A new cap, as a new stack in `shared` mode has.
+                parts.upstream_slots = Parts::upstream_slots(&new);
                 for slot in slots.iter() {
                     slot.replace(&new, &parts, &next);
                 }

@@ -7,6 +7,8 @@
 mod support;
 
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 use support::process::*;
 use support::*;
@@ -159,6 +161,71 @@ async fn a_reload_reaches_every_worker_and_sigterm_drains_them_all() {
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
 
+/// An upstream that holds every request for 300 ms, then answers `ok` and
+/// closes; and the most requests it held at once.
+async fn holding_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let seen = Arc::clone(&most);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = l.accept().await {
+            let (now, most) = (Arc::clone(&now), Arc::clone(&most));
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                now.fetch_sub(1, Ordering::SeqCst);
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok",
+                    )
+                    .await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn the_upstream_connection_cap_holds_for_all_workers_together() {
+    let (upstream, most) = holding_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_per_core_config(dir.path(), upstream);
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(
+        &path,
+        text.replace("[upstream]", "[upstream]\nmax_connections = 2"),
+    )
+    .unwrap();
+    let (child, addr, lines) = start_logged(&path);
+    let admin = HttpClient::new(format!("http://{}", admin_addr(&lines)));
+    // 24 at once: each worker gets several (see above), more than the cap.
+    let requests: Vec<_> = (0..24)
+        .map(|_| {
+            let client = HttpClient::new(format!("http://{addr}"));
+            tokio::spawn(async move { client.get("/held", &[]).await })
+        })
+        .collect();
+    for request in requests {
+        let answer = request.await.unwrap();
+        assert_eq!(answer.status, 200, "{answer:?}");
+    }
+    let accepted = accepted_by_worker(&admin).await;
+    assert!(accepted.iter().all(|n| *n > 0), "{accepted:?}");
+    // Caps of 2 per worker would let up to 4 through at once.
+    assert_eq!(most.load(Ordering::SeqCst), 2);
+    drop(child);
+}
+
 #[test]
 fn a_port_in_use_is_one_start_error_naming_the_address() {
     // Held without SO_REUSEPORT: the workers' sockets cannot join it.
@@ -171,7 +238,7 @@ fn a_port_in_use_is_one_start_error_naming_the_address() {
         &format!("listen = \"{addr}\"\npublic"),
     );
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["--config", path.to_str().unwrap()])
         .output()
         .unwrap();
@@ -188,7 +255,7 @@ fn check(text: &str) -> (bool, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("checked.toml");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(bin())
+    let out = Command::new(BIN)
         .args(["check", "--config", path.to_str().unwrap()])
         .output()
         .unwrap();
