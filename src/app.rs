@@ -119,7 +119,9 @@ impl Bound {
             let tcp = listen(l.addr, workers.is_some())?;
             // Port 0 is a port of the kernel's choosing: the other workers
             // bind the one it chose.
-            let addr = tcp.local_addr()?;
+            let addr = tcp.local_addr().map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            })?;
             for set in &mut other_workers {
                 set.push(server::Listener {
                     tcp: listen(addr, true)?,

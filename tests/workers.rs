@@ -69,14 +69,22 @@ async fn on_new_connections(
 }
 
 /// The threads of process `pid` whose name starts like a worker's (Linux
-/// cuts thread names to 15 bytes).
+/// cuts thread names to 15 bytes), once there are `expected` of them or
+/// after 2 s (a new thread names itself as it starts).
 #[cfg(target_os = "linux")]
-fn worker_threads(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
-        .filter(|name| name.starts_with("ordergate-work"))
-        .count()
+async fn worker_threads(pid: u32, expected: usize) -> usize {
+    let count = || {
+        std::fs::read_dir(format!("/proc/{pid}/task"))
+            .unwrap()
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+            .filter(|name| name.starts_with("ordergate-work"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    while count() != expected && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    count()
 }
 
 #[tokio::test]
@@ -86,7 +94,7 @@ async fn two_workers_each_take_new_connections_and_answer_them_right() {
     let (child, addr, lines) = start_logged(&write_per_core_config(dir.path(), upstream));
     let admin = HttpClient::new(format!("http://{}", admin_addr(&lines)));
     #[cfg(target_os = "linux")]
-    assert_eq!(worker_threads(child.id()), 2);
+    assert_eq!(worker_threads(child.id(), 2).await, 2);
 
     let answers = on_new_connections(&addr, 200, |i| format!("/spread/{i}?n={i}")).await;
     for (path, answer) in &answers {
