@@ -16,8 +16,13 @@
 #
 # Any harness setting (ROUNDS, DURATION, WORKERS, SCENARIOS, OUT, ...) passes
 # through. ordergate gets the same worker count as the anchors (WORKERS,
-# default 1) through TOKIO_WORKER_THREADS. Results: $OUT (default
-# target/bench-results/<timestamp>/), summary.md inside.
+# default 1) through TOKIO_WORKER_THREADS, in `server.worker_mode = "shared"`;
+# with WORKERS above 1 and WORKER_MODE=per_core (default shared) it runs that
+# many per-core workers instead, like nginx's worker processes:
+#
+#   WORKERS=2 WORKER_MODE=per_core benches/load.sh
+#
+# Results: $OUT (default target/bench-results/<timestamp>/), summary.md inside.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -33,7 +38,18 @@ export GATEWAY_PORT=18090
 # config/bench.toml's TLS listener reads the harness's certificate from here.
 export GATEWAY_TLS_PORT=18443
 export TLS_DIR=/tmp/ordergate-bench-tls
-export GATEWAY_CMD="$ROOT/target/release/ordergate --config $ROOT/config/bench.toml"
+WORKER_MODE=${WORKER_MODE:-shared}
+case $WORKER_MODE in
+  shared | per_core) ;;
+  *) echo "load.sh: WORKER_MODE is shared or per_core, not '$WORKER_MODE'" >&2; exit 1 ;;
+esac
+GATEWAY_ENV=
+if [[ $WORKER_MODE == per_core && ${WORKERS:-1} -gt 1 ]]; then
+  # In the command, so that the harness's summary shows it; `env` execs
+  # the gateway, which stays the measured process.
+  GATEWAY_ENV="env ORDERGATE_SERVER__WORKER_MODE=per_core ORDERGATE_SERVER__WORKERS=$WORKERS "
+fi
+export GATEWAY_CMD="$GATEWAY_ENV$ROOT/target/release/ordergate --config $ROOT/config/bench.toml"
 
 case ${STORE:-memory} in
   memory) exec "$HARNESS" ;;

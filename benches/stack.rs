@@ -123,6 +123,7 @@ fn whole_stack(c: &mut Criterion) {
             limits,
             metrics,
             None,
+            None,
         )
     });
 

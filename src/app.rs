@@ -3,11 +3,11 @@
 //! admin endpoints on theirs, swaps in a new stack on reload, and drains and
 //! closes everything at shutdown.
 
-use crate::config::{Config, StoreKind};
+use crate::config::{Config, StoreKind, WorkerMode};
 use crate::guards::rate_limit::RateLimits;
 use crate::owners::{MemoryStore, OwnerStore, RedbStore, RedisStore, Store, StoreError};
 use crate::redis_pool::RedisPool;
-use crate::{body, server, stack, telemetry};
+use crate::{body, server, stack, telemetry, workers};
 use arc_swap::ArcSwap;
 use std::future::Future;
 use std::sync::Arc;
@@ -26,6 +26,11 @@ pub enum StartError {
     Io(#[from] std::io::Error),
     #[error("{0}")]
     Traces(#[from] telemetry::trace::TraceError),
+    /// A `per_core` worker ended while the gateway was serving (a panic,
+    /// logged where it happened); the others were drained and the store
+    /// closed before this is returned.
+    #[error("worker {0} stopped unexpectedly; the gateway shut down")]
+    WorkerStopped(usize),
 }
 
 /// The connections to the shared Redis, when the config has one. They open
@@ -68,41 +73,75 @@ pub async fn open_store(config: &Config, redis: Option<&RedisPool>) -> Result<St
 
 /// The gateway's listeners, bound.
 pub struct Bound {
+    /// Every configured listener (in `per_core` mode, the first worker's).
     pub listeners: Vec<server::Listener>,
     pub admin: Option<TcpListener>,
+    /// `per_core` mode: the other workers' listeners, each set the same
+    /// addresses as `listeners` bound again with SO_REUSEPORT. The gateway
+    /// runs one worker per set, `listeners` included.
+    pub other_workers: Vec<Vec<server::Listener>>,
 }
 
 impl Bound {
     /// Binds every address the configuration names, with its listen
-    /// backlog (the runtime's own bind would queue only 128).
+    /// backlog (the runtime's own bind would queue only 128); in `per_core`
+    /// mode, once per worker, with SO_REUSEPORT.
     pub async fn bind(config: &Config) -> std::io::Result<Self> {
         let backlog = config.server.limits.listen_backlog;
-        let listen = |addr: std::net::SocketAddr| {
+        let workers = config.server.per_core_workers();
+        let listen = |addr: std::net::SocketAddr, reuse_port: bool| {
             let socket = if addr.is_ipv4() {
                 tokio::net::TcpSocket::new_v4()
             } else {
                 tokio::net::TcpSocket::new_v6()
             };
-            socket
-                .and_then(|s| {
-                    s.set_reuseaddr(true)?;
-                    s.bind(addr)?;
-                    s.listen(backlog)
-                })
-                .map_err(|e| std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}")))
+            let named = |e: std::io::Error| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {addr}: {e}"))
+            };
+            let s = socket.map_err(named)?;
+            if reuse_port {
+                set_reuse_port(&s).map_err(|e| {
+                    std::io::Error::new(
+                        e.kind(),
+                        format!("cannot listen on {addr}: SO_REUSEPORT (server.worker_mode = \"per_core\"): {e}"),
+                    )
+                })?;
+            }
+            s.set_reuseaddr(true)
+                .and_then(|()| s.bind(addr))
+                .and_then(|()| s.listen(backlog))
+                .map_err(named)
         };
         let mut listeners = Vec::new();
+        let mut other_workers: Vec<Vec<server::Listener>> =
+            (1..workers.unwrap_or(1)).map(|_| Vec::new()).collect();
         for l in &config.server.listeners {
+            let tcp = listen(l.addr, workers.is_some())?;
+            // Port 0 is a port of the kernel's choosing: the other workers
+            // bind the one it chose.
+            let addr = tcp.local_addr().map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot listen on {}: {e}", l.addr))
+            })?;
+            for set in &mut other_workers {
+                set.push(server::Listener {
+                    tcp: listen(addr, true)?,
+                    tls: l.tls.clone(),
+                });
+            }
             listeners.push(server::Listener {
-                tcp: listen(l.addr)?,
+                tcp,
                 tls: l.tls.clone(),
             });
         }
         let admin = match &config.admin {
             None => None,
-            Some(a) => Some(listen(a.listen)?),
+            Some(a) => Some(listen(a.listen, false)?),
         };
-        Ok(Self { listeners, admin })
+        Ok(Self {
+            listeners,
+            admin,
+            other_workers,
+        })
     }
 
     /// One listener bound by the caller, with the first configured
@@ -112,8 +151,22 @@ impl Bound {
         Self {
             listeners: vec![server::Listener { tcp, tls }],
             admin: None,
+            other_workers: Vec::new(),
         }
     }
+}
+
+#[cfg(all(unix, not(target_os = "solaris"), not(target_os = "illumos")))]
+fn set_reuse_port(socket: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    socket.set_reuseport(true)
+}
+
+#[cfg(not(all(unix, not(target_os = "solaris"), not(target_os = "illumos"))))]
+fn set_reuse_port(_: &tokio::net::TcpSocket) -> std::io::Result<()> {
+    Err(std::io::Error::new(
+        std::io::ErrorKind::Unsupported,
+        "not available on this system",
+    ))
 }
 
 /// The service the listeners serve: the current stack, swapped on reload.
@@ -138,47 +191,97 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Current {
     }
 }
 
-/// What a configuration makes: the stack, and its rate limits (swept).
-struct Generation {
-    gateway: stack::Gateway,
-    limits: Arc<RateLimits>,
+/// The rate limits for `config`: those of `previous` (and their counts)
+/// when its `[rate_limits]` and trusted proxies are the same. One instance
+/// serves every stack of the process.
+fn rate_limits(
+    config: &Config,
+    metrics: &Metrics,
+    redis: Option<&RedisPool>,
+    previous: Option<(&Config, &Arc<RateLimits>)>,
+) -> Arc<RateLimits> {
+    match previous {
+        Some((old, limits))
+            if old.rate_limits == config.rate_limits
+                && old.server.trusted_proxies == config.server.trusted_proxies =>
+        {
+            Arc::clone(limits)
+        }
+        // Global rules count on the Redis the process started with: the
+        // store's, which a reload does not change.
+        _ => Arc::new(
+            RateLimits::new(config.rate_limits.rules.clone())
+                .with_redis(redis.cloned(), &config.rate_limits)
+                .counting_fail_opens_in(metrics.rate_limit_fail_opens()),
+        ),
+    }
 }
 
-impl Generation {
-    /// Builds the stack for `config`; the rate limits (and their counts) of
-    /// `previous` are kept when its `[rate_limits]` and trusted proxies are
-    /// the same.
-    fn build(
+/// What every stack of the process shares.
+#[derive(Clone)]
+struct Parts {
+    store: Store,
+    metrics: Arc<Metrics>,
+    traces: Option<telemetry::trace::Traces>,
+    /// `per_core` mode: the cap of `upstream.max_connections`, one for all
+    /// the workers' stacks.
+    upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl Parts {
+    /// A cap for `config`'s `upstream.max_connections`, shared by the
+    /// workers' stacks (`per_core` mode only: in `shared` mode the one stack
+    /// has its own).
+    fn upstream_slots(config: &Config) -> Option<Arc<tokio::sync::Semaphore>> {
+        let per_core = config.server.worker_mode == WorkerMode::PerCore;
+        let max = config.upstream.max_connections.filter(|_| per_core)?;
+        Some(Arc::new(tokio::sync::Semaphore::new(max)))
+    }
+}
+
+/// Where a stack serves: the caller's runtime (`shared` mode), or a worker's
+/// (`per_core`), entered while its stacks are built so that their tasks
+/// (the upstream pool's sweeper) run on it.
+struct Slot {
+    current: Arc<ArcSwap<stack::Gateway>>,
+    runtime: Option<tokio::runtime::Handle>,
+}
+
+impl Slot {
+    fn new(
+        runtime: Option<tokio::runtime::Handle>,
         config: &Config,
-        store: &Store,
-        metrics: &Arc<Metrics>,
-        redis: Option<&RedisPool>,
-        previous: Option<(&Config, &Arc<RateLimits>)>,
-        traces: Option<&telemetry::trace::Traces>,
+        parts: &Parts,
+        limits: &Arc<RateLimits>,
     ) -> Self {
-        let limits = match previous {
-            Some((old, limits))
-                if old.rate_limits == config.rate_limits
-                    && old.server.trusted_proxies == config.server.trusted_proxies =>
-            {
-                Arc::clone(limits)
-            }
-            // Global rules count on the Redis the process started with: the
-            // store's, which a reload does not change.
-            _ => Arc::new(
-                RateLimits::new(config.rate_limits.rules.clone())
-                    .with_redis(redis.cloned(), &config.rate_limits)
-                    .counting_fail_opens_in(metrics.rate_limit_fail_opens()),
-            ),
-        };
-        let gateway = stack::build(
+        let gateway = Self::build(runtime.as_ref(), config, parts, limits);
+        Self {
+            current: Arc::new(ArcSwap::from_pointee(gateway)),
+            runtime,
+        }
+    }
+
+    fn build(
+        runtime: Option<&tokio::runtime::Handle>,
+        config: &Config,
+        parts: &Parts,
+        limits: &Arc<RateLimits>,
+    ) -> stack::Gateway {
+        let _entered = runtime.map(tokio::runtime::Handle::enter);
+        stack::build(
             config,
-            store.clone(),
-            Arc::clone(&limits),
-            Arc::clone(metrics),
-            traces,
-        );
-        Self { gateway, limits }
+            parts.store.clone(),
+            Arc::clone(limits),
+            Arc::clone(&parts.metrics),
+            parts.traces.as_ref(),
+            parts.upstream_slots.clone(),
+        )
+    }
+
+    /// A new stack for new requests.
+    fn replace(&self, config: &Config, parts: &Parts, limits: &Arc<RateLimits>) {
+        let gateway = Self::build(self.runtime.as_ref(), config, parts, limits);
+        self.current.store(Arc::new(gateway));
     }
 }
 
@@ -187,6 +290,11 @@ impl Generation {
 /// `reloads` replaces the running one for new requests; what cannot change
 /// without a restart (listeners, TLS, connection limits, the store) is kept
 /// and a warning says so.
+///
+/// In `per_core` mode (`server.worker_mode`), each set of listeners in
+/// `bound` is served by a worker thread of its own, with its own runtime
+/// and stack ([`crate::workers`]); the admin endpoints, reloads and the
+/// sweepers stay on the caller's runtime.
 pub async fn run(
     config: Config,
     bound: Bound,
@@ -201,17 +309,48 @@ pub async fn run(
         Some(otlp) => Some(telemetry::trace::Traces::start(otlp).await?),
         None => None,
     };
-    let first = Generation::build(
-        &config,
-        &store,
-        &metrics,
-        redis.as_ref(),
-        None,
-        traces.as_ref(),
-    );
-    let current = Arc::new(ArcSwap::from_pointee(first.gateway));
+    let parts = Parts {
+        store: store.clone(),
+        metrics: Arc::clone(&metrics),
+        traces: traces.clone(),
+        upstream_slots: Parts::upstream_slots(&config),
+    };
+    let first_limits = rate_limits(&config, &metrics, redis.as_ref(), None);
+    let Bound {
+        listeners,
+        admin,
+        other_workers,
+    } = bound;
+    let per_core = config.server.worker_mode == WorkerMode::PerCore;
+    let listening: Vec<String> = listeners
+        .iter()
+        .filter_map(|l| {
+            let addr = l.tcp.local_addr().ok()?;
+            Some(if l.tls.is_some() {
+                format!("https://{addr}")
+            } else {
+                addr.to_string()
+            })
+        })
+        .collect();
+    let running_tls: Vec<_> = listeners.iter().map(|l| l.tls.clone()).collect();
+    // `shared`: one stack for the caller's runtime. `per_core`: a runtime
+    // and a stack per worker, each built inside its runtime.
+    let (slots, mut workers, listeners) = if per_core {
+        let sets = std::iter::once(listeners).chain(other_workers).collect();
+        let workers = workers::Workers::prepare(sets)?;
+        let slots = workers
+            .runtimes()
+            .map(|runtime| Slot::new(Some(runtime), &config, &parts, &first_limits))
+            .collect();
+        (slots, Some(workers), Vec::new())
+    } else {
+        let slot = Slot::new(None, &config, &parts, &first_limits);
+        (vec![slot], None, listeners)
+    };
+    let slots = Arc::new(slots);
     let mut limit_sweeper = Background(tokio::spawn(sweep_rate_limits(
-        Arc::clone(&first.limits),
+        Arc::clone(&first_limits),
         config.rate_limits.sweep_interval,
     )));
     let sweeper = Background(tokio::spawn(sweep(
@@ -224,7 +363,7 @@ pub async fn run(
     let admin_settings = Arc::new(ArcSwap::from_pointee(telemetry::admin::AdminSettings::new(
         &config,
     )));
-    let admin = bound.admin.map(|listener| {
+    let admin = admin.map(|listener| {
         let admin = telemetry::admin::Admin {
             metrics: Arc::clone(&metrics),
             store: Arc::clone(&store.owners),
@@ -236,47 +375,62 @@ pub async fn run(
         }
         tokio::spawn(telemetry::admin::serve(listener, admin, admin_stop))
     });
-    let listening: Vec<String> = bound
-        .listeners
-        .iter()
-        .filter_map(|l| {
-            let addr = l.tcp.local_addr().ok()?;
-            Some(if l.tls.is_some() {
-                format!("https://{addr}")
-            } else {
-                addr.to_string()
+    let options = |slots, accepted| server::Options {
+        drain: config.server.drain_timeout,
+        limits: config.server.limits,
+        fault_body: {
+            let types = config.faults.types.clone();
+            Arc::new(move |status, guid, message| {
+                crate::faults::body_bytes(types.name(status), guid, message, status, "")
             })
-        })
-        .collect();
+        },
+        request_id_header: config.server.request_id_header.clone(),
+        refused: {
+            let metrics = Arc::clone(&metrics);
+            Arc::new(move |reason| metrics.connection_refused(reason))
+        },
+        open: metrics.client_connections(),
+        slots,
+        accepted,
+    };
+    if let Some(workers) = &mut workers {
+        // One cap for the whole process: every worker takes its connection
+        // slots from the same semaphore.
+        let cap = server::Options::slots(&config.server.limits);
+        workers.start(|i| {
+            let current = Current(Arc::clone(&slots[i].current));
+            let accepted = metrics.worker_connections(i);
+            (current, options(Arc::clone(&cap), Some(accepted)))
+        })?;
+        tracing::info!(
+            workers = workers.len(),
+            "per-core workers are serving, each on its own listening sockets"
+        );
+    }
     tracing::info!(listen = %listening.join(","), upstream = config.upstream.url.as_str(), "ordergate is serving");
     crate::systemd::ready();
-    let running_tls: Vec<_> = bound.listeners.iter().map(|l| l.tls.clone()).collect();
 
     let reloader = {
-        let current = Arc::clone(&current);
-        let store = store.clone();
+        let slots = Arc::clone(&slots);
+        let mut parts = parts.clone();
         let metrics = Arc::clone(&metrics);
         let redis = redis.clone();
-        let traces = traces.clone();
         let mut running = config.clone();
-        let mut limits = first.limits;
+        let mut limits = first_limits;
         async move {
             while let Some(new) = reloads.recv().await {
                 crate::systemd::reloading();
                 warn_unreloadable(&running, &new);
                 rotate_certificates(&running_tls, &running, &new);
-                let next = Generation::build(
-                    &new,
-                    &store,
-                    &metrics,
-                    redis.as_ref(),
-                    Some((&running, &limits)),
-                    traces.as_ref(),
-                );
-                current.store(Arc::new(next.gateway));
+                let next = rate_limits(&new, &metrics, redis.as_ref(), Some((&running, &limits)));
+                // A new cap, as a new stack in `shared` mode has.
+                parts.upstream_slots = Parts::upstream_slots(&new);
+                for slot in slots.iter() {
+                    slot.replace(&new, &parts, &next);
+                }
                 admin_settings.store(Arc::new(telemetry::admin::AdminSettings::new(&new)));
-                if !Arc::ptr_eq(&limits, &next.limits) {
-                    limits = next.limits;
+                if !Arc::ptr_eq(&limits, &next) {
+                    limits = next;
                     limit_sweeper.replace(tokio::spawn(sweep_rate_limits(
                         Arc::clone(&limits),
                         new.rate_limits.sweep_interval,
@@ -292,36 +446,37 @@ pub async fn run(
             std::future::pending::<()>().await;
         }
     };
-    let shutdown = async {
+    let asked = async {
         tokio::select! {
             () = shutdown => {}
             () = reloader => {}
         }
+    };
+    let begin_drain = || {
         draining.store(true, Ordering::Relaxed);
         crate::systemd::stopping();
     };
-    server::serve(
-        bound.listeners,
-        Current(current),
-        shutdown,
-        server::Options {
-            drain: config.server.drain_timeout,
-            limits: config.server.limits,
-            fault_body: {
-                let types = config.faults.types.clone();
-                Arc::new(move |status, guid, message| {
-                    crate::faults::body_bytes(types.name(status), guid, message, status, "")
-                })
-            },
-            request_id_header: config.server.request_id_header.clone(),
-            refused: {
-                let metrics = Arc::clone(&metrics);
-                Arc::new(move |reason| metrics.connection_refused(reason))
-            },
-            open: metrics.client_connections(),
-        },
-    )
-    .await;
+    let mut stopped_worker = None;
+    match &mut workers {
+        None => {
+            let current = Current(Arc::clone(&slots[0].current));
+            let shutdown = async {
+                asked.await;
+                begin_drain();
+            };
+            let cap = server::Options::slots(&config.server.limits);
+            server::serve(listeners, current, shutdown, options(cap, None)).await;
+        }
+        Some(workers) => {
+            stopped_worker = tokio::select! {
+                () = asked => None,
+                worker = workers.stopped() => Some(worker),
+            };
+            begin_drain();
+            let failed = workers.drain(config.server.drain_timeout).await;
+            stopped_worker = stopped_worker.or(failed);
+        }
+    }
     let _ = stop_admin.send(true);
     if let Some(admin) = admin {
         let _ = admin.await;
@@ -331,7 +486,17 @@ pub async fn run(
         traces.shutdown().await;
     }
     store.owners.close().await?;
-    Ok(())
+    // The workers' runtimes ran until now: tasks of theirs that the store
+    // and the traces use (a Redis connection's) lived to the end.
+    if let Some(workers) = workers
+        && !workers.finish().await
+    {
+        tracing::warn!("a worker's runtime did not end in time");
+    }
+    match stopped_worker {
+        Some(worker) => Err(StartError::WorkerStopped(worker)),
+        None => Ok(()),
+    }
 }
 
 /// A background task, stopped when dropped.

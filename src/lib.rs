@@ -27,7 +27,9 @@
 //! [`app::run`] serves the gateway on every configured listener and the admin
 //! endpoints (metrics, health, the status page) on their own, and swaps in a new configuration
 //! when one arrives on its reload channel (SIGHUP in the binary), without
-//! dropping open connections.
+//! dropping open connections. With `server.worker_mode = "per_core"` it
+//! does so on [`workers`]: a thread per core, each with its own runtime,
+//! listening sockets (SO_REUSEPORT) and stack.
 //!
 //! Several replicas scale out on one Redis ([`redis_pool`]): the owner store
 //! ([`owners::RedisStore`]), creation leases ([`owners::lease`]) and
@@ -54,5 +56,6 @@ pub mod stack;
 pub mod systemd;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;
 
 pub use app::{Bound, StartError, open_store, redis_pool, run};

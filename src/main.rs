@@ -162,8 +162,13 @@ fn check(path: &std::path::Path) -> std::process::ExitCode {
                     format!("redis (key prefix {})", r.key_prefix)
                 }
             };
+            let workers = match (c.server.per_core_workers(), c.server.workers) {
+                (Some(n), _) => format!("per_core x{n}"),
+                (None, Some(n)) => format!("shared x{n}"),
+                (None, None) => "shared".to_owned(),
+            };
             println!(
-                "{}: ok: {} listener(s) ({tls} TLS), upstream {}, store {store}, {} rate-limit rule(s), admin {}",
+                "{}: ok: {} listener(s) ({tls} TLS), upstream {}, store {store}, {} rate-limit rule(s), admin {}, workers {workers}",
                 path.display(),
                 c.server.listeners.len(),
                 c.upstream.url.as_str(),
@@ -241,6 +246,16 @@ async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr}"))
+}
+
+/// The runtime of the gateway's configuration: in `per_core` mode, the
+/// main thread's, for the admin endpoints, reloads and signals (each worker
+/// has its own); else [`runtime`] with `server.workers`.
+fn gateway_runtime(config: &Config) -> anyhow::Result<tokio::runtime::Runtime> {
+    match config.server.worker_mode {
+        ordergate::config::WorkerMode::PerCore => runtime(Some(1)),
+        ordergate::config::WorkerMode::Shared => runtime(config.server.workers),
+    }
 }
 
 /// The runtime: with one worker everything runs on the main thread (no
@@ -384,7 +399,7 @@ fn run_command(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = load(&path)?;
             ordergate::telemetry::log::init(&config.log);
             notes(&config);
-            runtime(config.server.workers)?.block_on(async {
+            gateway_runtime(&config)?.block_on(async {
                 let upstream = config.upstream.url.authority().as_str().to_owned();
                 let addr: SocketAddr = upstream.parse().with_context(|| {
                     format!("upstream.url host `{upstream}` must be an ip:port for the demo")
@@ -405,7 +420,7 @@ fn run_command(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let config = load(&path)?;
             ordergate::telemetry::log::init(&config.log);
             notes(&config);
-            runtime(config.server.workers)?.block_on(serve(config, path))?;
+            gateway_runtime(&config)?.block_on(serve(config, path))?;
         }
         (None, None) => anyhow::bail!(
             "give --config FILE (see config/ordergate.toml), or a subcommand; --help tells more"

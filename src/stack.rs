@@ -42,13 +42,16 @@ pub type Gateway = RequestIdService<
     >,
 >;
 
-/// Builds the stack, outermost first.
+/// Builds the stack, outermost first. `upstream_slots`: the cap on
+/// requests in flight upstream when several stacks share it (per-core
+/// workers); `None`: the stack's own, of `upstream.max_connections`.
 pub fn build(
     config: &Config,
     store: Store,
     limits: Arc<RateLimits>,
     metrics: Arc<Metrics>,
     traces: Option<&Traces>,
+    upstream_slots: Option<Arc<tokio::sync::Semaphore>>,
 ) -> Gateway {
     // Spans around store calls only when tracing: no cost otherwise.
     let store = match traces {
@@ -68,7 +71,8 @@ pub fn build(
         .collect();
     let orders = OrdersService::new(
         Upstream::new(&config.upstream, Arc::clone(&metrics))
-            .with_tunnel_idle(config.server.limits.idle_timeout),
+            .with_tunnel_idle(config.server.limits.idle_timeout)
+            .sharing_slots(upstream_slots),
         store,
         Arc::clone(&metrics),
         OrdersSettings {

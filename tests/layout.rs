@@ -78,6 +78,7 @@ fn layers_depend_only_on_what_they_may() {
                 "telemetry",
                 "owners",
                 "redis_pool",
+                "workers",
             ],
             "configuration imports no layer, no orders logic, no transport",
         ),
@@ -107,6 +108,11 @@ fn layers_depend_only_on_what_they_may() {
             "server",
             &["orders", "upstream", "guards", "stack"],
             "the server side only serves",
+        ),
+        (
+            "workers",
+            &["app", "stack", "orders", "upstream", "guards", "owners"],
+            "the workers run the server's accept loops; the stacks are built by the app",
         ),
     ];
     let mut broken = Vec::new();

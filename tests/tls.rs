@@ -1,8 +1,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 //! TLS termination with certificates made at test time: HTTP/1.1 and HTTP/2
 //! over one listener by ALPN, curl --http2, bad certificate files, and the
-//! hardening options: certificate rotation on reload, OCSP stapling, HSTS
-//! and the server's TLS 1.2 cipher order.
+//! hardening options: certificate rotation on reload (per-core workers
+//! included), OCSP stapling, HSTS and the server's TLS 1.2 cipher order.
 
 mod support;
 
@@ -320,6 +320,96 @@ async fn a_reload_rotates_the_certificate_and_open_connections_keep_working() {
     assert_eq!(h1.send_request(get("/still")).await.unwrap().status(), 200);
 }
 
+/// `ordergate_worker_connections_total` of workers 0 and 1.
+async fn accepted_by_worker(admin: &HttpClient) -> [u64; 2] {
+    let page = admin.get("/metrics", &[]).await.text();
+    [0, 1].map(|w| {
+        let prefix = format!("ordergate_worker_connections_total{{worker=\"{w}\"}} ");
+        page.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().unwrap())
+    })
+}
+
+/// `n` new TLS connections (each a new client: no session to resume), one
+/// GET each; the certificate each saw.
+async fn tls_gets(
+    addr: std::net::SocketAddr,
+    roots: &[&Certs],
+    n: usize,
+) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+    let mut seen = Vec::with_capacity(n);
+    for i in 0..n {
+        let tls = handshake(addr, client_trusting(roots)).await;
+        let cert = peer_cert(&tls);
+        let (mut h1, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        let path = format!("/tls/{i}");
+        let resp = h1.send_request(get(&path)).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value =
+            serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+        assert_eq!(body["uri"], path.as_str(), "{body}");
+        seen.push(cert);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn per_core_workers_serve_tls_and_each_gets_the_rotated_certificate() {
+    let (a, b) = (certs(), certs());
+    let up = echo_upstream().await;
+    let per_core = |c: &Certs| {
+        tls_config_text("127.0.0.1:0".parse().unwrap(), up, c, "").replace(
+            "[server]\n",
+            "[server]\nworker_mode = \"per_core\"\nworkers = 2\n",
+        ) + "[admin]\nlisten = \"127.0.0.1:0\"\n"
+    };
+    let config = ordergate::config::Config::parse(&per_core(&a)).unwrap();
+    // Port 0 is chosen once and bound again for the second worker.
+    let bound = ordergate::Bound::bind(&config).await.unwrap();
+    assert_eq!(bound.other_workers.len(), 1);
+    let addr = bound.listeners[0].tcp.local_addr().unwrap();
+    assert_eq!(bound.other_workers[0][0].tcp.local_addr().unwrap(), addr);
+    let admin = HttpClient::new(format!(
+        "http://{}",
+        bound.admin.as_ref().unwrap().local_addr().unwrap()
+    ));
+    let gw = Gateway::start_bound(config, bound).await;
+
+    assert!(
+        tls_gets(addr, &[&a, &b], 40)
+            .await
+            .iter()
+            .all(|c| *c == a.der)
+    );
+    let before = accepted_by_worker(&admin).await;
+    assert!(before.iter().all(|n| *n > 0), "{before:?}");
+
+    let rotated = ordergate::config::Config::parse(&per_core(&b)).unwrap();
+    gw.reload.send(rotated).await.unwrap();
+    assert!(
+        until_a_new_handshake(addr, client_trusting(&[&a, &b]), |t| peer_cert(t) == b.der).await,
+        "new handshakes get the new certificate"
+    );
+    let counted = accepted_by_worker(&admin).await;
+    // Both workers take some of these (SO_REUSEPORT hashes each new
+    // connection's ports), and every one gets the new certificate.
+    let seen = tls_gets(addr, &[&a, &b], 40).await;
+    assert!(
+        seen.iter().all(|c| *c == b.der),
+        "an old certificate after the reload"
+    );
+    let after = accepted_by_worker(&admin).await;
+    assert!(
+        (0..2).all(|w| after[w] > counted[w]),
+        "{counted:?} then {after:?}"
+    );
+    gw.stop().await;
+}
+
 #[tokio::test]
 async fn hsts_on_answers_over_tls_only() {
     let c = certs();
@@ -343,6 +433,7 @@ async fn hsts_on_answers_over_tls_only() {
             ordergate::server::Listener { tcp: pl, tls: None },
         ],
         admin: None,
+        other_workers: Vec::new(),
     };
     let gw = Gateway::start_bound(config, bound).await;
 

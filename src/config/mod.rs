@@ -229,11 +229,49 @@ pub struct ServerConfig {
     /// Header carrying the request id, taken from the client or generated.
     pub request_id_header: HeaderName,
     /// Worker threads; 1 serves everything on one thread. `None`: the
-    /// `TOKIO_WORKER_THREADS` environment variable, else one per CPU.
+    /// `TOKIO_WORKER_THREADS` environment variable (`shared` mode), else
+    /// one per CPU.
     pub workers: Option<usize>,
+    /// How the worker threads share the listeners and the stack.
+    pub worker_mode: WorkerMode,
     /// Time given to in-flight requests at shutdown.
     pub drain_timeout: Duration,
     pub limits: ServerLimits,
+}
+
+/// How the gateway's threads serve (`server.worker_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum WorkerMode {
+    /// One multi-thread runtime: every thread takes connections from the
+    /// same listeners and serves them with the same stack.
+    #[default]
+    Shared,
+    /// A worker per thread, like nginx's worker processes: each has its own
+    /// current-thread runtime, its own listening sockets (SO_REUSEPORT: the
+    /// kernel spreads new connections across the workers) and its own stack
+    /// and upstream pool; nothing of a connection crosses threads.
+    PerCore,
+}
+
+impl WorkerMode {
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::PerCore => "per_core",
+        }
+    }
+}
+
+impl ServerConfig {
+    /// In `per_core` mode, how many workers: `workers`, else one per CPU
+    /// this process may run on. `None` in `shared` mode.
+    pub fn per_core_workers(&self) -> Option<usize> {
+        (self.worker_mode == WorkerMode::PerCore).then(|| {
+            self.workers.unwrap_or_else(|| {
+                std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+            })
+        })
+    }
 }
 
 /// What one client may ask of the server.
@@ -503,6 +541,10 @@ impl Config {
                 self.server.drain_timeout != new.server.drain_timeout,
             ),
             ("server.workers", self.server.workers != new.server.workers),
+            (
+                "server.worker_mode",
+                self.server.worker_mode != new.server.worker_mode,
+            ),
             (
                 "server.listen_backlog",
                 old.listen_backlog != now.listen_backlog,

@@ -142,6 +142,7 @@ struct RawServer {
     idle_timeout_ms: Option<Millis>,
     max_connections: Option<usize>,
     workers: Option<usize>,
+    worker_mode: Option<String>,
     listen_backlog: Option<u32>,
     first_byte_timeout_ms: Option<Millis>,
     tls_handshake_timeout_ms: Option<Millis>,
@@ -600,6 +601,17 @@ fn whole_secs(key: &str, v: Option<Secs>) -> Result<Option<Duration>, ConfigErro
             Err(ConfigError::new(key, "must be a whole number of seconds"))
         }
         d => Ok(d),
+    }
+}
+
+fn worker_mode(v: Option<&str>) -> Result<WorkerMode, ConfigError> {
+    match v {
+        None | Some("shared") => Ok(WorkerMode::Shared),
+        Some("per_core") => Ok(WorkerMode::PerCore),
+        Some(other) => Err(ConfigError::new(
+            "server.worker_mode",
+            format!("`{other}` is not \"shared\" or \"per_core\""),
+        )),
     }
 }
 
@@ -1090,6 +1102,7 @@ fn server(p: &mut Problems, s: RawServer, base_dir: Option<&Path>) -> Option<Ser
     if s.workers == Some(0) {
         p.add("server.workers", "must be greater than 0");
     }
+    let worker_mode = p.take(worker_mode(s.worker_mode.as_deref()));
     let listen_backlog = p.take(
         positive(
             "server.listen_backlog",
@@ -1115,6 +1128,7 @@ fn server(p: &mut Problems, s: RawServer, base_dir: Option<&Path>) -> Option<Ser
         max_request_body: max_request_body?,
         request_id_header: request_id_header?,
         workers: s.workers,
+        worker_mode: worker_mode?,
         drain_timeout: s
             .drain_timeout_secs
             .map_or(Duration::from_secs(DEFAULT_DRAIN_TIMEOUT_SECS), |d| d.get()),

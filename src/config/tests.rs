@@ -177,6 +177,30 @@ fn workers_and_upstream_connection_cap() {
     assert_eq!(e.key, "upstream.max_connections");
 }
 
+#[test]
+fn worker_mode_is_shared_unless_per_core_is_asked_for() {
+    let c = Config::parse(GOOD).unwrap();
+    assert_eq!(c.server.worker_mode, WorkerMode::Shared);
+    assert_eq!(c.server.per_core_workers(), None);
+    let per_core = |extra: &str| GOOD.replace("[server]", &format!("[server]\n{extra}"));
+    let c = Config::parse(&per_core("worker_mode = \"per_core\"\nworkers = 3")).unwrap();
+    assert_eq!(c.server.worker_mode, WorkerMode::PerCore);
+    assert_eq!(c.server.per_core_workers(), Some(3));
+    // Unset: one worker per CPU the process may run on.
+    let c = Config::parse(&per_core("worker_mode = \"per_core\"")).unwrap();
+    let cpus = std::thread::available_parallelism().unwrap().get();
+    assert_eq!(c.server.per_core_workers(), Some(cpus));
+    let c = Config::parse(&per_core("worker_mode = \"shared\"\nworkers = 3")).unwrap();
+    assert_eq!(c.server.per_core_workers(), None);
+    let e = err(&per_core("worker_mode = \"per_core\"\nworkers = 0"));
+    assert_eq!(e.key, "server.workers");
+    let e = err(&per_core("worker_mode = \"per-core\""));
+    assert_eq!(e.key, "server.worker_mode");
+    assert!(e.reason.contains("`per-core`"), "{}", e.reason);
+    let e = err(&per_core("worker_mode = 2"));
+    assert_eq!(e.key, "server.worker_mode");
+}
+
 const REDIS: &str = "[store]\nkind = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n";
 
 fn with_store(store: &str) -> String {
@@ -305,7 +329,7 @@ fn a_reload_names_the_settings_that_need_a_restart() {
         &(GOOD
             .replace(
                 "public_base_url",
-                "idle_timeout_ms = 1234\nmax_connections = 7\nworkers = 3\npublic_base_url",
+                "idle_timeout_ms = 1234\nmax_connections = 7\nworkers = 3\nworker_mode = \"per_core\"\npublic_base_url",
             )
             .replace("127.0.0.1:8080\"", "127.0.0.1:8081\"")
             .replace("kind = \"memory\"", "kind = \"redb\"\npath = \"x.redb\"")
@@ -319,6 +343,7 @@ fn a_reload_names_the_settings_that_need_a_restart() {
             "server.idle_timeout_ms",
             "server.max_connections",
             "server.workers",
+            "server.worker_mode",
             "store",
             "admin.listen",
         ]

@@ -27,6 +27,7 @@ use http::{HeaderName, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use prelude::{Protocol, Rewind, Rules, Start};
+use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use std::convert::Infallible;
 use std::future::Future;
@@ -113,6 +114,19 @@ pub struct Options {
     pub refused: Arc<dyn Fn(Refusal) + Send + Sync>,
     /// Open client connections, for the metrics.
     pub open: Gauge,
+    /// The slots of `limits.max_connections`, one per open connection,
+    /// shared by every accept loop of the process whichever runtime runs it:
+    /// the cap is the process's.
+    pub slots: Arc<Semaphore>,
+    /// Counts this worker's accepted connections (`per_core` mode).
+    pub accepted: Option<Counter>,
+}
+
+impl Options {
+    /// The connection slots for `limits`: hand the same to every worker.
+    pub fn slots(limits: &ServerLimits) -> Arc<Semaphore> {
+        Arc::new(Semaphore::new(limits.max_connections))
+    }
 }
 
 /// One open client connection on the gauge while it lives.
@@ -258,12 +272,13 @@ pub async fn serve<S>(
         .max_local_error_reset_streams(limits.http2.max_local_error_reset_streams);
     let (stop_tx, stop) = watch::channel(false);
     let drain = options.drain;
+    let slots = Arc::clone(&options.slots);
     let shared = Arc::new(Shared {
         service,
         http1,
         http2,
         options,
-        slots: Arc::new(Semaphore::new(limits.max_connections)),
+        slots,
         overflow: Arc::new(Semaphore::new(OVERFLOW_ANSWERS)),
         stop,
         started: Instant::now(),
@@ -279,7 +294,8 @@ pub async fn serve<S>(
     for l in loops {
         let _ = l.await;
     }
-    // Every open connection holds a slot: all slots back means all closed.
+    // Every open connection holds a slot: all slots back means all closed
+    // (in `per_core` mode, every worker's, which drain at the same time).
     let all = u32::try_from(limits.max_connections).unwrap_or(u32::MAX);
     tokio::select! {
         _ = shared.slots.acquire_many(all) => {}
@@ -309,6 +325,9 @@ where
             () = stopped(&mut stop) => break,
         };
         let accepted = Instant::now();
+        if let Some(counter) = &shared.options.accepted {
+            counter.inc();
+        }
         let slot = match Arc::clone(&shared.slots).try_acquire_owned() {
             Ok(slot) => slot,
             Err(TryAcquireError::NoPermits) => {

@@ -128,6 +128,11 @@ struct RuleLabels {
 pub use crate::server::Refusal;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WorkerLabels {
+    worker: u32,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RefusalLabels {
     reason: Refusal,
 }
@@ -161,6 +166,7 @@ pub struct Metrics {
     open_orders: Gauge,
     redis_fail_opens: Family<FunctionLabels, Counter>,
     refusals: Family<RefusalLabels, Counter>,
+    worker_connections: Family<WorkerLabels, Counter>,
     /// Counted by the rate limits of every configuration in turn.
     rate_limit_fail_opens: Arc<AtomicU64>,
     client_connections: Gauge,
@@ -379,8 +385,15 @@ impl Metrics {
             "Connections answered or closed before a request of theirs reached the gateway's stack, by reason",
             refusals.clone(),
         );
+        let worker_connections = Family::<WorkerLabels, Counter>::default();
+        registry.register(
+            "worker_connections",
+            "Client connections accepted, by worker (server.worker_mode = \"per_core\" only)",
+            worker_connections.clone(),
+        );
         Self {
             registry,
+            worker_connections,
             client_connections,
             upstream_connections,
             tunnels,
@@ -460,6 +473,14 @@ impl Metrics {
     /// The gauge the accept loops keep the open client connections in.
     pub fn client_connections(&self) -> Gauge {
         self.client_connections.clone()
+    }
+
+    /// The counter of the connections worker `worker` accepts.
+    pub fn worker_connections(&self, worker: usize) -> Counter {
+        let worker = u32::try_from(worker).unwrap_or(u32::MAX);
+        self.worker_connections
+            .get_or_create(&WorkerLabels { worker })
+            .clone()
     }
 
     /// The gauge the upstream pool keeps its open connections in.

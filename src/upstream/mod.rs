@@ -165,6 +165,16 @@ impl Upstream {
         }
     }
 
+    /// Takes its slots for requests in flight from `slots`, shared with
+    /// other stacks (per-core workers), instead of its own: the cap of
+    /// `upstream.max_connections` is then the process's.
+    pub fn sharing_slots(mut self, slots: Option<Arc<tokio::sync::Semaphore>>) -> Self {
+        if slots.is_some() {
+            self.slots = slots;
+        }
+        self
+    }
+
     /// Closes tunnels that have had nothing moving for `idle` (the server's
     /// idle timeout, as for a client connection between requests).
     pub fn with_tunnel_idle(mut self, idle: Duration) -> Self {

@@ -2,6 +2,7 @@
 //! ports, and a small HTTP client over real sockets.
 #![allow(dead_code)]
 
+pub mod process;
 pub mod redis_server;
 
 use bytes::Bytes;
