@@ -117,17 +117,31 @@ fn a_bad_config_stops_the_start_naming_the_key() {
 
 #[test]
 fn every_shipped_config_file_is_valid() {
+    // config/bench.toml reads the certificate the load harness writes before
+    // a run; a generated one stands in for it here, in a folder of its own.
+    const BENCH_TLS_DIR: &str = "/tmp/ordergate-bench-tls/";
+    let tmp = tempfile::tempdir().unwrap();
+    write_certificate(tmp.path());
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            ordergate::config::Config::load(&path)
-                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-            n += 1;
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
         }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let loaded = if text.contains(BENCH_TLS_DIR) {
+            let copy = tmp.path().join(path.file_name().unwrap());
+            let tls = format!("{}/", tmp.path().join("tls").display());
+            std::fs::write(&copy, text.replace(BENCH_TLS_DIR, &tls)).unwrap();
+            ordergate::config::Config::load(&copy)
+        } else {
+            ordergate::config::Config::load(&path)
+        };
+        loaded.unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
     }
-    assert!(n >= 2);
+    assert!(n >= 4);
 }
 
 fn write_memory_config(
