@@ -260,6 +260,7 @@ pub async fn serve<S>(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(hard_head)
+        .writev(false)
         .max_headers(Rules::hard_headers(&limits));
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2

@@ -229,6 +229,7 @@ impl Pool {
     async fn connect(&self) -> Result<Conn, PoolError> {
         let stream = self.open().await?;
         let (send, driver) = http1::Builder::new()
+            .writev(false)
             .handshake(TokioIo::new(stream))
             .await?;
         self.settings.open.inc();
