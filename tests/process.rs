@@ -316,18 +316,6 @@ async fn sighup_applies_a_new_rate_limit_and_keeps_the_old_config_when_the_new_i
     assert_eq!(client.get("/other", &[]).await.status, 200);
 }
 
-fn check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checked.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).replace(path.to_str().unwrap(), "FILE");
-    (out.status.success(), stdout)
-}
-
 #[test]
 fn check_prints_a_summary_for_a_good_file() {
     let (ok, out) = check(

@@ -172,7 +172,7 @@ async fn a_reload_reaches_every_worker_and_sigterm_drains_them_all() {
 /// An upstream that holds every request for 300 ms, then answers `ok` and
 /// closes; and the most requests it held at once.
 async fn holding_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = listener().await;
     let addr = l.local_addr().unwrap();
     let (now, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -181,13 +181,8 @@ async fn holding_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         while let Ok((mut s, _)) = l.accept().await {
             let (now, most) = (Arc::clone(&now), Arc::clone(&most));
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_head(&mut s).await.is_none() {
+                    return;
                 }
                 most.fetch_max(now.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(300)).await;
@@ -257,20 +252,6 @@ fn a_port_in_use_is_one_start_error_naming_the_address() {
         "{stderr}"
     );
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-}
-
-fn check(text: &str) -> (bool, String) {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("checked.toml");
-    std::fs::write(&path, text).unwrap();
-    let out = Command::new(BIN)
-        .args(["check", "--config", path.to_str().unwrap()])
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
 }
 
 #[test]

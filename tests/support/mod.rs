@@ -491,11 +491,26 @@ pub async fn raw(addr: SocketAddr, parts: &[&[u8]], wait: std::time::Duration) -
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Reads from `s` up to the end of a request head (and whatever came with
+/// it); `None` when the connection ends or fails first.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}
+
 /// An upstream that misbehaves on purpose, speaking raw bytes over TCP: the
 /// request path picks the answer (see [`bad_answer`]). Every connection
 /// serves one request and closes.
 pub async fn misbehaving_upstream() -> SocketAddr {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let l = listener().await;
     let addr = l.local_addr().unwrap();
     tokio::spawn(async move {
@@ -504,14 +519,9 @@ pub async fn misbehaving_upstream() -> SocketAddr {
                 continue;
             };
             tokio::spawn(async move {
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                }
+                let Some(head) = read_head(&mut s).await else {
+                    return;
+                };
                 let text = String::from_utf8_lossy(&head).into_owned();
                 let path = text.split_whitespace().nth(1).unwrap_or("/").to_owned();
                 match bad_answer(&path) {

@@ -139,3 +139,17 @@ pub fn terminate(child: &Running) {
         .unwrap();
     assert!(term.success());
 }
+
+/// Runs `ordergate check` on `text` as a configuration file: whether it
+/// passed, and what it printed, with the file's path written `FILE`.
+pub fn check(text: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("checked.toml");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).replace(path.to_str().unwrap(), "FILE");
+    (out.status.success(), stdout)
+}
