@@ -77,6 +77,9 @@ for _ in $(seq 100); do
 done
 curl -s -o /dev/null "$GW/status" || { echo "association_rss.sh: the gateway did not start" >&2; cat "$WORK/gateway.log" >&2; exit 1; }
 
+# h2load posts this body (it cannot send an empty one from a file).
+printf '{}' >"$WORK/body.json"
+
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$GATEWAY/status"; }
 # calc DECIMALS EXPRESSION
 calc() { awk "BEGIN { printf \"%.$1f\", $2 }"; }
@@ -97,7 +100,8 @@ for target in $OWNERS; do
   n=$((target - done_owners))
   ((n > 0)) || continue
   start=$(date +%s.%N)
-  out=$(h2load --h1 -n "$n" -c "$CONNS" -m 1 -d /dev/null "$GW/orders" 2>&1)
+  out=$(h2load --h1 -n "$n" -c "$CONNS" -m 1 -d "$WORK/body.json" \
+    -H 'Content-Type: application/json' "$GW/orders" 2>&1) || true
   secs=$(calc 3 "$(date +%s.%N) - $start")
   created=$(sed -n 's/^status codes: \([0-9]*\) 2xx.*/\1/p' <<<"$out")
   if [[ ${created:-0} != "$n" ]]; then
