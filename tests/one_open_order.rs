@@ -4,7 +4,7 @@
 mod support;
 
 use http::Method;
-use ordergate::backend::Status;
+use ordergate::backend::{Backend, Status};
 use support::*;
 
 async fn explicit_order(env: &Env, owner: Option<&str>) -> (Answer, String) {
@@ -288,4 +288,73 @@ async fn an_order_read_many_times_is_still_seen_to_close() {
         env.client.get("/order", &[("cookie", &c)]).await.status,
         404
     );
+}
+
+/// A relay to `to` that holds each piece of the upstream's answer for
+/// `hold` before passing it on: an upstream that answers slowly.
+async fn slow_relay(to: std::net::SocketAddr, hold: std::time::Duration) -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let l = listener().await;
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let Ok(upstream) = tokio::net::TcpStream::connect(to).await else {
+                    return;
+                };
+                let (mut from_client, mut to_client) = client.into_split();
+                let (mut from_upstream, mut to_upstream) = upstream.into_split();
+                tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut from_client, &mut to_upstream).await;
+                });
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n @ 1..) = from_upstream.read(&mut buf).await {
+                    tokio::time::sleep(hold).await;
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
+    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let hold = std::time::Duration::from_millis(400);
+    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
+    let owner = "7b1f7e0e-4a8e-4c64-9a62-0d5c3f0e2b11";
+    // The client sends its POST and is gone long before the answer comes.
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nCookie: OwnerId={owner}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let heard = raw(
+        gateway.addr,
+        &[head.as_bytes()],
+        std::time::Duration::from_millis(100),
+    )
+    .await;
+    assert_eq!(heard, "", "the client left before any answer");
+    for _ in 0..50 {
+        if backend.state.count(&Method::POST, "/orders") == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
+    // The upstream made the order; once its answer has reached the
+    // gateway, the owner's order is known and open.
+    tokio::time::sleep(hold * 2).await;
+    let again = client
+        .send(
+            Method::POST,
+            "/orders",
+            &[("authorization", AUTH), ("cookie", &cookie(owner))],
+            "",
+        )
+        .await;
+    assert_eq!(again.status, 409, "{again:?}");
+    assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
 }

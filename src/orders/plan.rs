@@ -86,7 +86,7 @@ pub enum Plan {
 
 /// Calls that can make an order as a side effect: every method but the
 /// safe ones.
-fn learns(method: &Method) -> bool {
+pub(crate) fn learns(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
 

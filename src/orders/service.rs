@@ -8,7 +8,7 @@ use super::{CreationLocks, memo::Memo};
 use crate::body::{self, Body, Coding, ReadError};
 use crate::config::{CookieConfig, SameSite};
 use crate::context::{Facts, Peer};
-use crate::faults::{Client, Error, JSON_UTF8, Policy};
+use crate::faults::{Client, Error, Gateway, JSON_UTF8, Policy};
 use crate::owners::lease::Leases;
 use crate::owners::{self, OrderId, OwnerId, OwnerStore, owner_from_set_cookie};
 use crate::route::{self, Rest, Route};
@@ -133,9 +133,29 @@ impl tower::Service<Request<Body>> for OrdersService {
             let peer = req.extensions().get::<Peer>().copied();
             Facts::new(req.uri().path(), req.headers(), peer, &[], None)
         });
+        // A call that can make an order upstream runs to its end in a task
+        // of its own, even when the client goes away before the answer: the
+        // association the answer makes must be learned, or the owner could
+        // open a second order (SPEC §3). Safe methods end with their client.
+        let shielded = plan::learns(req.method());
         Box::pin(async move {
             let id = req.extensions().get::<RequestId>().cloned();
-            match orders.handle(req, &facts).await {
+            let answer = if shielded {
+                let run = async move { orders.handle(req, &facts).await };
+                match crate::telemetry::trace::spawn(run).await {
+                    Ok(answer) => answer,
+                    Err(e) => {
+                        tracing::error!(error = %e, "the orders task failed");
+                        Err(Error::gateway(
+                            Gateway::Internal,
+                            "The request could not be completed",
+                        ))
+                    }
+                }
+            } else {
+                orders.handle(req, &facts).await
+            };
+            match answer {
                 Ok(resp) => Ok(resp),
                 Err(e) => Ok(e.respond(id.as_ref().map_or("", RequestId::as_str))),
             }

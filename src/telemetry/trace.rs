@@ -143,6 +143,19 @@ fn current() -> Option<(Context, SdkTracer)> {
     })
 }
 
+/// Spawns `fut` as a task of its own that keeps the current request's
+/// trace context (a plain spawn when no traced request is current).
+pub fn spawn<F>(fut: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match current() {
+        None => tokio::spawn(fut),
+        Some((cx, _)) => tokio::spawn(fut.with_context(cx)),
+    }
+}
+
 /// Runs `fut` as a span `name`, child of the current request's span; just
 /// `fut` when no traced request is current.
 pub fn in_span<F: Future>(name: &'static str, fut: F) -> InSpan<F> {
