@@ -452,3 +452,23 @@ async fn bytes_the_upstream_sends_unasked_never_reach_another_request() {
     }
     assert!(seen.accepted() >= 2, "{} connections", seen.accepted());
 }
+
+#[tokio::test]
+async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (gw, _client) = gateway_before(echo_upstream().await, "").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"GET /half-closed HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    // Nothing more to send: the client closes its side and waits.
+    s.shutdown().await.unwrap();
+    let mut heard = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut heard))
+        .await
+        .expect("the gateway answers and closes")
+        .unwrap();
+    let heard = String::from_utf8_lossy(&heard);
+    assert!(heard.starts_with("HTTP/1.1 200"), "{heard}");
+    assert!(heard.contains("/half-closed"), "{heard}");
+}

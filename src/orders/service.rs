@@ -136,7 +136,7 @@ impl tower::Service<Request<Body>> for OrdersService {
         // A call that can make an order upstream runs to its end in a task
         // of its own, even when the client goes away before the answer: the
         // association the answer makes must be learned, or the owner could
-        // open a second order (SPEC §3). Safe methods end with their client.
+        // open a second order (SPEC §3). Reads lose nothing when dropped.
         let shielded = plan::learns(req.method());
         Box::pin(async move {
             let id = req.extensions().get::<RequestId>().cloned();

@@ -261,6 +261,13 @@ pub async fn serve<S>(
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(hard_head)
         .writev(false)
+        // Not read while a request is in flight: a client may half-close
+        // after its request, and the connection keeps no second read
+        // buffer while the request's head still holds the first (3.6 KiB
+        // less per connection at c1000). A client that is gone is seen
+        // when its answer is written; requests that can make an order run
+        // to their end regardless (orders service).
+        .half_close(true)
         .max_headers(Rules::hard_headers(&limits));
     let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     http2
