@@ -5,6 +5,7 @@ mod support;
 
 use http::Method;
 use ordergate::backend::{Backend, Status};
+use std::time::Duration;
 use support::*;
 
 async fn explicit_order(env: &Env, owner: Option<&str>) -> (Answer, String) {
@@ -292,7 +293,7 @@ async fn an_order_read_many_times_is_still_seen_to_close() {
 
 /// A relay to `to` that holds each piece of the upstream's answer for
 /// `hold` before passing it on: an upstream that answers slowly.
-async fn slow_relay(to: std::net::SocketAddr, hold: std::time::Duration) -> std::net::SocketAddr {
+async fn slow_relay(to: std::net::SocketAddr, hold: Duration) -> std::net::SocketAddr {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let l = listener().await;
     let addr = l.local_addr().unwrap();
@@ -320,32 +321,18 @@ async fn slow_relay(to: std::net::SocketAddr, hold: std::time::Duration) -> std:
     addr
 }
 
-#[tokio::test]
-async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
-    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
-    let hold = std::time::Duration::from_millis(400);
-    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
-    let owner = "7b1f7e0e-4a8e-4c64-9a62-0d5c3f0e2b11";
-    // The client sends its POST and is gone long before the answer comes.
-    let head = format!(
-        "POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nCookie: OwnerId={owner}\r\nContent-Length: 0\r\n\r\n"
-    );
-    let heard = raw(
-        gateway.addr,
-        &[head.as_bytes()],
-        std::time::Duration::from_millis(100),
-    )
-    .await;
-    assert_eq!(heard, "", "the client left before any answer");
+/// After a client left before its `POST /orders` (as `owner`) was
+/// answered: the upstream made one order, and once the upstream's answer
+/// (held `hold` by the relay) has reached the gateway, the owner's order is
+/// known and open: the next `POST /orders` is a 409.
+async fn assert_learned(backend: &Backend, client: &HttpClient, owner: &str, hold: Duration) {
     for _ in 0..50 {
         if backend.state.count(&Method::POST, "/orders") == 1 {
             break;
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
-    // The upstream made the order; once its answer has reached the
-    // gateway, the owner's order is known and open.
     tokio::time::sleep(hold * 2).await;
     let again = client
         .send(
@@ -357,4 +344,47 @@ async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
         .await;
     assert_eq!(again.status, 409, "{again:?}");
     assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
+}
+
+#[tokio::test]
+async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
+    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let hold = Duration::from_millis(400);
+    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
+    let owner = "7b1f7e0e-4a8e-4c64-9a62-0d5c3f0e2b11";
+    // The client sends its POST and is gone long before the answer comes.
+    let head = format!(
+        "POST /orders HTTP/1.1\r\nHost: x\r\nAuthorization: {AUTH}\r\nCookie: OwnerId={owner}\r\nContent-Length: 0\r\n\r\n"
+    );
+    let heard = raw(gateway.addr, &[head.as_bytes()], Duration::from_millis(100)).await;
+    assert_eq!(heard, "", "the client left before any answer");
+    assert_learned(&backend, &client, owner, hold).await;
+}
+
+#[tokio::test]
+async fn an_http2_creation_is_learned_when_the_client_leaves_before_the_answer() {
+    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let hold = Duration::from_millis(400);
+    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
+    let owner = "0c9d5e1a-3b7f-4f2e-8d61-5a4b3c2d1e0f";
+    // HTTP/2 by prior knowledge; the client closes the connection (and so
+    // every stream on it) before the answer comes.
+    let tcp = tokio::net::TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::post(format!("http://{}/orders", gateway.addr))
+        .header("authorization", AUTH)
+        .header("cookie", cookie(owner))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = tokio::time::timeout(Duration::from_millis(100), send.send_request(req)).await;
+    assert!(answer.is_err(), "the client left before any answer");
+    drop(send);
+    driver.abort();
+    assert_learned(&backend, &client, owner, hold).await;
 }
