@@ -321,11 +321,22 @@ async fn slow_relay(to: std::net::SocketAddr, hold: Duration) -> std::net::Socke
     addr
 }
 
+/// How long [`behind_slow_relay`]'s relay holds each piece of an answer.
+const HOLD: Duration = Duration::from_millis(400);
+
+/// The emulated backend, and a gateway in front of it through a relay
+/// that holds its answers for [`HOLD`].
+async fn behind_slow_relay() -> (Backend, Gateway, HttpClient) {
+    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
+    let (gateway, client) = gateway_before(slow_relay(backend.addr, HOLD).await, "").await;
+    (backend, gateway, client)
+}
+
 /// After a client left before its `POST /orders` (as `owner`) was
 /// answered: the upstream made one order, and once the upstream's answer
-/// (held `hold` by the relay) has reached the gateway, the owner's order is
-/// known and open: the next `POST /orders` is a 409.
-async fn assert_learned(backend: &Backend, client: &HttpClient, owner: &str, hold: Duration) {
+/// (held by the relay) has reached the gateway, the owner's order is known
+/// and open: the next `POST /orders` is a 409.
+async fn assert_learned(backend: &Backend, client: &HttpClient, owner: &str) {
     for _ in 0..50 {
         if backend.state.count(&Method::POST, "/orders") == 1 {
             break;
@@ -333,7 +344,7 @@ async fn assert_learned(backend: &Backend, client: &HttpClient, owner: &str, hol
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(backend.state.count(&Method::POST, "/orders"), 1);
-    tokio::time::sleep(hold * 2).await;
+    tokio::time::sleep(HOLD * 2).await;
     let again = client
         .send(
             Method::POST,
@@ -348,9 +359,7 @@ async fn assert_learned(backend: &Backend, client: &HttpClient, owner: &str, hol
 
 #[tokio::test]
 async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
-    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
-    let hold = Duration::from_millis(400);
-    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
+    let (backend, gateway, client) = behind_slow_relay().await;
     let owner = "7b1f7e0e-4a8e-4c64-9a62-0d5c3f0e2b11";
     // The client sends its POST and is gone long before the answer comes.
     let head = format!(
@@ -358,14 +367,12 @@ async fn a_creation_is_learned_when_the_client_leaves_before_the_answer() {
     );
     let heard = raw(gateway.addr, &[head.as_bytes()], Duration::from_millis(100)).await;
     assert_eq!(heard, "", "the client left before any answer");
-    assert_learned(&backend, &client, owner, hold).await;
+    assert_learned(&backend, &client, owner).await;
 }
 
 #[tokio::test]
 async fn an_http2_creation_is_learned_when_the_client_leaves_before_the_answer() {
-    let backend = Backend::start(listener().await, Some(INTERNAL.to_owned())).unwrap();
-    let hold = Duration::from_millis(400);
-    let (gateway, client) = gateway_before(slow_relay(backend.addr, hold).await, "").await;
+    let (backend, gateway, client) = behind_slow_relay().await;
     let owner = "0c9d5e1a-3b7f-4f2e-8d61-5a4b3c2d1e0f";
     // HTTP/2 by prior knowledge; the client closes the connection (and so
     // every stream on it) before the answer comes.
@@ -386,5 +393,5 @@ async fn an_http2_creation_is_learned_when_the_client_leaves_before_the_answer()
     assert!(answer.is_err(), "the client left before any answer");
     drop(send);
     driver.abort();
-    assert_learned(&backend, &client, owner, hold).await;
+    assert_learned(&backend, &client, owner).await;
 }
