@@ -121,3 +121,25 @@ async fn an_unreachable_upstream_that_comes_back_is_used_again() {
     assert_eq!(b.status, 202);
     drop(backend);
 }
+
+#[tokio::test]
+async fn a_call_that_can_create_and_that_the_upstream_drops_is_a_502_naming_nothing_inside() {
+    // POST can make an order, so it runs in a task of its own; an upstream
+    // that drops it, before or amid its answer's head, gives the same fault.
+    let up = misbehaving_upstream().await;
+    let (_gw, client) = gateway_before(up, "").await;
+    let owner = "2f6c1d7e-8a4b-4e3c-9d5f-1a2b3c4d5e6f";
+    for path in ["/reset-before-headers", "/reset-mid-headers"] {
+        let a = client
+            .send(Method::POST, path, &[("cookie", &cookie(owner))], "{}")
+            .await;
+        assert_eq!(a.status, 502, "{path}: {a:?}");
+        let (kind, message) = a.fault();
+        assert_eq!(kind, "badGateway", "{path}");
+        assert!(!message.is_empty(), "{path}");
+        let text = a.text();
+        for inside in [up.to_string().as_str(), "127.0.0.1", "os error", "hyper"] {
+            assert!(!text.contains(inside), "{path}: {inside} in {text}");
+        }
+    }
+}
