@@ -15,6 +15,7 @@
 //! It knows nothing of the server side or of the orders rules: what it needs
 //! of a request, it reads from the request facts.
 
+pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod rewrite;
@@ -63,15 +64,15 @@ enum Carrier {
 
 impl http_body::Body for AnswerBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = body::BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, body::BoxError>>> {
         match &mut self.get_mut().from {
-            Carrier::Pooled(b) => Pin::new(b).poll_frame(cx),
-            Carrier::Shared(b) => Pin::new(b).poll_frame(cx),
+            Carrier::Pooled(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Carrier::Shared(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -478,6 +479,10 @@ pub fn finish_headers(headers: &mut HeaderMap, rewriter: &Rewriter) {
 fn classify_pool_error(e: PoolError) -> Error {
     match e {
         PoolError::Connect { .. } => Error::upstream(faults::Upstream::Unreachable).because(e),
+        PoolError::Exchange(h1::Error::RequestBody(e)) => {
+            Error::from_client_body(&*e).unwrap_or_else(|| Error::body_broken().because(e))
+        }
+        PoolError::Exchange(e) => Error::upstream(faults::Upstream::Broken).because(e),
         PoolError::Http(e) => Error::from_client_body(&e)
             .unwrap_or_else(|| Error::upstream(faults::Upstream::Broken).because(e)),
     }

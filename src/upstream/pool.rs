@@ -1,5 +1,5 @@
 //! Keep-alive HTTP/1.1 connections to a plain `http://` upstream, each driven
-//! by the task of the request that uses it.
+//! by the task of the request that uses it ([`h1`]).
 //!
 //! A pooled client that runs every connection as a task of its own hands each
 //! request and each answer across tasks and channels, with wake-ups on both
@@ -8,10 +8,13 @@
 //! from the answer body's `poll_frame`. Once the body has ended and the
 //! connection can carry another request, it goes back to the pool.
 //!
-//! Nobody polls an idle connection, so it notices nothing while it waits. One
-//! that the upstream closed meanwhile gives the request back unsent, and the
-//! request goes out again on another connection; an answer that was started
-//! is never retried.
+//! Nobody polls an idle connection while it waits. When it is taken, its
+//! socket is asked (without a system call unless the kernel said something
+//! came) whether the upstream closed it or sent anything meanwhile; such a
+//! connection is dropped and the next one taken. One that fails before any
+//! of the request went out gives the request back unsent, and the request
+//! goes out again on another connection; a request that was started is
+//! never retried.
 //!
 //! Every address the upstream's name resolves to is tried in turn, each for
 //! at most the attempt timeout (all within the connect timeout), so one
@@ -20,18 +23,17 @@
 //! waits in the pool. An upgrade request gets a connection of its own
 //! ([`Pool::send_upgrade`]), never pooled.
 
+use super::h1::{self, BodyReader, Connection};
 use crate::body::Body;
 use bytes::Bytes;
 use http::{Request, Response};
-use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use std::future::{Future, poll_fn};
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
@@ -66,6 +68,9 @@ pub enum PoolError {
     /// The exchange failed on an open connection (or the request's own body
     /// failed while it was sent).
     #[error(transparent)]
+    Exchange(#[from] h1::Error),
+    /// An upgrade exchange failed.
+    #[error(transparent)]
     Http(#[from] hyper::Error),
 }
 
@@ -83,44 +88,10 @@ struct Idle {
     since: Instant,
 }
 
-/// One connection: the side that sends requests, and the one that drives
-/// its IO (`None` once it has ended).
+/// One connection, counted while it lives.
 struct Conn {
-    send: http1::SendRequest<Body>,
-    /// Boxed: the connection's state and buffers are large, and a `Conn`
-    /// moves from the pool to a request's body and back.
-    driver: Option<Pin<Box<Driver>>>,
+    h1: Connection,
     _live: Live,
-}
-
-type Driver = http1::Connection<TokioIo<TcpStream>, Body>;
-
-impl Conn {
-    /// Moves the connection's IO on; `false` once it has ended (it is then
-    /// dropped, which fails any request still queued on it).
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        let Some(driver) = &mut self.driver else {
-            return false;
-        };
-        match driver.as_mut().poll(cx) {
-            Poll::Pending => true,
-            Poll::Ready(result) => {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended");
-                }
-                self.driver = None;
-                false
-            }
-        }
-    }
-
-    /// Whether it can carry the next request. A turn of its IO first lets it
-    /// see the end of the last answer; any wake-up that turn asks for goes
-    /// nowhere, as the next user polls it again.
-    fn reusable(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        self.drive(&mut cx) && self.send.is_ready()
-    }
 }
 
 impl Pool {
@@ -145,7 +116,7 @@ impl Pool {
     }
 
     /// Sends `req` (its URI in origin form) and answers with the head of the
-    /// upstream's answer; its body drives the connection until it ends.
+    /// upstream's answer; reading its body reads the connection.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
@@ -157,27 +128,22 @@ impl Pool {
                 // future larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            let mut answer = std::pin::pin!(conn.send.try_send_request(req));
-            let result = poll_fn(|cx| {
-                conn.drive(cx);
-                answer.as_mut().poll(cx)
-            })
-            .await;
-            match result {
-                Ok(resp) => {
-                    return Ok(resp.map(|body| PooledBody {
-                        body,
-                        conn: Some(conn),
-                        pool: Arc::clone(self),
-                        handed_on: false,
-                        failed: None,
-                    }));
+            match conn.h1.send(req).await {
+                Ok(head) => {
+                    return Ok(Response::from_parts(
+                        head.parts,
+                        PooledBody {
+                            reader: head.body,
+                            conn: Some(conn),
+                            pool: Arc::clone(self),
+                            handed_on: false,
+                            failed: None,
+                        },
+                    ));
                 }
-                Err(mut e) => match e.take_message() {
-                    // Not written: a kept connection the upstream had closed.
-                    Some(unsent) if reused => req = unsent,
-                    _ => return Err(PoolError::Http(e.into_error())),
-                },
+                // Nothing sent: a kept connection the upstream had closed.
+                Err((_, Some(unsent))) if reused => req = unsent,
+                Err((e, _)) => return Err(PoolError::Exchange(e)),
             }
         }
     }
@@ -195,7 +161,8 @@ impl Pool {
                 drop(stale);
                 return None;
             }
-            if !conn.send.is_closed() {
+            let mut conn = conn;
+            if conn.h1.is_open() {
                 return Some(conn);
             }
         }
@@ -228,14 +195,9 @@ impl Pool {
 
     async fn connect(&self) -> Result<Conn, PoolError> {
         let stream = self.open().await?;
-        let (send, driver) = http1::Builder::new()
-            .writev(false)
-            .handshake(TokioIo::new(stream))
-            .await?;
         self.settings.open.inc();
         Ok(Conn {
-            send,
-            driver: Some(Box::pin(driver)),
+            h1: Connection::new(stream),
             _live: Live(self.settings.open.clone()),
         })
     }
@@ -334,24 +296,25 @@ async fn sweep(pool: Weak<Pool>) {
     }
 }
 
-/// The body of an upstream answer from the [`Pool`]. Reading it drives the
+/// The body of an upstream answer from the [`Pool`]. Reading it reads the
 /// connection; when it has ended, the connection goes back to the pool. A
 /// body dropped before its end takes its connection with it.
 pub struct PooledBody {
-    body: Incoming,
+    reader: BodyReader,
+    /// `None` once the body has ended or failed.
     conn: Option<Conn>,
     pool: Arc<Pool>,
     /// Whether data was handed on since the body last waited.
     handed_on: bool,
     /// A failure held back for one turn, so that the data before it can be
     /// flushed to the client first.
-    failed: Option<hyper::Error>,
+    failed: Option<h1::Error>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(mut conn) = self.conn.take()
-            && conn.reusable()
+        if let Some(conn) = self.conn.take()
+            && conn.h1.reusable(&self.reader)
         {
             self.pool.checkin(conn);
         }
@@ -360,24 +323,20 @@ impl PooledBody {
 
 impl http_body::Body for PooledBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = h1::Error;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<http_body::Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, h1::Error>>> {
         let this = &mut *self;
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        let mut polled = Pin::new(&mut this.body).poll_frame(cx);
-        if polled.is_pending()
-            && let Some(conn) = &mut this.conn
-        {
-            // The connection reads what the body waits for.
-            conn.drive(cx);
-            polled = Pin::new(&mut this.body).poll_frame(cx);
-        }
+        let Some(conn) = &mut this.conn else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.h1.poll_body(cx, &mut this.reader);
         match polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Err(e))) => {
@@ -400,18 +359,18 @@ impl http_body::Body for PooledBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        self.reader.is_end()
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.body.size_hint()
+        self.reader.size_hint()
     }
 }
 
 impl Drop for PooledBody {
     fn drop(&mut self) {
         // Readers that stop at `is_end_stream` never see the body's end.
-        if self.body.is_end_stream() {
+        if self.reader.is_end() {
             self.release();
         }
     }

@@ -1,0 +1,1186 @@
+//! HTTP/1.1 on one kept-alive upstream connection, driven by the task of the
+//! request that uses it.
+//!
+//! hyper's client runs a dispatcher per connection: the request goes in
+//! through a channel, the answer comes back through another, and the
+//! connection's state machine is polled for every turn of either. On the
+//! pooled path, where one request at a time owns a connection, that
+//! machinery was a quarter of the gateway's instructions per request
+//! (BENCHMARKS.md). Here the request's task writes the request and reads
+//! the answer itself: the head is written with the first body bytes in one
+//! `write`, the answer's head is parsed by `httparse` (hyper's own parser)
+//! into the header map in place, and the body is handed on as slices of the
+//! read buffer, never copied.
+//!
+//! What it keeps of HTTP/1.1 (RFC 9112):
+//! * the request body is framed by its `Content-Length`, its known size, or
+//!   chunked; a body that gives more or less than it announced fails as the
+//!   client's error, never sent short;
+//! * the answer's body is framed as §6.3 says: none for `HEAD`, 1xx, 204
+//!   and 304; chunked when `Transfer-Encoding` ends in `chunked` (and then
+//!   any `Content-Length` is dropped and the connection not kept); by a
+//!   valid `Content-Length` (several differing ones are refused); else up to
+//!   the connection's end;
+//! * interim answers (`100 Continue`, `103 Early Hints`) are skipped; an
+//!   answer that comes while the request body is still being sent is taken
+//!   (the rest of the body is not sent and the connection not kept);
+//! * a connection is kept only when both messages ended cleanly, the answer
+//!   did not say `Connection: close`, and nothing follows the answer;
+//! * heads are bounded ([`MAX_HEAD`] bytes, [`MAX_HEADERS`] fields), as are
+//!   chunk-size lines and trailers.
+
+use crate::body::{Body, BoxError};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, StatusCode, Version};
+use http_body::{Body as _, Frame};
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::io::IoSlice;
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker, ready};
+use tokio::io::AsyncWrite;
+use tokio::net::TcpStream;
+
+/// The longest answer head (status line and header fields) read.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields an answer head may have.
+pub const MAX_HEADERS: usize = 100;
+/// The longest chunk-size line (with extensions) read.
+const MAX_CHUNK_LINE: usize = 4096;
+/// How much is read from the socket at a time.
+const READ_SIZE: usize = 8 * 1024;
+/// Body bytes queued before they are written, at most.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// Why an exchange failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("the upstream connection failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the upstream closed the connection before the answer's {0} ended")]
+    Closed(&'static str),
+    #[error("the upstream's answer is not valid HTTP/1.1: {0}")]
+    Invalid(&'static str),
+    /// The request's own body failed while it was sent: the client's error.
+    #[error("the request body failed: {0}")]
+    RequestBody(BoxError),
+}
+
+/// One connection to the upstream, and what has been read from it and not
+/// yet handed on.
+pub struct Connection {
+    io: TcpStream,
+    read: BytesMut,
+    /// The request head being written (kept to reuse its allocation).
+    head: Vec<u8>,
+}
+
+/// An answer's head, and how its body is to be read.
+pub struct Head {
+    pub parts: http::response::Parts,
+    pub body: BodyReader,
+}
+
+impl Connection {
+    pub fn new(io: TcpStream) -> Self {
+        Self {
+            io,
+            read: BytesMut::with_capacity(READ_SIZE),
+            head: Vec::new(),
+        }
+    }
+
+    /// Whether the connection still looks open, without waiting: the
+    /// upstream may have closed it while it was idle. Costs nothing when
+    /// the socket had nothing to read.
+    pub fn is_open(&mut self) -> bool {
+        if !self.read.is_empty() {
+            return false;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            Poll::Ready(Ok(())) => matches!(
+                self.io.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+
+    /// Sends `req` (its URI in origin form) and reads the answer's head.
+    /// `Err((e, Some(req)))` gives the request back when nothing of it was
+    /// sent and nothing came back: the connection had been closed.
+    pub async fn send(
+        &mut self,
+        req: Request<Body>,
+    ) -> Result<Head, (Error, Option<Request<Body>>)> {
+        let (mut parts, body) = req.into_parts();
+        let framing = request_framing(&mut parts, &body);
+        self.head.clear();
+        encode_head(&parts, &mut self.head);
+        let mut out = Outgoing {
+            head_written: 0,
+            queue: VecDeque::new(),
+            queued: 0,
+            done: body.is_end_stream(),
+            body: Some(body),
+            framing,
+            body_polled: false,
+            failed: None,
+        };
+        let method = parts.method.clone();
+        let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &method)).await;
+        match result {
+            Ok(mut head) => {
+                // An answer before the whole request went out: the upstream
+                // is not reading the rest, and the connection cannot be kept.
+                if !out.done || !out.queue.is_empty() || out.failed.is_some() {
+                    head.body.keep = false;
+                }
+                Ok(head)
+            }
+            Err(e) => {
+                let unsent = out.head_written == 0 && !out.body_polled && self.read.is_empty();
+                let body = out.body.take();
+                let req = match (unsent, body) {
+                    (true, Some(body)) => Some(Request::from_parts(parts, body)),
+                    _ => None,
+                };
+                Err((e, req))
+            }
+        }
+    }
+
+    /// Writes what can be written and reads until the answer's head is in.
+    fn poll_exchange(
+        &mut self,
+        cx: &mut Context<'_>,
+        out: &mut Outgoing,
+        method: &Method,
+    ) -> Poll<Result<Head, Error>> {
+        loop {
+            let wrote = out.poll_write(cx, &mut self.io, &self.head)?;
+            if let Some(head) = parse_head(&mut self.read, method)? {
+                return Poll::Ready(Ok(head));
+            }
+            if self.read.len() >= MAX_HEAD {
+                return Poll::Ready(Err(Error::Invalid("the head is too large")));
+            }
+            match self.poll_fill(cx) {
+                Poll::Ready(Ok(0)) => {
+                    // A write that failed says more than the close after it.
+                    return Poll::Ready(Err(match out.failed.take() {
+                        Some(e) => Error::Io(e),
+                        None => Error::Closed("head"),
+                    }));
+                }
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(Error::Io(e))),
+                Poll::Pending if wrote => continue,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+
+    /// Reads more into the buffer; `Ok(0)` at the connection's end.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
+            self.read.reserve(READ_SIZE);
+        }
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// The next frame of the answer's body that `reader` reads.
+    pub fn poll_body(
+        &mut self,
+        cx: &mut Context<'_>,
+        reader: &mut BodyReader,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            match reader.next(&mut self.read) {
+                Step::Frame(frame) => return Poll::Ready(Some(Ok(frame))),
+                Step::End => return Poll::Ready(None),
+                Step::Fail(e) => return Poll::Ready(Some(Err(e))),
+                Step::More => {}
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) => {
+                    return Poll::Ready(match reader.framing {
+                        Framing::UntilClose => {
+                            reader.framing = Framing::Done;
+                            None
+                        }
+                        _ => Some(Err(Error::Closed("body"))),
+                    });
+                }
+                Ok(_) => {}
+                Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
+            }
+        }
+    }
+
+    /// Whether the connection can carry the next request after `reader`'s
+    /// body has ended.
+    pub fn reusable(&self, reader: &BodyReader) -> bool {
+        reader.keep && reader.is_end() && self.read.is_empty()
+    }
+}
+
+/// The request on its way out: its head, then its body's frames as they
+/// come, queued and written together.
+struct Outgoing {
+    /// How much of the connection's head buffer has been written.
+    head_written: usize,
+    queue: VecDeque<Bytes>,
+    queued: usize,
+    /// The body, given back with the request if it was never polled.
+    body: Option<Body>,
+    /// Whether the body has ended (or failed).
+    done: bool,
+    framing: Sending,
+    /// Whether a frame was taken from the body.
+    body_polled: bool,
+    /// A write failed: nothing more is written, but the answer may still
+    /// have come (an upstream that refuses a body answers, then closes).
+    failed: Option<std::io::Error>,
+}
+
+/// How the request's body goes out.
+enum Sending {
+    /// `Content-Length`: this many bytes still to come.
+    Length(u64),
+    Chunked,
+}
+
+impl Outgoing {
+    /// Takes the body's frames that are ready and writes what is queued;
+    /// `true` when anything moved. Fails only when the body itself fails.
+    fn poll_write(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut TcpStream,
+        head: &[u8],
+    ) -> Result<bool, Error> {
+        let mut moved = false;
+        loop {
+            if self.failed.is_some() {
+                return Ok(moved);
+            }
+            // Frames first, so that a small body leaves with its head.
+            while self.queued < WRITE_BATCH
+                && !self.done
+                && let Some(body) = self.body.as_mut()
+            {
+                match Pin::new(body).poll_frame(cx) {
+                    Poll::Pending => break,
+                    Poll::Ready(frame) => {
+                        self.body_polled = true;
+                        self.take(frame)?;
+                    }
+                }
+            }
+            let mut slices = [IoSlice::new(&[]); 8];
+            let mut n = 0;
+            if self.head_written < head.len() {
+                slices[0] = IoSlice::new(&head[self.head_written..]);
+                n = 1;
+            }
+            for b in self.queue.iter().take(slices.len() - n) {
+                slices[n] = IoSlice::new(b);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(moved);
+            }
+            let written = match Pin::new(&mut *io).poll_write_vectored(cx, &slices[..n]) {
+                Poll::Pending => return Ok(moved),
+                Poll::Ready(Ok(0)) => {
+                    self.failed = Some(std::io::ErrorKind::WriteZero.into());
+                    return Ok(moved);
+                }
+                Poll::Ready(Ok(written)) => written,
+                Poll::Ready(Err(e)) => {
+                    self.failed = Some(e);
+                    return Ok(moved);
+                }
+            };
+            moved = true;
+            self.advance(written, head.len());
+        }
+    }
+
+    /// Queues a frame of the request body, framed.
+    fn take(&mut self, frame: Option<Result<Frame<Bytes>, BoxError>>) -> Result<(), Error> {
+        let data = match frame {
+            None => {
+                self.done = true;
+                return match self.framing {
+                    Sending::Length(0) => Ok(()),
+                    Sending::Length(_) => Err(Error::RequestBody(
+                        "the body ended before its Content-Length".into(),
+                    )),
+                    Sending::Chunked => {
+                        self.push(Bytes::from_static(b"0\r\n\r\n"));
+                        Ok(())
+                    }
+                };
+            }
+            Some(Err(e)) => {
+                self.done = true;
+                return Err(Error::RequestBody(e));
+            }
+            // Trailers of a request are not sent on.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => return Ok(()),
+            },
+        };
+        match &mut self.framing {
+            Sending::Length(left) => {
+                let len = data.len() as u64;
+                if len > *left {
+                    self.done = true;
+                    return Err(Error::RequestBody(
+                        "the body is longer than its Content-Length".into(),
+                    ));
+                }
+                *left -= len;
+                self.push(data);
+            }
+            Sending::Chunked => {
+                self.push(Bytes::from(format!("{:x}\r\n", data.len())));
+                self.push(data);
+                self.push(Bytes::from_static(b"\r\n"));
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, bytes: Bytes) {
+        self.queued += bytes.len();
+        self.queue.push_back(bytes);
+    }
+
+    /// Drops `n` written bytes from the front: the head's, then the queue's.
+    fn advance(&mut self, mut n: usize, head_len: usize) {
+        let from_head = n.min(head_len - self.head_written);
+        self.head_written += from_head;
+        n -= from_head;
+        while n > 0 {
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
+            let step = n.min(front.len());
+            front.advance(step);
+            self.queued -= step;
+            n -= step;
+            if front.is_empty() {
+                self.queue.pop_front();
+            }
+        }
+    }
+}
+
+/// Settles how the request body is framed, fixing the headers to say so.
+/// The gateway's own headers are trusted over the body's size hint, as
+/// hyper does; a body of unknown size on `GET`, `HEAD` and `CONNECT` is
+/// not sent.
+fn request_framing(parts: &mut http::request::Parts, body: &Body) -> Sending {
+    let headers = &mut parts.headers;
+    if body.is_end_stream() {
+        headers.remove(header::TRANSFER_ENCODING);
+        return Sending::Length(0);
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        return Sending::Chunked;
+    }
+    if let Some(len) = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+    {
+        return Sending::Length(len);
+    }
+    headers.remove(header::CONTENT_LENGTH);
+    match body.size_hint().exact() {
+        Some(len) => {
+            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+            Sending::Length(len)
+        }
+        None if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) => {
+            Sending::Length(0)
+        }
+        None => {
+            headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            Sending::Chunked
+        }
+    }
+}
+
+/// Writes the request line and header fields, origin form.
+fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
+    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+    out.reserve(64 + target.len() + parts.headers.len() * 32);
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The answer's final head, when the buffer holds it (interim ones are
+/// dropped); the buffer keeps what follows it.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+    loop {
+        // Where each field's name and value lie, so that they can be cut
+        // from the head's bytes once the parser has let go of them.
+        let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+        let (len, code, version, count) = {
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                buf,
+                &mut fields,
+            );
+            let len = match parsed {
+                Ok(httparse::Status::Complete(len)) => len,
+                Ok(httparse::Status::Partial) => return Ok(None),
+                Err(httparse::Error::TooManyHeaders) => {
+                    return Err(Error::Invalid("too many header fields"));
+                }
+                Err(_) => return Err(Error::Invalid("a malformed head")),
+            };
+            // Offsets fit: the buffer is never much over MAX_HEAD.
+            let base = buf.as_ptr() as usize;
+            let offset = |p: *const u8| (p as usize - base) as u32;
+            for (slot, field) in at.iter_mut().zip(res.headers.iter()) {
+                let name = offset(field.name.as_ptr());
+                let value = offset(field.value.as_ptr());
+                *slot = (
+                    name,
+                    name + field.name.len() as u32,
+                    value,
+                    value + field.value.len() as u32,
+                );
+            }
+            let code = res.code.unwrap_or(0);
+            let version = match res.version {
+                Some(0) => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            };
+            (len, code, version, res.headers.len())
+        };
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(Error::Invalid(
+                    "101 Switching Protocols to a request without Upgrade",
+                ));
+            }
+            buf.advance(len);
+            continue;
+        }
+        let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("a bad status code"))?;
+        let head = buf.split_to(len).freeze();
+        let mut headers = HeaderMap::with_capacity(count);
+        for &(ns, ne, vs, ve) in &at[..count] {
+            let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
+                .map_err(|_| Error::Invalid("a bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
+                .map_err(|_| Error::Invalid("a bad header value"))?;
+            headers.append(name, value);
+        }
+        let body = answer_framing(&mut headers, status, version, method)?;
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = headers;
+        return Ok(Some(Head { parts, body }));
+    }
+}
+
+/// How the answer's body is framed (RFC 9112 §6.3), and whether the
+/// connection may be kept after it.
+fn answer_framing(
+    headers: &mut HeaderMap,
+    status: StatusCode,
+    version: Version,
+    method: &Method,
+) -> Result<BodyReader, Error> {
+    let mut keep = match version {
+        Version::HTTP_11 => !has_token(headers, "close"),
+        _ => has_token(headers, "keep-alive"),
+    };
+    if *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        return Ok(BodyReader::new(Framing::Done, keep));
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if version != Version::HTTP_11 {
+            return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 answer"));
+        }
+        // Both: the length cannot be trusted, nor what follows the body.
+        if headers.remove(header::CONTENT_LENGTH).is_some() {
+            keep = false;
+        }
+        let chunked = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .next_back()
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
+        if chunked {
+            return Ok(BodyReader::new(Framing::Chunked(Chunk::Size), keep));
+        }
+        return Ok(BodyReader::new(Framing::UntilClose, false));
+    }
+    let mut length = None;
+    for value in headers.get_all(header::CONTENT_LENGTH) {
+        let text = value
+            .to_str()
+            .map_err(|_| Error::Invalid("a bad Content-Length"))?;
+        for part in text.split(',') {
+            let part = part.trim();
+            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(Error::Invalid("a bad Content-Length"));
+            }
+            let n: u64 = part
+                .parse()
+                .map_err(|_| Error::Invalid("a bad Content-Length"))?;
+            if length.is_some_and(|l| l != n) {
+                return Err(Error::Invalid("differing Content-Length values"));
+            }
+            length = Some(n);
+        }
+    }
+    Ok(match length {
+        Some(0) => BodyReader::new(Framing::Done, keep),
+        Some(n) => BodyReader::new(Framing::Length(n), keep),
+        None => BodyReader::new(Framing::UntilClose, false),
+    })
+}
+
+/// Whether the `Connection` header names `token`.
+fn has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Reads an answer's body out of the connection's buffer.
+pub struct BodyReader {
+    framing: Framing,
+    /// Whether the connection may be kept once the body has ended.
+    keep: bool,
+}
+
+enum Framing {
+    /// This many bytes still to come.
+    Length(u64),
+    Chunked(Chunk),
+    UntilClose,
+    Done,
+}
+
+/// Where a chunked body is.
+enum Chunk {
+    Size,
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    Trailers,
+}
+
+/// What the buffer gave.
+enum Step {
+    Frame(Frame<Bytes>),
+    End,
+    Fail(Error),
+    /// The buffer must be filled first.
+    More,
+}
+
+impl BodyReader {
+    fn new(framing: Framing, keep: bool) -> Self {
+        Self { framing, keep }
+    }
+
+    pub fn is_end(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    pub fn size_hint(&self) -> http_body::SizeHint {
+        match self.framing {
+            Framing::Done => http_body::SizeHint::with_exact(0),
+            Framing::Length(n) => http_body::SizeHint::with_exact(n),
+            _ => http_body::SizeHint::default(),
+        }
+    }
+
+    /// The next step out of `buf`.
+    fn next(&mut self, buf: &mut BytesMut) -> Step {
+        loop {
+            match &mut self.framing {
+                Framing::Done | Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Step::End;
+                }
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return Step::More;
+                    }
+                    let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                    *left -= n as u64;
+                    return Step::Frame(Frame::data(buf.split_to(n).freeze()));
+                }
+                Framing::UntilClose => {
+                    if buf.is_empty() {
+                        return Step::More;
+                    }
+                    return Step::Frame(Frame::data(buf.split().freeze()));
+                }
+                Framing::Chunked(chunk) => match chunk {
+                    Chunk::Size => match httparse::parse_chunk_size(buf) {
+                        Ok(httparse::Status::Complete((used, size))) => {
+                            buf.advance(used);
+                            *chunk = if size == 0 {
+                                Chunk::Trailers
+                            } else {
+                                Chunk::Data(size)
+                            };
+                        }
+                        Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                            return Step::More;
+                        }
+                        _ => return Step::Fail(Error::Invalid("a bad chunk size")),
+                    },
+                    Chunk::Data(left) => {
+                        if buf.is_empty() {
+                            return Step::More;
+                        }
+                        let n = usize::try_from(*left).unwrap_or(usize::MAX).min(buf.len());
+                        *left -= n as u64;
+                        if *left == 0 {
+                            *chunk = Chunk::DataEnd;
+                        }
+                        return Step::Frame(Frame::data(buf.split_to(n).freeze()));
+                    }
+                    Chunk::DataEnd => {
+                        if buf.len() < 2 {
+                            return Step::More;
+                        }
+                        if &buf[..2] != b"\r\n" {
+                            return Step::Fail(Error::Invalid("a chunk without its CRLF"));
+                        }
+                        buf.advance(2);
+                        *chunk = Chunk::Size;
+                    }
+                    Chunk::Trailers => return self.trailers(buf),
+                },
+            }
+        }
+    }
+
+    /// The trailer section after the last chunk: a frame when it has
+    /// fields, the end when it is empty.
+    fn trailers(&mut self, buf: &mut BytesMut) -> Step {
+        let mut fields = [httparse::EMPTY_HEADER; 32];
+        let (used, trailers) = match httparse::parse_headers(buf, &mut fields) {
+            Ok(httparse::Status::Complete((used, fields))) => {
+                let mut map = HeaderMap::with_capacity(fields.len());
+                for f in fields.iter() {
+                    let (Ok(name), Ok(value)) = (
+                        HeaderName::from_bytes(f.name.as_bytes()),
+                        HeaderValue::from_bytes(f.value),
+                    ) else {
+                        return Step::Fail(Error::Invalid("a bad trailer field"));
+                    };
+                    map.append(name, value);
+                }
+                (used, map)
+            }
+            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Step::More,
+            _ => return Step::Fail(Error::Invalid("a bad trailer section")),
+        };
+        buf.advance(used);
+        self.framing = Framing::Done;
+        if trailers.is_empty() {
+            Step::End
+        } else {
+            Step::Frame(Frame::trailers(trailers))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    fn head_of(bytes: &[u8], method: &Method) -> Result<Option<Head>, Error> {
+        parse_head(&mut BytesMut::from(bytes), method)
+    }
+
+    fn framing_of(bytes: &[u8], method: &Method) -> (http::response::Parts, BodyReader) {
+        let head = head_of(bytes, method).unwrap().unwrap();
+        (head.parts, head.body)
+    }
+
+    /// Every frame `reader` reads out of `wire`, fed one byte at a time:
+    /// the data joined, and the trailers.
+    fn read_bytewise(
+        reader: &mut BodyReader,
+        wire: &[u8],
+    ) -> Result<(Vec<u8>, Option<HeaderMap>), Error> {
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut trailers = None;
+        let mut fed = 0;
+        loop {
+            match reader.next(&mut buf) {
+                Step::Frame(frame) => match frame.into_data() {
+                    Ok(d) => data.extend_from_slice(&d),
+                    Err(frame) => trailers = frame.into_trailers().ok(),
+                },
+                Step::End => return Ok((data, trailers)),
+                Step::Fail(e) => return Err(e),
+                Step::More => {
+                    assert!(fed < wire.len(), "the reader wants more than the wire has");
+                    buf.extend_from_slice(&wire[fed..fed + 1]);
+                    fed += 1;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn heads_are_parsed_with_their_fields() {
+        let (parts, body) = framing_of(
+            b"HTTP/1.1 201 Created\r\nLocation: /orders/1\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 2\r\n\r\n{}",
+            &Method::POST,
+        );
+        assert_eq!(parts.status, StatusCode::CREATED);
+        assert_eq!(parts.version, Version::HTTP_11);
+        assert_eq!(parts.headers["location"], "/orders/1");
+        assert_eq!(parts.headers.get_all("set-cookie").iter().count(), 2);
+        assert_eq!(body.size_hint().exact(), Some(2));
+        assert!(body.keep);
+        // Not all in: nothing yet.
+        assert!(
+            head_of(b"HTTP/1.1 200 OK\r\nContent-Len", &Method::GET)
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn interim_answers_are_skipped_and_a_stray_101_is_refused() {
+        let mut buf = BytesMut::from(
+            &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"[..],
+        );
+        let head = parse_head(&mut buf, &Method::POST).unwrap().unwrap();
+        assert_eq!(head.parts.status, StatusCode::OK);
+        assert!(!head.parts.headers.contains_key("link"));
+        assert_eq!(&buf[..], b"abc");
+        assert!(matches!(
+            head_of(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+                &Method::GET
+            ),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn bad_heads_are_refused() {
+        for bad in [
+            &b"HTTP/1.1 2000 OK\r\n\r\n"[..],
+            b"HTTX/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: x\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nX: a\x01b\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+        ] {
+            assert!(
+                matches!(head_of(bad, &Method::GET), Err(Error::Invalid(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let mut many = b"HTTP/1.1 200 OK\r\n".to_vec();
+        for i in 0..=MAX_HEADERS {
+            many.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        many.extend_from_slice(b"\r\n");
+        assert!(matches!(
+            head_of(&many, &Method::GET),
+            Err(Error::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn bodies_are_framed_as_rfc_9112_says() {
+        // No body: HEAD, 204, 304, whatever they announce.
+        for (wire, method) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n"[..],
+                Method::HEAD,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 10\r\n\r\n",
+                Method::GET,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Method::GET,
+            ),
+            (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET),
+        ] {
+            let (_, body) = framing_of(wire, &method);
+            assert!(
+                body.is_end() && body.keep,
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        // Equal lengths, listed or repeated, are one length.
+        let (_, body) = framing_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4, 4\r\nContent-Length: 4\r\n\r\n",
+            &Method::GET,
+        );
+        assert_eq!(body.size_hint().exact(), Some(4));
+        // Chunked wins over a length, which goes, and the connection with it.
+        let (parts, body) = framing_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert!(matches!(body.framing, Framing::Chunked(_)) && !body.keep);
+        // A coding that does not end in chunked, or no framing at all: up
+        // to the end of the connection, which is then not kept.
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\n\r\n",
+        ] {
+            let (_, body) = framing_of(wire, &Method::GET);
+            assert!(matches!(body.framing, Framing::UntilClose) && !body.keep);
+        }
+        // Keep-alive as the version and `Connection` say.
+        let keep = |wire: &[u8]| framing_of(wire, &Method::GET).1.keep;
+        assert!(!keep(
+            b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 0\r\n\r\n"
+        ));
+        assert!(!keep(b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n"));
+        assert!(keep(
+            b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n"
+        ));
+    }
+
+    #[test]
+    fn chunked_bodies_are_read_at_every_split() {
+        let wire = b"5;ext=\"a b\"\r\nhello\r\n19\r\n, chunked and split here.\r\n0\r\nX-Checksum: 42\r\n\r\n";
+        let mut reader = BodyReader::new(Framing::Chunked(Chunk::Size), true);
+        let (data, trailers) = read_bytewise(&mut reader, wire).unwrap();
+        assert_eq!(data, b"hello, chunked and split here.");
+        assert_eq!(trailers.unwrap()["x-checksum"], "42");
+        assert!(reader.is_end());
+        // No trailers: the end right after the last chunk.
+        let mut reader = BodyReader::new(Framing::Chunked(Chunk::Size), true);
+        let (data, trailers) = read_bytewise(&mut reader, b"3\r\nabc\r\n0\r\n\r\n").unwrap();
+        assert_eq!((data.as_slice(), trailers.is_none()), (&b"abc"[..], true));
+        for bad in [
+            &b"z\r\n"[..],
+            b"3\r\nabcX\r\n",
+            b"fffffffffffffffff\r\n",
+            b"0\r\nBad Trailer\r\n\r\n",
+        ] {
+            let mut reader = BodyReader::new(Framing::Chunked(Chunk::Size), true);
+            let result = read_bytewise(&mut reader, bad);
+            assert!(
+                matches!(result, Err(Error::Invalid(_))),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        // A size line that never ends is not read forever.
+        let mut reader = BodyReader::new(Framing::Chunked(Chunk::Size), true);
+        let mut buf = BytesMut::from(&[b'1'; 1][..]);
+        buf.extend_from_slice(&[b';'; MAX_CHUNK_LINE]);
+        assert!(matches!(
+            reader.next(&mut buf),
+            Step::Fail(Error::Invalid(_))
+        ));
+    }
+
+    /// A connection to a listener, and the listener's end of it.
+    async fn pair() -> (Connection, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        (Connection::new(client), server)
+    }
+
+    /// Reads from `server` until `end` has come; all that was read.
+    async fn read_until(server: &mut TcpStream, end: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !got.ends_with(end) {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), server.read(&mut buf))
+                .await
+                .expect("the request came in time")
+                .unwrap();
+            assert!(
+                n > 0,
+                "the connection ended after {:?}",
+                String::from_utf8_lossy(&got)
+            );
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    fn request(method: Method, uri: &str, body: Body) -> Request<Body> {
+        let mut req = Request::new(body);
+        *req.method_mut() = method;
+        *req.uri_mut() = uri.parse().unwrap();
+        req.headers_mut()
+            .insert(header::HOST, HeaderValue::from_static("upstream"));
+        req
+    }
+
+    /// A body of unknown size: `chunks`, then the end (or, when `hang`,
+    /// nothing more ever).
+    fn streamed(chunks: &[&'static str], hang: bool) -> Body {
+        use futures_util::StreamExt;
+        let frames = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect::<Vec<_>>(),
+        );
+        let tail = if hang {
+            futures_util::stream::pending().boxed()
+        } else {
+            futures_util::stream::empty().boxed()
+        };
+        http_body_util::StreamBody::new(frames.chain(tail)).boxed_unsync()
+    }
+
+    async fn body_of(conn: &mut Connection, mut reader: BodyReader) -> Result<Vec<u8>, Error> {
+        let mut out = Vec::new();
+        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
+            if let Ok(data) = frame?.into_data() {
+                out.extend_from_slice(&data);
+            }
+        }
+        Ok(out)
+    }
+
+    #[tokio::test]
+    async fn requests_are_framed_and_the_connection_is_kept() {
+        let (mut conn, mut server) = pair().await;
+        let upstream = tokio::spawn(async move {
+            let get = read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                .await
+                .unwrap();
+            let post = read_until(&mut server, b"0\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n")
+                .await
+                .unwrap();
+            let put = read_until(&mut server, b"abc").await;
+            server
+                .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            (get, post, put)
+        });
+        let head = conn
+            .send(request(Method::GET, "/orders/1?x=1", crate::body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(body_of(&mut conn, head.body).await.unwrap(), b"hello");
+        let head = conn
+            .send(request(
+                Method::POST,
+                "/orders",
+                streamed(&["{\"a\":", "1}"], false),
+            ))
+            .await
+            .unwrap();
+        assert_eq!(head.parts.status, StatusCode::CREATED);
+        let reader = head.body;
+        assert!(!reader.is_end());
+        let mut reader = reader;
+        let mut got = Vec::new();
+        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
+            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, b"ok");
+        assert!(conn.reusable(&reader));
+        let head = conn
+            .send(request(Method::PUT, "/orders/1", crate::body::full("abc")))
+            .await
+            .unwrap();
+        assert!(conn.reusable(&head.body));
+        let (get, post, put) = upstream.await.unwrap();
+        assert_eq!(get, b"GET /orders/1?x=1 HTTP/1.1\r\nhost: upstream\r\n\r\n");
+        assert_eq!(
+            String::from_utf8(post).unwrap(),
+            "POST /orders HTTP/1.1\r\nhost: upstream\r\ntransfer-encoding: chunked\r\n\r\n5\r\n{\"a\":\r\n2\r\n1}\r\n0\r\n\r\n"
+        );
+        assert_eq!(
+            String::from_utf8(put).unwrap(),
+            "PUT /orders/1 HTTP/1.1\r\nhost: upstream\r\ncontent-length: 3\r\n\r\nabc"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_its_length_is_the_clients_error_and_not_sent_short() {
+        for (announced, chunks) in [("10", &["short"][..]), ("2", &["too long"][..])] {
+            let (mut conn, mut server) = pair().await;
+            let mut req = request(Method::POST, "/orders", streamed(chunks, false));
+            req.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static(announced));
+            let err = conn.send(req).await.err().expect("the exchange failed").0;
+            assert!(matches!(err, Error::RequestBody(_)), "{err}");
+            drop(conn);
+            // What reached the upstream is never a whole request.
+            let mut got = Vec::new();
+            server.read_to_end(&mut got).await.unwrap();
+            let got = String::from_utf8(got).unwrap();
+            assert!(
+                !got.contains("too long") && !got.ends_with("short"),
+                "{got}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_body_is_taken_and_the_connection_not_kept() {
+        let (mut conn, mut server) = pair().await;
+        let upstream = tokio::spawn(async move {
+            read_until(&mut server, b"first\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            server
+        });
+        let head = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            conn.send(request(Method::POST, "/orders", streamed(&["first"], true))),
+        )
+        .await
+        .expect("the answer is not held up by the body")
+        .unwrap();
+        assert_eq!(head.parts.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert!(!conn.reusable(&head.body));
+        drop(upstream.await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn answers_cut_short_fail_and_until_close_bodies_end_there() {
+        // Cut in the head, in a length, in a chunk: each is an error.
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n8\r\nhalf",
+        ] {
+            let (mut conn, mut server) = pair().await;
+            let upstream = tokio::spawn(async move {
+                read_until(&mut server, b"\r\n\r\n").await;
+                server.write_all(wire).await.unwrap();
+            });
+            let result = match conn
+                .send(request(Method::GET, "/", crate::body::empty()))
+                .await
+            {
+                Ok(head) => body_of(&mut conn, head.body).await.map(|_| ()),
+                Err((e, _)) => Err(e),
+            };
+            upstream.await.unwrap();
+            assert!(
+                matches!(result, Err(Error::Closed(_))),
+                "{}",
+                String::from_utf8_lossy(wire)
+            );
+        }
+        let (mut conn, mut server) = pair().await;
+        tokio::spawn(async move {
+            read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\n\r\nuntil the end")
+                .await
+                .unwrap();
+        });
+        let head = conn
+            .send(request(Method::GET, "/", crate::body::empty()))
+            .await
+            .unwrap();
+        let mut reader = head.body;
+        let mut got = Vec::new();
+        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
+            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        }
+        assert_eq!(got, b"until the end");
+        assert!(reader.is_end() && !conn.reusable(&reader));
+    }
+
+    #[tokio::test]
+    async fn a_connection_the_upstream_closed_gives_the_request_back() {
+        let (mut conn, server) = pair().await;
+        assert!(conn.is_open());
+        drop(server);
+        // The close is seen without sending anything.
+        tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            while conn.is_open() {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the close was seen");
+        let (e, unsent) = conn
+            .send(request(Method::GET, "/", crate::body::empty()))
+            .await
+            .err()
+            .expect("nothing answers");
+        // Written into a socket whose peer is gone, or refused at once:
+        // either way nothing came back; given back only if nothing went.
+        assert!(matches!(e, Error::Closed(_) | Error::Io(_)), "{e}");
+        if let Some(req) = unsent {
+            assert_eq!(req.uri(), "/");
+        }
+    }
+}
