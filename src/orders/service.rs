@@ -40,7 +40,7 @@ pub struct Orders {
     pub(super) leases: Option<Arc<dyn Leases>>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) locks: CreationLocks,
-    cookies: CookieConfig,
+    cookies: OwnerCookies,
     idle_expiry_ms: u64,
     max_request_body: u64,
     max_json_body: usize,
@@ -64,6 +64,53 @@ const DELEGATED: [HeaderName; 4] = [
     header::HOST,
     header::USER_AGENT,
 ];
+
+/// The owner's `Set-Cookie` values, one per path (`/order`, `/orders`),
+/// made once from the configuration; each answer puts the owner id in.
+struct OwnerCookies {
+    /// The text before and after the owner id, per path.
+    around: Vec<(String, String)>,
+}
+
+impl OwnerCookies {
+    fn new(config: &CookieConfig) -> Self {
+        const PLACEHOLDER: &str = "00000000-0000-0000-0000-000000000000";
+        let around = ["/order", "/orders"]
+            .into_iter()
+            .filter_map(|path| {
+                let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, PLACEHOLDER))
+                    .path(path)
+                    .http_only(config.http_only)
+                    .secure(config.secure);
+                if let Some(s) = config.same_site {
+                    c = c.same_site(match s {
+                        SameSite::Strict => cookie::SameSite::Strict,
+                        SameSite::Lax => cookie::SameSite::Lax,
+                        SameSite::None => cookie::SameSite::None,
+                    });
+                }
+                if let Some(age) = config.max_age {
+                    c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+                }
+                let text = c.to_string();
+                let (before, after) = text.split_once(PLACEHOLDER)?;
+                Some((before.to_owned(), after.to_owned()))
+            })
+            .collect();
+        Self { around }
+    }
+
+    fn append(&self, headers: &mut HeaderMap, owner: OwnerId) {
+        let mut buf = [0u8; 36];
+        let id = owner.encode(&mut buf);
+        for (before, after) in &self.around {
+            let text = [before.as_str(), id, after.as_str()].concat();
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(text)) {
+                headers.append(header::SET_COOKIE, v);
+            }
+        }
+    }
+}
 
 /// What [`OrdersService`] needs beside the upstream and the store.
 #[derive(Clone)]
@@ -104,7 +151,7 @@ impl OrdersService {
                 leases: store.leases,
                 metrics,
                 locks: CreationLocks::default(),
-                cookies,
+                cookies: OwnerCookies::new(&cookies),
                 idle_expiry_ms: idle_expiry.as_millis() as u64,
                 max_request_body,
                 max_json_body,
@@ -347,8 +394,8 @@ impl Orders {
         if effects.explicit_location
             && let Some(order) = order
         {
-            let explicit = format!("{}/orders/{order}/", self.bases.public());
-            if let Ok(v) = HeaderValue::from_str(&explicit) {
+            let explicit = [self.bases.public(), "/orders/", order.as_str(), "/"].concat();
+            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(explicit)) {
                 out.headers_mut().insert(header::LOCATION, v);
             }
         }
@@ -570,25 +617,7 @@ impl Orders {
     }
 
     fn set_owner_cookies(&self, resp: &mut Response<Body>, owner: OwnerId) {
-        for path in ["/order", "/orders"] {
-            let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, owner.to_string()))
-                .path(path)
-                .http_only(self.cookies.http_only)
-                .secure(self.cookies.secure);
-            if let Some(s) = self.cookies.same_site {
-                c = c.same_site(match s {
-                    SameSite::Strict => cookie::SameSite::Strict,
-                    SameSite::Lax => cookie::SameSite::Lax,
-                    SameSite::None => cookie::SameSite::None,
-                });
-            }
-            if let Some(age) = self.cookies.max_age {
-                c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
-            }
-            if let Ok(v) = HeaderValue::from_str(&c.to_string()) {
-                resp.headers_mut().append(header::SET_COOKIE, v);
-            }
-        }
+        self.cookies.append(resp.headers_mut(), owner);
     }
 
     // ---- the shorthand ---------------------------------------------------------
@@ -655,5 +684,73 @@ impl Orders {
         let made = Arc::new(self.bases.for_shorthand(order.as_str()));
         self.rewriters.insert(order.clone(), Arc::clone(&made));
         made
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The cookies as the cookie crate writes them for `owner`.
+    fn built(config: &CookieConfig, owner: OwnerId) -> Vec<String> {
+        ["/order", "/orders"]
+            .into_iter()
+            .map(|path| {
+                let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, owner.to_string()))
+                    .path(path)
+                    .http_only(config.http_only)
+                    .secure(config.secure);
+                if let Some(s) = config.same_site {
+                    c = c.same_site(match s {
+                        SameSite::Strict => cookie::SameSite::Strict,
+                        SameSite::Lax => cookie::SameSite::Lax,
+                        SameSite::None => cookie::SameSite::None,
+                    });
+                }
+                if let Some(age) = config.max_age {
+                    c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+                }
+                c.to_string()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn owner_cookies_are_the_configured_cookies_with_the_owner_put_in() {
+        for (http_only, secure, same_site, max_age) in [
+            (
+                true,
+                true,
+                Some(SameSite::Lax),
+                Some(Duration::from_secs(86_400)),
+            ),
+            (false, false, None, None),
+            (true, false, Some(SameSite::None), None),
+            (
+                false,
+                true,
+                Some(SameSite::Strict),
+                Some(Duration::from_secs(1)),
+            ),
+        ] {
+            let config = CookieConfig {
+                http_only,
+                secure,
+                same_site,
+                max_age,
+            };
+            let cookies = OwnerCookies::new(&config);
+            for owner in [OwnerId::mint(), OwnerId::mint()] {
+                let mut headers = HeaderMap::new();
+                cookies.append(&mut headers, owner);
+                let got: Vec<&str> = headers
+                    .get_all(header::SET_COOKIE)
+                    .iter()
+                    .map(|v| v.to_str().unwrap())
+                    .collect();
+                assert_eq!(got, built(&config, owner));
+                assert!(got[0].contains(&format!("OwnerId={owner}")));
+            }
+        }
     }
 }

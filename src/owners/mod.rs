@@ -74,6 +74,13 @@ impl OwnerId {
     }
 }
 
+impl OwnerId {
+    /// The hyphenated form, written into `buf` without formatting.
+    pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        self.0.hyphenated().encode_lower(buf)
+    }
+}
+
 impl fmt::Display for OwnerId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.0.hyphenated().fmt(f)

@@ -138,6 +138,7 @@ impl Pool {
                             pool: Arc::clone(self),
                             handed_on: false,
                             failed: None,
+                            broken: false,
                         },
                     ));
                 }
@@ -151,8 +152,9 @@ impl Pool {
     /// The newest idle connection still in its time, if any.
     fn checkout(&self) -> Option<Conn> {
         let now = Instant::now();
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(Idle { conn, since }) = idle.pop() {
+        loop {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let Idle { conn, since } = idle.pop()?;
             if now.duration_since(since) >= self.settings.idle_timeout {
                 // The newest is too old: so are the others. They are closed
                 // once the lock is released.
@@ -161,12 +163,13 @@ impl Pool {
                 drop(stale);
                 return None;
             }
+            drop(idle);
+            // Asked (and, closed, dropped) outside the lock.
             let mut conn = conn;
             if conn.h1.is_open() {
                 return Some(conn);
             }
         }
-        None
     }
 
     fn checkin(&self, conn: Conn) {
@@ -309,6 +312,8 @@ pub struct PooledBody {
     /// A failure held back for one turn, so that the data before it can be
     /// flushed to the client first.
     failed: Option<h1::Error>,
+    /// Whether the body failed: it never ends cleanly after that.
+    broken: bool,
 }
 
 impl PooledBody {
@@ -334,13 +339,18 @@ impl http_body::Body for PooledBody {
             return Poll::Ready(Some(Err(e)));
         }
         let Some(conn) = &mut this.conn else {
-            return Poll::Ready(None);
+            return Poll::Ready(if this.broken {
+                Some(Err(h1::Error::Closed("body")))
+            } else {
+                None
+            });
         };
         let polled = conn.h1.poll_body(cx, &mut this.reader);
         match polled {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Err(e))) => {
                 this.conn = None;
+                this.broken = true;
                 if this.handed_on {
                     // The connection read the data and the failure at once.
                     // Waiting one turn lets the server flush the data, so the
@@ -448,5 +458,45 @@ mod tests {
         let pool = Pool::new("127.0.0.1", port, settings(None));
         let stream = pool.open().await.unwrap();
         assert!(!socket2::SockRef::from(&stream).keepalive().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_kept_connection_the_upstream_closed_is_not_a_failure() {
+        // Answers one request per connection as if it kept it, then closes.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let (mut s, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let mut got = Vec::new();
+                    while !got.ends_with(b"\r\n\r\n") {
+                        let n = s.read(&mut buf).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..n]);
+                    }
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                });
+            }
+        });
+        let pool = Pool::new("127.0.0.1", port, settings(None));
+        for i in 0..20 {
+            let mut req = Request::new(crate::body::empty());
+            *req.uri_mut() = "/".parse().unwrap();
+            let resp = pool
+                .send(req)
+                .await
+                .unwrap_or_else(|e| panic!("request {i}: {e}"));
+            let body = http_body_util::BodyExt::collect(resp.into_body())
+                .await
+                .unwrap();
+            assert_eq!(&body.to_bytes()[..], b"ok");
+        }
     }
 }
