@@ -472,3 +472,59 @@ async fn a_client_that_half_closes_after_its_request_gets_the_answer() {
     assert!(heard.starts_with("HTTP/1.1 200"), "{heard}");
     assert!(heard.contains("/half-closed"), "{heard}");
 }
+
+#[tokio::test]
+async fn a_body_reaches_an_upstream_that_answers_before_reading_it() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    // Answers as soon as the head is in, then echoes the body it reads.
+    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = upstream.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = upstream.accept().await.unwrap();
+        let mut got = read_head(&mut s).await.unwrap();
+        s.write_all(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .await
+        .unwrap();
+        let start = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        let mut body = got.split_off(start);
+        let mut buf = [0u8; 1024];
+        while body.len() < 11 {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the body stopped at {body:?}");
+            body.extend_from_slice(&buf[..n]);
+        }
+        let echo = format!(
+            "{:x}\r\n{}\r\n0\r\n\r\n",
+            body.len(),
+            String::from_utf8_lossy(&body)
+        );
+        s.write_all(echo.as_bytes()).await.unwrap();
+    });
+    let (gw, _client) = gateway_before(up, "").await;
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 11\r\n\r\n")
+        .await
+        .unwrap();
+    // The answer's head comes before the client has sent any body.
+    let head = tokio::time::timeout(Duration::from_secs(5), read_head(&mut s))
+        .await
+        .expect("the upstream's early head is passed on")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    s.write_all(b"hello world").await.unwrap();
+    let mut rest = Vec::new();
+    let mut buf = [0u8; 1024];
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while !rest.ends_with(b"0\r\n\r\n") {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the answer stopped at {rest:?}");
+            rest.extend_from_slice(&buf[..n]);
+        }
+    })
+    .await
+    .expect("the body went on to the upstream, and its echo came back");
+    assert!(String::from_utf8_lossy(&rest).contains("hello world"));
+}

@@ -184,13 +184,18 @@ impl tower::Service<Request<Body>> for OrdersService {
         // of its own, even when the client goes away before the answer: the
         // association the answer makes must be learned, or the owner could
         // open a second order (SPEC §3). Reads lose nothing when dropped.
-        let shielded = plan::learns(req.method());
-        Box::pin(async move {
-            let id = req.extensions().get::<RequestId>().cloned();
-            let answer = if shielded {
-                let run = async move { orders.handle(req, &facts).await };
-                match crate::telemetry::trace::spawn(run).await {
-                    Ok(answer) => answer,
+        let id = req.extensions().get::<RequestId>().cloned();
+        let answer = move |answer: Result<Response<Body>, Error>| match answer {
+            Ok(resp) => Ok(resp),
+            Err(e) => Ok(e.respond(id.as_ref().map_or("", RequestId::as_str))),
+        };
+        // Two futures, not one with both ways in it: each is as large as
+        // the way it takes (and is moved into its box whole).
+        if plan::learns(req.method()) {
+            let run = async move { orders.handle(req, &facts).await };
+            Box::pin(async move {
+                answer(match crate::telemetry::trace::spawn(run).await {
+                    Ok(answered) => answered,
                     Err(e) => {
                         tracing::error!(error = %e, "the orders task failed");
                         Err(Error::gateway(
@@ -198,15 +203,11 @@ impl tower::Service<Request<Body>> for OrdersService {
                             "The request could not be completed",
                         ))
                     }
-                }
-            } else {
-                orders.handle(req, &facts).await
-            };
-            match answer {
-                Ok(resp) => Ok(resp),
-                Err(e) => Ok(e.respond(id.as_ref().map_or("", RequestId::as_str))),
-            }
-        })
+                })
+            })
+        } else {
+            Box::pin(async move { answer(orders.handle(req, &facts).await) })
+        }
     }
 }
 
