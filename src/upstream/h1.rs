@@ -476,24 +476,35 @@ fn request_framing(parts: &mut http::request::Parts, body: &Body) -> Option<Send
 fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut length = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
-        let text = value
-            .to_str()
-            .map_err(|_| Error::Invalid("a bad Content-Length"))?;
-        for part in text.split(',') {
-            let part = part.trim();
-            if part.is_empty() || !part.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(Error::Invalid("a bad Content-Length"));
-            }
-            let n: u64 = part
-                .parse()
-                .map_err(|_| Error::Invalid("a bad Content-Length"))?;
-            if length.is_some_and(|l| l != n) {
-                return Err(Error::Invalid("differing Content-Length values"));
-            }
-            length = Some(n);
-        }
+        add_length(value.as_bytes(), &mut length).map_err(Error::Invalid)?;
     }
     Ok(length)
+}
+
+/// Adds one `Content-Length` field's value to what the others said.
+fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), &'static str> {
+    const BAD: &str = "a bad Content-Length";
+    for part in value.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() {
+            return Err(BAD);
+        }
+        let mut n: u64 = 0;
+        for &b in part {
+            if !b.is_ascii_digit() {
+                return Err(BAD);
+            }
+            n = n
+                .checked_mul(10)
+                .and_then(|n| n.checked_add(u64::from(b - b'0')))
+                .ok_or(BAD)?;
+        }
+        if length.is_some_and(|l| l != n) {
+            return Err("differing Content-Length values");
+        }
+        *length = Some(n);
+    }
+    Ok(())
 }
 
 /// Writes the request line and header fields, origin form.
@@ -571,14 +582,16 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("a bad status code"))?;
         let head = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
+        let mut framed = Framed::default();
         for &(ns, ne, vs, ve) in &at[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| Error::Invalid("a bad header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Error::Invalid("a bad header value"))?;
+            framed.note(&name, value.as_bytes());
             headers.append(name, value);
         }
-        let body = answer_framing(&mut headers, status, version, method)?;
+        let body = answer_framing(&mut headers, framed, status, version, method)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -587,17 +600,60 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
     }
 }
 
+/// What the fields that frame an answer say, noted as its head is read
+/// (no lookups afterwards).
+#[derive(Clone, Copy)]
+struct Framed {
+    /// `Connection` names `close`, `keep-alive`.
+    close: bool,
+    keep_alive: bool,
+    transfer_encoding: bool,
+    /// What `Content-Length` says; an error only counts when the length
+    /// frames the body.
+    length: Result<Option<u64>, &'static str>,
+}
+
+impl Default for Framed {
+    fn default() -> Self {
+        Self {
+            close: false,
+            keep_alive: false,
+            transfer_encoding: false,
+            length: Ok(None),
+        }
+    }
+}
+
+impl Framed {
+    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+        if name == header::CONNECTION {
+            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+        } else if name == header::CONTENT_LENGTH
+            && let Ok(length) = &mut self.length
+            && let Err(why) = add_length(value, length)
+        {
+            self.length = Err(why);
+        }
+    }
+}
+
 /// How the answer's body is framed (RFC 9112 §6.3), and whether the
 /// connection may be kept after it.
 fn answer_framing(
     headers: &mut HeaderMap,
+    framed: Framed,
     status: StatusCode,
     version: Version,
     method: &Method,
 ) -> Result<BodyReader, Error> {
     let mut keep = match version {
-        Version::HTTP_11 => !has_token(headers, "close"),
-        _ => has_token(headers, "keep-alive"),
+        Version::HTTP_11 => !framed.close,
+        _ => framed.keep_alive,
     };
     if *method == Method::HEAD
         || status == StatusCode::NO_CONTENT
@@ -605,7 +661,7 @@ fn answer_framing(
     {
         return Ok(BodyReader::new(Framing::Done, keep));
     }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
+    if framed.transfer_encoding {
         if version != Version::HTTP_11 {
             return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 answer"));
         }
@@ -625,22 +681,11 @@ fn answer_framing(
         }
         return Ok(BodyReader::new(Framing::UntilClose, false));
     }
-    let length = content_length(headers)?;
-    Ok(match length {
+    Ok(match framed.length.map_err(Error::Invalid)? {
         Some(0) => BodyReader::new(Framing::Done, keep),
         Some(n) => BodyReader::new(Framing::Length(n), keep),
         None => BodyReader::new(Framing::UntilClose, false),
     })
-}
-
-/// Whether the `Connection` header names `token`.
-fn has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Reads an answer's body out of the connection's buffer.

@@ -29,6 +29,16 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::UPGRADE,
 ];
 
+/// The options of the `Connection` header fields, trimmed, as bytes.
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| !t.is_empty())
+}
+
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which are present; most messages have
@@ -44,14 +54,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Headers named by Connection are hop-by-hop too; its usual options
     // (`keep-alive`, `close`) name nothing else.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|n| !n.eq_ignore_ascii_case("keep-alive") && !n.eq_ignore_ascii_case("close"))
-        .filter_map(|n| HeaderName::try_from(n).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter(|n| !n.eq_ignore_ascii_case(b"keep-alive") && !n.eq_ignore_ascii_case(b"close"))
+        .filter_map(|n| HeaderName::from_bytes(n).ok())
         .collect();
     for name in named {
         headers.remove(name);
