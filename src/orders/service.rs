@@ -78,21 +78,7 @@ impl OwnerCookies {
         let around = ["/order", "/orders"]
             .into_iter()
             .filter_map(|path| {
-                let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, PLACEHOLDER))
-                    .path(path)
-                    .http_only(config.http_only)
-                    .secure(config.secure);
-                if let Some(s) = config.same_site {
-                    c = c.same_site(match s {
-                        SameSite::Strict => cookie::SameSite::Strict,
-                        SameSite::Lax => cookie::SameSite::Lax,
-                        SameSite::None => cookie::SameSite::None,
-                    });
-                }
-                if let Some(age) = config.max_age {
-                    c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
-                }
-                let text = c.to_string();
+                let text = owner_cookie(config, path, PLACEHOLDER);
                 let (before, after) = text.split_once(PLACEHOLDER)?;
                 Some((before.to_owned(), after.to_owned()))
             })
@@ -110,6 +96,26 @@ impl OwnerCookies {
             }
         }
     }
+}
+
+/// The owner's cookie for `path`, with `value`, as the configuration
+/// makes it.
+fn owner_cookie(config: &CookieConfig, path: &str, value: &str) -> String {
+    let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, value))
+        .path(path)
+        .http_only(config.http_only)
+        .secure(config.secure);
+    if let Some(s) = config.same_site {
+        c = c.same_site(match s {
+            SameSite::Strict => cookie::SameSite::Strict,
+            SameSite::Lax => cookie::SameSite::Lax,
+            SameSite::None => cookie::SameSite::None,
+        });
+    }
+    if let Some(age) = config.max_age {
+        c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
+    }
+    c.to_string()
 }
 
 /// What [`OrdersService`] needs beside the upstream and the store.
@@ -696,23 +702,7 @@ mod tests {
     fn built(config: &CookieConfig, owner: OwnerId) -> Vec<String> {
         ["/order", "/orders"]
             .into_iter()
-            .map(|path| {
-                let mut c = cookie::Cookie::build((owners::OWNER_COOKIE, owner.to_string()))
-                    .path(path)
-                    .http_only(config.http_only)
-                    .secure(config.secure);
-                if let Some(s) = config.same_site {
-                    c = c.same_site(match s {
-                        SameSite::Strict => cookie::SameSite::Strict,
-                        SameSite::Lax => cookie::SameSite::Lax,
-                        SameSite::None => cookie::SameSite::None,
-                    });
-                }
-                if let Some(age) = config.max_age {
-                    c = c.max_age(cookie::time::Duration::seconds(age.as_secs() as i64));
-                }
-                c.to_string()
-            })
+            .map(|path| owner_cookie(config, path, &owner.to_string()))
             .collect()
     }
 
