@@ -13,7 +13,11 @@ fuzz_target!(|input: &[u8]| {
     let Some((&control, wire)) = input.split_first() else {
         return;
     };
-    let method = if control & 0x80 != 0 { Method::HEAD } else { Method::GET };
+    let method = if control & 0x80 != 0 {
+        Method::HEAD
+    } else {
+        Method::GET
+    };
     let step = usize::from(control & 0x7f).max(1);
     let whole = read_answer(wire, &method, wire.len().max(1));
     let pieces = read_answer(wire, &method, step);
@@ -28,11 +32,22 @@ fuzz_target!(|input: &[u8]| {
                 && a.status != 204
                 && a.status != 304
             {
-                let len: usize = len.to_str().unwrap().trim().split(',').next().unwrap().trim().parse().unwrap();
+                let len: usize = len
+                    .to_str()
+                    .unwrap()
+                    .trim()
+                    .split(',')
+                    .next()
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap();
                 assert_eq!(a.body.len(), len);
             }
         }
         (Err(_), Err(_), Err(_)) => {}
-        _ => panic!("the reading depends on how the bytes came: {whole:?} / {pieces:?} / {bytewise:?}"),
+        _ => panic!(
+            "the reading depends on how the bytes came: {whole:?} / {pieces:?} / {bytewise:?}"
+        ),
     }
 });
