@@ -1223,9 +1223,10 @@ mod tests {
         http_body_util::StreamBody::new(frames.chain(tail)).boxed_unsync()
     }
 
-    async fn body_of(conn: &mut Connection, mut reader: BodyReader) -> Result<Vec<u8>, Error> {
+    /// The data of the body `reader` reads, to its end.
+    async fn body_of(conn: &mut Connection, reader: &mut BodyReader) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
-        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
+        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, reader)).await {
             if let Ok(data) = frame?.into_data() {
                 out.extend_from_slice(&data);
             }
@@ -1254,11 +1255,11 @@ mod tests {
                 .unwrap();
             (get, post, put)
         });
-        let head = conn
+        let mut head = conn
             .send(request(Method::GET, "/orders/1?x=1", crate::body::empty()))
             .await
             .unwrap();
-        assert_eq!(body_of(&mut conn, head.body).await.unwrap(), b"hello");
+        assert_eq!(body_of(&mut conn, &mut head.body).await.unwrap(), b"hello");
         let head = conn
             .send(request(
                 Method::POST,
@@ -1268,14 +1269,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(head.parts.status, StatusCode::CREATED);
-        let reader = head.body;
+        let mut reader = head.body;
         assert!(!reader.is_end());
-        let mut reader = reader;
-        let mut got = Vec::new();
-        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
-            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
-        }
-        assert_eq!(got, b"ok");
+        assert_eq!(body_of(&mut conn, &mut reader).await.unwrap(), b"ok");
         assert!(conn.reusable(&reader));
         let head = conn
             .send(request(Method::PUT, "/orders/1", crate::body::full("abc")))
@@ -1329,15 +1325,13 @@ mod tests {
         tx.send(Bytes::from_static(b"late")).await.unwrap();
         drop(tx);
         let mut reader = head.body;
-        let got = tokio::time::timeout(std::time::Duration::from_secs(5), async {
-            let mut got = Vec::new();
-            while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
-                got.extend_from_slice(&frame.unwrap().into_data().unwrap());
-            }
-            got
-        })
+        let got = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            body_of(&mut conn, &mut reader),
+        )
         .await
-        .expect("the answer ended: the body went on");
+        .expect("the answer ended: the body went on")
+        .unwrap();
         assert_eq!(got, b"echo");
         assert!(conn.reusable(&reader));
         let (sent, _server) = upstream.await.unwrap();
@@ -1456,7 +1450,7 @@ mod tests {
                 .send(request(Method::GET, "/", crate::body::empty()))
                 .await
             {
-                Ok(head) => body_of(&mut conn, head.body).await.map(|_| ()),
+                Ok(mut head) => body_of(&mut conn, &mut head.body).await.map(|_| ()),
                 Err((e, _)) => Err(e),
             };
             upstream.await.unwrap();
@@ -1479,10 +1473,7 @@ mod tests {
             .await
             .unwrap();
         let mut reader = head.body;
-        let mut got = Vec::new();
-        while let Some(frame) = poll_fn(|cx| conn.poll_body(cx, &mut reader)).await {
-            got.extend_from_slice(&frame.unwrap().into_data().unwrap());
-        }
+        let got = body_of(&mut conn, &mut reader).await.unwrap();
         assert_eq!(got, b"until the end");
         assert!(reader.is_end() && !conn.reusable(&reader));
     }
