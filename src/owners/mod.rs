@@ -72,9 +72,7 @@ impl OwnerId {
     pub fn from_u128(v: u128) -> Self {
         Self(Uuid::from_u128(v))
     }
-}
 
-impl OwnerId {
     /// The hyphenated form, written into `buf` without formatting.
     pub fn encode<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
         self.0.hyphenated().encode_lower(buf)

@@ -30,7 +30,7 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 ];
 
 /// The options of the `Connection` header fields, trimmed, as bytes.
-pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::CONNECTION)
         .iter()

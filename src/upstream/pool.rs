@@ -11,10 +11,10 @@
 //! Nobody polls an idle connection while it waits. When it is taken, its
 //! socket is asked (without a system call unless the kernel said something
 //! came) whether the upstream closed it or sent anything meanwhile; such a
-//! connection is dropped and the next one taken. One that fails before any
-//! of the request went out gives the request back unsent, and the request
-//! goes out again on another connection; a request that was started is
-//! never retried.
+//! connection is dropped and the next one taken. A request that fails on a
+//! kept connection before any answer came goes out again on another one
+//! when nothing of it was sent, or when it has no body and an idempotent
+//! method (the connection turned out closed); any other is never retried.
 //!
 //! Every address the upstream's name resolves to is tried in turn, each for
 //! at most the attempt timeout (all within the connect timeout), so one
