@@ -47,6 +47,8 @@ use tokio::net::TcpStream;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields an answer head may have.
 pub const MAX_HEADERS: usize = 100;
+/// Header fields an answer's map has room for beyond its own.
+const HEADROOM: usize = 8;
 /// The longest chunk-size line (with extensions) read.
 const MAX_CHUNK_LINE: usize = 4096;
 /// How much is read from the socket at a time.
@@ -581,7 +583,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         }
         let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("a bad status code"))?;
         let head = buf.split_to(len).freeze();
-        let mut headers = HeaderMap::with_capacity(count);
+        // Room for what the gateway adds on the way back (request id,
+        // cookies) and, as hyper reuses an answer's map for the next
+        // request on the connection, for the forwarding headers: no map
+        // grows on the way.
+        let mut headers = HeaderMap::with_capacity(count + HEADROOM);
         let mut framed = Framed::default();
         for &(ns, ne, vs, ve) in &at[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
