@@ -413,7 +413,7 @@ impl Orders {
             if matches!(exchange.via, plan::Via::Create { .. }) {
                 out.headers_mut().remove(header::SET_COOKIE);
             }
-            self.set_owner_cookies(&mut out, owner);
+            self.cookies.append(out.headers_mut(), owner);
         }
         Ok(out)
     }
@@ -621,10 +621,6 @@ impl Orders {
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         self.upstream.prepare(&mut req, Some(path), facts);
         req
-    }
-
-    fn set_owner_cookies(&self, resp: &mut Response<Body>, owner: OwnerId) {
-        self.cookies.append(resp.headers_mut(), owner);
     }
 
     // ---- the shorthand ---------------------------------------------------------

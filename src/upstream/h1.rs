@@ -131,8 +131,7 @@ impl Connection {
             body_error: None,
             answered: false,
         };
-        let method = parts.method.clone();
-        let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &method)).await;
+        let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &parts.method)).await;
         match result {
             Ok(mut head) => {
                 if out.failed.is_some() || out.body_error.is_some() {
@@ -240,15 +239,7 @@ impl Connection {
                 Step::More => {}
             }
             match ready!(self.poll_fill(cx)) {
-                Ok(0) => {
-                    return Poll::Ready(match reader.framing {
-                        Framing::UntilClose => {
-                            reader.framing = Framing::Done;
-                            None
-                        }
-                        _ => Some(Err(Error::Closed("body"))),
-                    });
-                }
+                Ok(0) => return Poll::Ready(reader.closed().err().map(Err)),
                 Ok(_) => {}
                 Err(e) => return Poll::Ready(Some(Err(Error::Io(e)))),
             }
@@ -738,6 +729,18 @@ impl BodyReader {
         }
     }
 
+    /// The connection ended with the buffer read: the end of a body read
+    /// up to the close, a body cut short for any other.
+    fn closed(&mut self) -> Result<(), Error> {
+        match self.framing {
+            Framing::UntilClose => {
+                self.framing = Framing::Done;
+                Ok(())
+            }
+            _ => Err(Error::Closed("body")),
+        }
+    }
+
     pub fn is_end(&self) -> bool {
         matches!(self.framing, Framing::Done | Framing::Length(0))
     }
@@ -902,13 +905,8 @@ pub fn read_answer(wire: &[u8], method: &Method, step: usize) -> Result<WholeAns
             Step::Fail(e) => return Err(e),
             Step::More => {
                 if !feed(&mut buf) {
-                    match reader.framing {
-                        Framing::UntilClose => {
-                            reader.framing = Framing::Done;
-                            break;
-                        }
-                        _ => return Err(Error::Closed("body")),
-                    }
+                    reader.closed()?;
+                    break;
                 }
             }
         }

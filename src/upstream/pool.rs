@@ -138,7 +138,6 @@ impl Pool {
                             pool: Arc::clone(self),
                             handed_on: false,
                             failed: None,
-                            broken: false,
                         },
                     ));
                 }
@@ -312,8 +311,6 @@ pub struct PooledBody {
     /// A failure held back for one turn, so that the data before it can be
     /// flushed to the client first.
     failed: Option<h1::Error>,
-    /// Whether the body failed: it never ends cleanly after that.
-    broken: bool,
 }
 
 impl PooledBody {
@@ -339,10 +336,12 @@ impl http_body::Body for PooledBody {
             return Poll::Ready(Some(Err(e)));
         }
         let Some(conn) = &mut this.conn else {
-            return Poll::Ready(if this.broken {
-                Some(Err(h1::Error::Closed("body")))
-            } else {
+            // Without its connection: ended, or failed (then never a
+            // clean end).
+            return Poll::Ready(if this.reader.is_end() {
                 None
+            } else {
+                Some(Err(h1::Error::Closed("body")))
             });
         };
         let polled = conn.h1.poll_body(cx, &mut this.reader);
@@ -350,7 +349,6 @@ impl http_body::Body for PooledBody {
             Poll::Ready(None) => this.release(),
             Poll::Ready(Some(Err(e))) => {
                 this.conn = None;
-                this.broken = true;
                 if this.handed_on {
                     // The connection read the data and the failure at once.
                     // Waiting one turn lets the server flush the data, so the
