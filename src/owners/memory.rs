@@ -96,9 +96,10 @@ impl Packed {
             Self::Hex { digits, bytes } => {
                 let mut text = [0u8; HEX_DIGITS];
                 let n = usize::from(*digits);
-                for (i, c) in text[..n].iter_mut().enumerate() {
-                    let b = bytes[i / 2];
-                    *c = DIGITS[usize::from(if i % 2 == 0 { b >> 4 } else { b & 0xf })];
+                // Two digits per byte; an odd count leaves the last unused.
+                for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
+                    pair[0] = DIGITS[usize::from(b >> 4)];
+                    pair[1] = DIGITS[usize::from(b & 0xf)];
                 }
                 // Hex digits are ASCII.
                 f(std::str::from_utf8(&text[..n]).unwrap_or_default())
