@@ -11,7 +11,7 @@
 //!
 //! [`Peer`] is what the server knows of the connection a request came on.
 
-use crate::owners::{CookieError, OwnerId, owner_from_headers};
+use crate::owners::{CookieError, OwnerId, read_owner_cookie};
 use crate::route::{PathError, Route, classify};
 use http::header::{HeaderMap, HeaderName};
 use http::{Request, Response};
@@ -37,6 +37,8 @@ pub struct Facts {
     pub route: Result<Route, PathError>,
     /// The `OwnerId` cookie: none, one, or why it cannot be used.
     pub owner: Result<Option<OwnerId>, CookieError>,
+    /// The `OwnerId` cookie came quoted: it goes upstream unquoted.
+    pub owner_quoted: bool,
     /// The connection, when the request came from a server.
     pub peer: Option<Peer>,
     /// The peer is one of the configured proxies: its `X-Forwarded-*`
@@ -54,6 +56,7 @@ pub struct Facts {
 static NO_FACTS: Facts = Facts {
     route: Ok(Route::Other),
     owner: Ok(None),
+    owner_quoted: false,
     peer: None,
     peer_trusted: false,
     client_ip: None,
@@ -83,9 +86,11 @@ impl Facts {
                 ip
             }
         });
+        let cookie = read_owner_cookie(headers);
         Self {
             route: classify(path),
-            owner: owner_from_headers(headers),
+            owner: cookie.owner,
+            owner_quoted: cookie.quoted,
             peer,
             peer_trusted,
             client_ip,

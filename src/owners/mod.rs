@@ -62,7 +62,15 @@ impl OwnerId {
         if s.len() != 36 {
             return None;
         }
-        Uuid::try_parse(s).ok().map(Self)
+        Self::parse_bytes(s.as_bytes())
+    }
+
+    /// [`OwnerId::parse`] of bytes.
+    pub fn parse_bytes(s: &[u8]) -> Option<Self> {
+        if s.len() != 36 {
+            return None;
+        }
+        Uuid::try_parse_ascii(s).ok().map(Self)
     }
 
     pub fn as_u128(&self) -> u128 {
@@ -106,37 +114,72 @@ pub enum CookieError {
 /// send one cookie per matching path, `/order` and `/orders`), two different
 /// values or a value that is not a UUID are refused.
 pub fn owner_from_headers(headers: &HeaderMap) -> Result<Option<OwnerId>, CookieError> {
+    read_owner_cookie(headers).owner
+}
+
+/// A request's `OwnerId` cookie, read once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OwnerCookie {
+    /// None, one, or why it cannot be used ([`owner_from_headers`]).
+    pub owner: Result<Option<OwnerId>, CookieError>,
+    /// Written quoted (`OwnerId="…"`, which RFC 6265 allows and some
+    /// clients send): the gateway reads it either way, and forwards it
+    /// unquoted, as the upstream reads it ([`set_owner_cookie`]).
+    pub quoted: bool,
+}
+
+/// The cookie pairs of a `Cookie` header, as `(name, value)` with the blanks
+/// around each trimmed. Read as bytes: other cookies may carry any octets,
+/// which are none of the gateway's business.
+fn cookie_pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
+    value.split(|&b| b == b';').filter_map(|pair| {
+        let eq = memchr::memchr(b'=', pair)?;
+        Some((pair[..eq].trim_ascii(), pair[eq + 1..].trim_ascii()))
+    })
+}
+
+/// Reads the `OwnerId` cookie from every `Cookie` header of a request.
+pub fn read_owner_cookie(headers: &HeaderMap) -> OwnerCookie {
     let mut found: Option<OwnerId> = None;
+    let mut quoted = false;
     for value in headers.get_all(COOKIE) {
-        // A cookie header that is not visible ASCII cannot carry a valid OwnerId;
-        // other cookies in it are none of the gateway's business.
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let Some((name, val)) = pair.split_once('=') else {
-                continue;
-            };
-            if name.trim() != OWNER_COOKIE {
+        for (name, val) in cookie_pairs(value.as_bytes()) {
+            if name != OWNER_COOKIE.as_bytes() {
                 continue;
             }
-            let val = val.trim().trim_matches('"');
-            let owner = OwnerId::parse(val).ok_or(CookieError::Invalid)?;
+            quoted |= val.first() == Some(&b'"');
+            let val = trim_quotes(val);
+            let Some(owner) = OwnerId::parse_bytes(val) else {
+                return OwnerCookie {
+                    owner: Err(CookieError::Invalid),
+                    quoted,
+                };
+            };
             match found {
-                Some(prev) if prev != owner => return Err(CookieError::Conflicting),
+                Some(prev) if prev != owner => {
+                    return OwnerCookie {
+                        owner: Err(CookieError::Conflicting),
+                        quoted,
+                    };
+                }
                 _ => found = Some(owner),
             }
         }
     }
-    Ok(found)
+    OwnerCookie {
+        owner: Ok(found),
+        quoted,
+    }
 }
 
-/// Whether a request's `OwnerId` cookie is written quoted (`OwnerId="…"`,
-/// which RFC 6265 allows and some clients send): the gateway reads it either
-/// way, and forwards it unquoted, as the upstream reads it.
-pub fn owner_cookie_quoted(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(COOKIE)
-        .iter()
-        .any(|v| memchr::memmem::find(v.as_bytes(), b"OwnerId=\"").is_some())
+fn trim_quotes(mut v: &[u8]) -> &[u8] {
+    while let [b'"', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b'"'] = v {
+        v = rest;
+    }
+    v
 }
 
 /// Reads the `OwnerId` an upstream answer sets (`Set-Cookie: OwnerId=...`).
@@ -153,24 +196,28 @@ pub fn owner_from_set_cookie(headers: &HeaderMap) -> Option<OwnerId> {
 /// Replaces the `OwnerId` cookie of an outgoing request with `owner`, keeping
 /// every other cookie the client sent.
 pub fn set_owner_cookie(headers: &mut HeaderMap, owner: OwnerId) {
-    let mut others = String::new();
+    let mut others: Vec<u8> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let Ok(text) = value.to_str() else { continue };
-        for pair in text.split(';') {
-            let pair = pair.trim();
-            let name = pair.split_once('=').map_or(pair, |(n, _)| n).trim();
-            if pair.is_empty() || name == OWNER_COOKIE {
+        for pair in value.as_bytes().split(|&b| b == b';') {
+            let pair = pair.trim_ascii();
+            let name = pair
+                .iter()
+                .position(|&b| b == b'=')
+                .map_or(pair, |eq| &pair[..eq])
+                .trim_ascii();
+            if pair.is_empty() || name == OWNER_COOKIE.as_bytes() {
                 continue;
             }
-            others.push_str(pair);
-            others.push_str("; ");
+            others.extend_from_slice(pair);
+            others.extend_from_slice(b"; ");
         }
     }
-    others.push_str(OWNER_COOKIE);
-    others.push('=');
-    others.push_str(&owner.to_string());
-    headers.remove(COOKIE);
-    if let Ok(v) = http::HeaderValue::from_str(&others) {
+    let mut id = [0u8; 36];
+    others.extend_from_slice(OWNER_COOKIE.as_bytes());
+    others.push(b'=');
+    others.extend_from_slice(owner.encode(&mut id).as_bytes());
+    // Every byte came from a valid header value or is the owner id.
+    if let Ok(v) = http::HeaderValue::from_maybe_shared(bytes::Bytes::from(others)) {
         headers.insert(COOKIE, v);
     }
 }
@@ -230,12 +277,27 @@ mod tests {
     #[test]
     fn a_quoted_owner_is_read_and_can_be_unquoted() {
         let mut h = headers(&[&format!("a=1; OwnerId=\"{A}\"")]);
-        assert!(owner_cookie_quoted(&h));
+        assert!(read_owner_cookie(&h).quoted);
         let owner = owner_from_headers(&h).unwrap().unwrap();
         assert_eq!(owner.to_string(), A);
         set_owner_cookie(&mut h, owner);
         assert_eq!(h.get(COOKIE).unwrap(), &format!("a=1; OwnerId={A}"));
-        assert!(!owner_cookie_quoted(&h));
+        assert!(!read_owner_cookie(&h).quoted);
+        assert!(!read_owner_cookie(&headers(&[&format!("OwnerId={A}")])).quoted);
+    }
+
+    #[test]
+    fn other_cookies_of_any_octets_neither_hide_the_owner_nor_get_lost() {
+        // A cookie of another application with UTF-8 in its value.
+        let mut other = b"name=Jos\xc3\xa9; ".to_vec();
+        other.extend_from_slice(format!("OwnerId={A}").as_bytes());
+        let mut h = HeaderMap::new();
+        h.append(COOKIE, HeaderValue::from_bytes(&other).unwrap());
+        assert_eq!(owner_from_headers(&h).unwrap().unwrap().to_string(), A);
+        set_owner_cookie(&mut h, OwnerId::parse(B).unwrap());
+        let mut want = b"name=Jos\xc3\xa9; ".to_vec();
+        want.extend_from_slice(format!("OwnerId={B}").as_bytes());
+        assert_eq!(h.get(COOKIE).unwrap().as_bytes(), &want[..]);
     }
 
     #[test]
