@@ -7,7 +7,7 @@
 //! caller that waited finds the order the other one made and uses it.
 
 use super::plan::Exchange;
-use super::service::{Delegate, Orders, Target, conflict};
+use super::service::{Call, Delegate, Orders, conflict};
 use crate::body::Body;
 use crate::context::Facts;
 use crate::faults::{Error, Upstream};
@@ -60,14 +60,15 @@ impl Orders {
                 return Err(conflict());
             }
         }
-        let target = Target {
+        let call = Call {
+            req,
+            exchange: Exchange::create(shorthand),
             path: Some("/orders".to_owned()),
             order: None,
             rewriter: Arc::clone(self.bases.rewriter()),
+            owner,
         };
-        let out = self
-            .exchange(req, facts, &Exchange::create(shorthand), target, owner)
-            .await;
+        let out = self.exchange(call, facts).await;
         if let Some(l) = lease {
             l.release().await;
         }
@@ -106,7 +107,7 @@ impl Orders {
         facts: &Facts,
         owner: Option<OwnerId>,
     ) -> Result<Creation, Error> {
-        let mut req = self.delegated(client, Method::POST, "/orders", owner, facts);
+        let mut req = self.delegated(client, Method::POST, "/orders".to_owned(), owner, facts);
         req.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
         let resp = self.upstream.send(req, facts.record.as_ref()).await?;

@@ -252,20 +252,37 @@ pub(super) fn conflict() -> Error {
     )
 }
 
-/// Where a forwarded call goes and what its answer is rewritten with.
-pub(super) struct Target<'a> {
+/// A call ready to go upstream: where it goes, and what its answer is
+/// read and rewritten with.
+pub(super) struct Call {
+    pub req: Request<Body>,
+    pub exchange: Exchange,
     /// The path and query upstream; `None`: the client's own.
     pub path: Option<String>,
     /// The order the call is about.
-    pub order: Option<&'a OrderId>,
+    pub order: Option<OrderId>,
     pub rewriter: Arc<Rewriter>,
+    /// The owner the answer's cookies are for.
+    pub owner: Option<OwnerId>,
+}
+
+/// What the shorthand's resolution came to.
+// The call is the usual outcome and moves on at once: boxing it would cost
+// an allocation per request to save bytes on a rare one.
+#[allow(clippy::large_enum_variant)]
+enum Resolved {
+    /// The call for the owner's order.
+    Send(Call),
+    /// The upstream refused an implicit creation: its answer is the client's.
+    Answered(Response<Body>),
 }
 
 impl Orders {
     async fn handle(&self, req: Request<Body>, facts: &Facts) -> Result<Response<Body>, Error> {
-        // The larger futures of creation, the shorthand and upgrades are
-        // boxed, so that each request in flight holds no more than its own
-        // path needs.
+        // The larger futures of creation and upgrades are boxed, so that
+        // each request in flight holds no more than its own path needs;
+        // forwarding and the shorthand resolve their call first, then share
+        // one exchange.
         if let Some(protocols) = tunnel::asked(&req)
             && self.upstream.tunnels()
         {
@@ -280,26 +297,25 @@ impl Orders {
                 Err(_) => {}
             }
         }
-        match plan::plan(facts, req.method()) {
-            Plan::Refuse(r) => Err(refused(r)),
-            Plan::Forward { learn } => self.forward(req, facts, learn).await,
+        let call = match plan::plan(facts, req.method()) {
+            Plan::Refuse(r) => return Err(refused(r)),
+            Plan::Forward { learn } => self.forward(req, facts, learn).await?,
             Plan::Create { shorthand } => {
                 let create = self.create_explicit(req, facts, shorthand);
-                Box::pin(crate::telemetry::trace::in_span("order.create", create)).await
+                return Box::pin(crate::telemetry::trace::in_span("order.create", create)).await;
             }
-            Plan::Shorthand { implicit } => Box::pin(self.shorthand(req, facts, implicit)).await,
-        }
+            Plan::Shorthand { implicit } => match self.shorthand(req, facts, implicit).await? {
+                Resolved::Send(call) => call,
+                Resolved::Answered(answer) => return Ok(answer),
+            },
+        };
+        self.exchange(call, facts).await
     }
 
     // ---- forwarding ----------------------------------------------------------
 
     /// A call the orders API does not reroute: passed on as it is.
-    async fn forward(
-        &self,
-        req: Request<Body>,
-        facts: &Facts,
-        learn: bool,
-    ) -> Result<Response<Body>, Error> {
+    async fn forward(&self, req: Request<Body>, facts: &Facts, learn: bool) -> Result<Call, Error> {
         let Ok(route) = &facts.route else {
             return Err(Error::client(Client::BadRequest, "Bad request path"));
         };
@@ -317,33 +333,39 @@ impl Orders {
             // changes made behind its back; other reads stream through.
             exchange.tracked = self.store.owner_of(order).await?.is_some();
         }
-        let target = Target {
+        Ok(Call {
+            req,
+            exchange,
             path: None,
-            order,
+            order: order.cloned(),
             rewriter: Arc::clone(self.bases.rewriter()),
-        };
-        self.exchange(req, facts, &exchange, target, facts.valid_owner())
-            .await
+            owner: facts.valid_owner(),
+        })
     }
 
     /// Sends a call upstream and applies the effects of its answer.
     pub(super) async fn exchange(
         &self,
-        mut req: Request<Body>,
+        call: Call,
         facts: &Facts,
-        exchange: &Exchange,
-        target: Target<'_>,
-        owner: Option<OwnerId>,
     ) -> Result<Response<Body>, Error> {
+        let Call {
+            mut req,
+            exchange,
+            path,
+            order,
+            rewriter,
+            owner,
+        } = call;
         if let Some(owner) = facts.valid_owner()
-            && owners::owner_cookie_quoted(req.headers())
+            && facts.owner_quoted
         {
             owners::set_owner_cookie(req.headers_mut(), owner);
         }
-        self.upstream
-            .prepare(&mut req, target.path.as_deref(), facts);
+        self.upstream.prepare(&mut req, path, facts);
         let resp = self.upstream.send(req, facts.record.as_ref()).await?;
-        self.answer(resp, exchange, target, owner).await
+        self.answer(resp, &exchange, order.as_ref(), &rewriter, owner)
+            .await
     }
 
     /// Reads the facts of an upstream answer and applies their effects.
@@ -351,7 +373,8 @@ impl Orders {
         &self,
         resp: Answer,
         exchange: &Exchange,
-        target: Target<'_>,
+        order: Option<&OrderId>,
+        rewriter: &Arc<Rewriter>,
         owner: Option<OwnerId>,
     ) -> Result<Response<Body>, Error> {
         let status = resp.status();
@@ -363,20 +386,13 @@ impl Orders {
         } else {
             (None, None)
         };
-        let order = target.order;
         let (mut out, open) = match order {
             Some(order) if exchange.reads_order(status) => {
-                let (resp, open) = self
-                    .order_view(
-                        resp,
-                        order,
-                        &target.rewriter,
-                        exchange.via == plan::Via::Shorthand,
-                    )
-                    .await?;
+                let shorthand = exchange.via == plan::Via::Shorthand;
+                let (resp, open) = self.order_view(resp, order, rewriter, shorthand).await?;
                 (resp, Some(open))
             }
-            _ => (self.upstream.finish(resp, &target.rewriter)?, None),
+            _ => (self.upstream.finish(resp, rewriter)?, None),
         };
         let effects = exchange.effects(&AnswerFacts {
             status,
@@ -550,7 +566,7 @@ impl Orders {
         owner: OwnerId,
     ) -> Result<bool, Error> {
         let path = route::explicit_path(order, &Rest::default(), None);
-        let req = self.delegated(client, Method::GET, &path, Some(owner), facts);
+        let req = self.delegated(client, Method::GET, path, Some(owner), facts);
         let resp = self.upstream.send(req, facts.record.as_ref()).await?;
         let mut check = Exchange::forward(
             &Route::Order {
@@ -607,7 +623,7 @@ impl Orders {
         &self,
         client: &Delegate,
         method: Method,
-        path: &str,
+        path: String,
         owner: Option<OwnerId>,
         facts: &Facts,
     ) -> Request<Body> {
@@ -625,12 +641,14 @@ impl Orders {
 
     // ---- the shorthand ---------------------------------------------------------
 
+    /// Resolves `/order…` to the owner's order, creating it when the plan
+    /// says so.
     async fn shorthand(
         &self,
         req: Request<Body>,
         facts: &Facts,
         implicit: bool,
-    ) -> Result<Response<Body>, Error> {
+    ) -> Result<Resolved, Error> {
         let Ok(Route::Shorthand { rest }) = &facts.route else {
             return Err(Error::client(Client::BadRequest, "Bad request path"));
         };
@@ -651,13 +669,15 @@ impl Orders {
                 None => return Err(refused(Refusal::NoOwner)),
             },
             Step::Refuse(r) => return Err(refused(r)),
-            Step::Create => match self
-                .create_implicitly(&self.delegate(&req), facts, owner)
-                .await?
-            {
-                super::create::Creation::Made(owner, order) => (owner, order, true),
-                super::create::Creation::Refused(answer) => return Ok(answer),
-            },
+            Step::Create => {
+                let client = self.delegate(&req);
+                match Box::pin(self.create_implicitly(&client, facts, owner)).await? {
+                    super::create::Creation::Made(owner, order) => (owner, order, true),
+                    super::create::Creation::Refused(answer) => {
+                        return Ok(Resolved::Answered(answer));
+                    }
+                }
+            }
         };
         let method = req.method().clone();
         let (mut req, submit) = self.read_action(req, Some(rest)).await?;
@@ -668,14 +688,14 @@ impl Orders {
                 r.owner(owner);
             }
         }
-        let exchange = Exchange::shorthand(&method, rest, submit, created);
-        let target = Target {
+        Ok(Resolved::Send(Call {
+            exchange: Exchange::shorthand(&method, rest, submit, created),
             path: Some(route::explicit_path(&order, rest, req.uri().query())),
-            order: Some(&order),
             rewriter: self.shorthand_rewriter(&order),
-        };
-        self.exchange(req, facts, &exchange, target, Some(owner))
-            .await
+            order: Some(order),
+            owner: Some(owner),
+            req,
+        }))
     }
 
     /// The rewriter for answers through the shorthand about `order`, made

@@ -191,7 +191,7 @@ impl Upstream {
     /// Prepares the client's request for the upstream: target URI on the
     /// upstream, `path_and_query` replacing the client's when given, hop-by-hop
     /// headers removed, `X-Forwarded-*` set from the request's facts.
-    pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>, facts: &Facts) {
+    pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<String>, facts: &Facts) {
         // The host the client asked for: its `Host`, or (HTTP/2) the URI's
         // authority, which the upstream's replaces below.
         let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -218,7 +218,7 @@ impl Upstream {
     /// Points the request at the upstream. The pool writes the request
     /// target as given (the origin form), so a client's origin-form URI
     /// is kept as it is; hyper-util's client takes the absolute form.
-    fn set_target<B>(&self, req: &mut Request<B>, path_and_query: Option<&str>) {
+    fn set_target<B>(&self, req: &mut Request<B>, path_and_query: Option<String>) {
         let absolute = match &self.transport {
             Transport::Shared(shared) => Some(shared),
             Transport::Pool(_) => None,
@@ -230,7 +230,8 @@ impl Upstream {
             return;
         }
         let pq = match path_and_query {
-            Some(pq) => http::uri::PathAndQuery::try_from(pq).ok(),
+            // The text becomes the URI's own bytes, not a copy.
+            Some(pq) => http::uri::PathAndQuery::from_maybe_shared(bytes::Bytes::from(pq)).ok(),
             None => req.uri().path_and_query().cloned(),
         };
         let mut parts = http::uri::Parts::default();
