@@ -137,3 +137,20 @@ async fn a_quoted_owner_cookie_is_understood_and_forwarded_unquoted() {
     assert!(!sent.contains('"'), "{sent}");
     assert!(sent.contains("theme=dark"), "{sent}");
 }
+
+#[tokio::test]
+async fn another_cookie_of_non_ascii_octets_neither_hides_the_owner_nor_is_lost() {
+    let up = echo_upstream().await;
+    let (gw, _client) = gateway_before(up, "").await;
+    // Another application's cookie with UTF-8 in its value (browsers send
+    // such octets as they were set), beside a quoted OwnerId that the
+    // gateway rewrites on the way up.
+    let mut head = b"GET /orders/o1/quote HTTP/1.1\r\nHost: gw.example\r\nConnection: close\r\nCookie: name=Jos\xc3\xa9; OwnerId=\"".to_vec();
+    head.extend_from_slice(OWNER.as_bytes());
+    head.extend_from_slice(b"\"\r\n\r\n");
+    let answer = raw(gw.addr, &[&head], Duration::from_secs(3)).await;
+    assert_eq!(status_of(&answer), 200, "{answer}");
+    let echoed: serde_json::Value = serde_json::from_str(&dechunk(&answer)).expect(&answer);
+    let sent = echoed["headers"]["cookie"].as_str().unwrap();
+    assert_eq!(sent, format!("name=Jos\u{e9}; OwnerId={OWNER}"));
+}

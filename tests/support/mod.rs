@@ -433,7 +433,9 @@ pub async fn echo_upstream() -> SocketAddr {
                                             .headers
                                             .get_all(k)
                                             .iter()
-                                            .map(|v| v.to_str().unwrap_or("?").to_owned())
+                                            .map(|v| {
+                                                String::from_utf8_lossy(v.as_bytes()).into_owned()
+                                            })
                                             .collect();
                                         (
                                             k.as_str().to_owned(),
