@@ -99,7 +99,8 @@ pub fn classify(path: &str) -> Result<Route, PathError> {
                 return Ok(Route::Orders);
             }
             if let Some(after) = rest.strip_prefix('/') {
-                let (id, child) = after.find('/').map_or((after, ""), |i| after.split_at(i));
+                let (id, child) = memchr::memchr(b'/', after.as_bytes())
+                    .map_or((after, ""), |i| after.split_at(i));
                 if let Some(id) = OrderId::parse(id) {
                     check_separators(child)?;
                     return Ok(Route::Order {

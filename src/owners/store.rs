@@ -13,6 +13,18 @@ use std::sync::Arc;
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct OrderId(Arc<str>);
 
+/// The bytes an order id may hold, as a table: one load per byte.
+static ID_BYTE: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.');
+        b += 1;
+    }
+    table
+};
+
 impl OrderId {
     pub const MAX_LEN: usize = 128;
 
@@ -22,8 +34,7 @@ impl OrderId {
             && s.len() <= Self::MAX_LEN
             && s != "."
             && s != ".."
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            && s.bytes().all(|b| ID_BYTE[usize::from(b)]);
         ok.then(|| Self(Arc::from(s)))
     }
 
@@ -211,6 +222,15 @@ mod tests {
             &"x".repeat(129),
         ] {
             assert!(OrderId::parse(bad).is_none(), "{bad}");
+        }
+        // Every character, ASCII or not, against the rule in words.
+        for c in (0..=0x7f_u8)
+            .map(char::from)
+            .chain(['é', 'Ä', '\u{2028}', '😀'])
+        {
+            let id = format!("x{c}y");
+            let allowed = c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.');
+            assert_eq!(OrderId::parse(&id).is_some(), allowed, "{id:?}");
         }
     }
 }
