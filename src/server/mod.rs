@@ -511,9 +511,12 @@ where
                 .await
                 .map_err(Into::into)
         }
+        // Boxed: an HTTP/2 connection's state is twice an HTTP/1 one's, and
+        // every connection's task would be as large (HTTP/1 is the common
+        // case on plain listeners; one allocation per HTTP/2 connection).
         Protocol::Http2 => {
             let conn = shared.http2.serve_connection(io, hyper_svc);
-            drive(conn, protocol, &activity, accepted, shared)
+            Box::pin(drive(conn, protocol, &activity, accepted, shared))
                 .await
                 .map_err(Into::into)
         }

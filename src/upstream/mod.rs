@@ -247,8 +247,14 @@ impl Upstream {
 
     /// Sends a prepared request; the answer's headers must come in time.
     /// The upstream time is added to `record`.
-    pub async fn send(&self, req: Request<Body>, record: Option<&Record>) -> Result<Answer, Error> {
-        self.send_on(req, record, false).await
+    pub fn send<'a>(
+        &'a self,
+        req: Request<Body>,
+        record: Option<&'a Record>,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        // Not an `async fn` of its own: that would hold the request once
+        // more in every call's state.
+        self.send_on(req, record, false)
     }
 
     /// Sends an upgrade request asking for `protocols` ([`tunnel::asked`])
@@ -304,8 +310,8 @@ impl Upstream {
                 None => None,
             };
             let resp = match &self.transport {
-                Transport::Pool(pool) if upgrade => pool
-                    .send_upgrade(req)
+                // Boxed: the upgrade's state would make every call's larger.
+                Transport::Pool(pool) if upgrade => Box::pin(pool.send_upgrade(req))
                     .await
                     .map_err(classify_pool_error)?
                     .map(Carrier::Shared),
