@@ -16,6 +16,7 @@ use crate::telemetry::RequestId;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::rewrite::{Bases, Rewriter};
 use crate::upstream::{Answer, Upstream, tunnel};
+use futures_util::FutureExt;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
@@ -198,9 +199,11 @@ impl tower::Service<Request<Body>> for OrdersService {
         // Two futures, not one with both ways in it: each is as large as
         // the way it takes (and is moved into its box whole).
         if plan::learns(req.method()) {
-            let run = async move { orders.handle(req, &facts).await };
+            // Spawned now, not when first polled: the answer's future then
+            // holds the task's handle, not the whole call's state as well.
+            let task = crate::telemetry::trace::spawn(orders.handle(req, facts));
             Box::pin(async move {
-                answer(match crate::telemetry::trace::spawn(run).await {
+                answer(match task.await {
                     Ok(answered) => answered,
                     Err(e) => {
                         tracing::error!(error = %e, "the orders task failed");
@@ -212,7 +215,7 @@ impl tower::Service<Request<Body>> for OrdersService {
                 })
             })
         } else {
-            Box::pin(async move { answer(orders.handle(req, &facts).await) })
+            Box::pin(orders.handle(req, facts).map(answer))
         }
     }
 }
@@ -278,38 +281,51 @@ enum Resolved {
 }
 
 impl Orders {
-    async fn handle(&self, req: Request<Body>, facts: &Facts) -> Result<Response<Body>, Error> {
-        // The larger futures of creation and upgrades are boxed, so that
-        // each request in flight holds no more than its own path needs;
-        // forwarding and the shorthand resolve their call first, then share
-        // one exchange.
-        if let Some(protocols) = tunnel::asked(&req)
-            && self.upstream.tunnels()
-        {
-            match &facts.route {
-                Ok(Route::Other) => {
-                    let rewriter = self.bases.rewriter();
-                    return Box::pin(self.upstream.upgrade(req, protocols, facts, rewriter)).await;
+    /// Runs the plan of a request. An `async` block, not an `async fn`, for
+    /// the reason [`Self::exchange`] gives; it owns what it needs, so that no
+    /// wrapper holds the request again.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    fn handle(
+        self: Arc<Self>,
+        req: Request<Body>,
+        facts: Facts,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
+        async move {
+            let facts = &facts;
+            // The larger futures of creation and upgrades are boxed, so that
+            // each request in flight holds no more than its own path needs;
+            // forwarding and the shorthand resolve their call first, then share
+            // one exchange.
+            if let Some(protocols) = tunnel::asked(&req)
+                && self.upstream.tunnels()
+            {
+                match &facts.route {
+                    Ok(Route::Other) => {
+                        let rewriter = self.bases.rewriter();
+                        return Box::pin(self.upstream.upgrade(req, protocols, facts, rewriter))
+                            .await;
+                    }
+                    // The orders rules read and rewrite HTTP answers: a tunnel
+                    // would carry the orders API past them.
+                    Ok(_) => return Err(Error::client(Client::BadRequest, UPGRADE_ON_ORDERS)),
+                    Err(_) => {}
                 }
-                // The orders rules read and rewrite HTTP answers: a tunnel
-                // would carry the orders API past them.
-                Ok(_) => return Err(Error::client(Client::BadRequest, UPGRADE_ON_ORDERS)),
-                Err(_) => {}
             }
+            let call = match plan::plan(facts, req.method()) {
+                Plan::Refuse(r) => return Err(refused(r)),
+                Plan::Forward { learn } => self.forward(req, facts, learn).await?,
+                Plan::Create { shorthand } => {
+                    let create = self.create_explicit(req, facts, shorthand);
+                    return Box::pin(crate::telemetry::trace::in_span("order.create", create))
+                        .await;
+                }
+                Plan::Shorthand { implicit } => match self.shorthand(req, facts, implicit).await? {
+                    Resolved::Send(call) => call,
+                    Resolved::Answered(answer) => return Ok(answer),
+                },
+            };
+            self.exchange(call, facts).await
         }
-        let call = match plan::plan(facts, req.method()) {
-            Plan::Refuse(r) => return Err(refused(r)),
-            Plan::Forward { learn } => self.forward(req, facts, learn).await?,
-            Plan::Create { shorthand } => {
-                let create = self.create_explicit(req, facts, shorthand);
-                return Box::pin(crate::telemetry::trace::in_span("order.create", create)).await;
-            }
-            Plan::Shorthand { implicit } => match self.shorthand(req, facts, implicit).await? {
-                Resolved::Send(call) => call,
-                Resolved::Answered(answer) => return Ok(answer),
-            },
-        };
-        self.exchange(call, facts).await
     }
 
     // ---- forwarding ----------------------------------------------------------
@@ -344,107 +360,115 @@ impl Orders {
     }
 
     /// Sends a call upstream and applies the effects of its answer.
-    pub(super) async fn exchange(
-        &self,
-        call: Call,
-        facts: &Facts,
-    ) -> Result<Response<Body>, Error> {
-        let Call {
-            mut req,
-            exchange,
-            path,
-            order,
-            rewriter,
-            owner,
-        } = call;
-        if let Some(owner) = facts.valid_owner()
-            && facts.owner_quoted
-        {
-            owners::set_owner_cookie(req.headers_mut(), owner);
+    ///
+    /// This and [`Self::answer`] return `async` blocks rather than being
+    /// `async fn`s: an `async fn` keeps its arguments twice in its state (as
+    /// given, and moved into its body), and every request in flight holds
+    /// that state.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    pub(super) fn exchange<'a>(
+        &'a self,
+        mut call: Call,
+        facts: &'a Facts,
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'a {
+        async move {
+            if let Some(owner) = facts.valid_owner()
+                && facts.owner_quoted
+            {
+                owners::set_owner_cookie(call.req.headers_mut(), owner);
+            }
+            self.upstream
+                .prepare(&mut call.req, call.path.take(), facts);
+            let resp = self.upstream.send(call.req, facts.record.as_ref()).await?;
+            let order = call.order.as_ref();
+            self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)
+                .await
         }
-        self.upstream.prepare(&mut req, path, facts);
-        let resp = self.upstream.send(req, facts.record.as_ref()).await?;
-        self.answer(resp, &exchange, order.as_ref(), &rewriter, owner)
-            .await
     }
 
     /// Reads the facts of an upstream answer and applies their effects.
-    async fn answer(
-        &self,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    fn answer<'a>(
+        &'a self,
         resp: Answer,
-        exchange: &Exchange,
-        order: Option<&OrderId>,
-        rewriter: &Arc<Rewriter>,
+        exchange: &'a Exchange,
+        order: Option<&'a OrderId>,
+        rewriter: &'a Arc<Rewriter>,
         owner: Option<OwnerId>,
-    ) -> Result<Response<Body>, Error> {
-        let status = resp.status();
-        let (created, set_owner) = if exchange.learn {
-            (
-                self.created_order(status, resp.headers()),
-                owner_from_set_cookie(resp.headers()),
-            )
-        } else {
-            (None, None)
-        };
-        let (mut out, open) = match order {
-            Some(order) if exchange.reads_order(status) => {
-                let shorthand = exchange.via == plan::Via::Shorthand;
-                let (resp, open) = self.order_view(resp, order, rewriter, shorthand).await?;
-                (resp, Some(open))
+    ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'a {
+        async move {
+            let status = resp.status();
+            let (created, set_owner) = if exchange.learn {
+                (
+                    self.created_order(status, resp.headers()),
+                    owner_from_set_cookie(resp.headers()),
+                )
+            } else {
+                (None, None)
+            };
+            let (mut out, open) = match order {
+                Some(order) if exchange.reads_order(status) => {
+                    // Read here, not in a function of its own: each async
+                    // function would hold the answer once more.
+                    let (parts, bytes) = self.upstream.read_body(resp, self.max_json_body).await?;
+                    let shorthand = exchange.via == plan::Via::Shorthand;
+                    let (resp, open) = self.order_view(parts, bytes, order, rewriter, shorthand);
+                    (resp, Some(open))
+                }
+                _ => (self.upstream.finish(resp, rewriter)?, None),
+            };
+            let effects = exchange.effects(&AnswerFacts {
+                status,
+                created: created.clone(),
+                open,
+            });
+            let learned = match (effects.learn, created, owner.or(set_owner)) {
+                (true, Some(order), Some(owner)) => {
+                    self.learn(owner, &order).await;
+                    Some(owner)
+                }
+                _ => None,
+            };
+            if effects.end
+                && let Some(order) = order
+            {
+                self.store.end_order(order).await?;
             }
-            _ => (self.upstream.finish(resp, rewriter)?, None),
-        };
-        let effects = exchange.effects(&AnswerFacts {
-            status,
-            created: created.clone(),
-            open,
-        });
-        let learned = match (effects.learn, created, owner.or(set_owner)) {
-            (true, Some(order), Some(owner)) => {
-                self.learn(owner, &order).await;
-                Some(owner)
+            if effects.hide {
+                return Err(no_open_order());
             }
-            _ => None,
-        };
-        if effects.end
-            && let Some(order) = order
-        {
-            self.store.end_order(order).await?;
-        }
-        if effects.hide {
-            return Err(no_open_order());
-        }
-        if effects.explicit_location
-            && let Some(order) = order
-        {
-            let explicit = [self.bases.public(), "/orders/", order.as_str(), "/"].concat();
-            if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(explicit)) {
-                out.headers_mut().insert(header::LOCATION, v);
+            if effects.explicit_location
+                && let Some(order) = order
+            {
+                let explicit = [self.bases.public(), "/orders/", order.as_str(), "/"].concat();
+                if let Ok(v) = HeaderValue::from_maybe_shared(bytes::Bytes::from(explicit)) {
+                    out.headers_mut().insert(header::LOCATION, v);
+                }
             }
-        }
-        if effects.set_cookies
-            && let Some(owner) = owner.or(learned)
-        {
-            // A creation's cookies are the gateway's, for both paths.
-            if matches!(exchange.via, plan::Via::Create { .. }) {
-                out.headers_mut().remove(header::SET_COOKIE);
+            if effects.set_cookies
+                && let Some(owner) = owner.or(learned)
+            {
+                // A creation's cookies are the gateway's, for both paths.
+                if matches!(exchange.via, plan::Via::Create { .. }) {
+                    out.headers_mut().remove(header::SET_COOKIE);
+                }
+                self.cookies.append(out.headers_mut(), owner);
             }
-            self.cookies.append(out.headers_mut(), owner);
+            Ok(out)
         }
-        Ok(out)
     }
 
     /// Reads an order body once: its status, and through the shorthand its
     /// links; URLs rewritten. Returns the answer for the client and whether
     /// the order is open.
-    async fn order_view(
+    fn order_view(
         &self,
-        resp: Answer,
+        mut parts: http::response::Parts,
+        bytes: bytes::Bytes,
         order: &OrderId,
         rewriter: &Rewriter,
         shorthand: bool,
-    ) -> Result<(Response<Body>, bool), Error> {
-        let (mut parts, bytes) = self.upstream.read_body(resp, self.max_json_body).await?;
+    ) -> (Response<Body>, bool) {
         crate::upstream::finish_headers(&mut parts.headers, rewriter);
         let public = self.bases.public();
         let links = shorthand.then_some(|| {
@@ -463,10 +487,10 @@ impl Orders {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(view.body.len()));
-        Ok((
+        (
             Response::from_parts(parts, body::full(view.body)),
             !view.closed,
-        ))
+        )
     }
 
     /// For `POST …/action`, reads the (small, capped) body to know whether
