@@ -1,4 +1,5 @@
-//! Wall-clock time as the stores and sweeps keep it.
+//! Time as the gateway stamps it: wall-clock milliseconds for the stores
+//! and sweeps, and a cheap coarse clock for idle stamps.
 
 /// Wall-clock milliseconds since the Unix epoch: the stamp of associations
 /// and of rate-limit sweeps.
@@ -6,4 +7,40 @@ pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Milliseconds of a monotonic clock that is cheap to read and coarse (the
+/// kernel's tick, a few milliseconds): for stamps taken on every read and
+/// write and measured against timeouts of seconds, such as a connection's
+/// idle time. Comparable only with itself.
+#[cfg(target_os = "linux")]
+pub fn coarse_ms() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::MonotonicCoarse);
+    // Both fields are non-negative for a monotonic clock.
+    (t.tv_sec as u64) * 1000 + (t.tv_nsec as u64) / 1_000_000
+}
+
+/// Milliseconds of a monotonic clock (see the Linux version).
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_ms() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_coarse_clock_moves_forward_with_time() {
+        let before = coarse_ms();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let after = coarse_ms();
+        // A tick or two of coarseness either way, never backwards.
+        assert!(after >= before + 40, "{before} → {after}");
+        assert!(after <= before + 5_000, "{before} → {after}");
+    }
 }

@@ -3,40 +3,38 @@
 //! requests for HTTP/2, whose keep-alive pings move bytes on a connection
 //! nobody uses).
 
+use crate::clock::coarse_ms;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The time of a connection's last read or write.
+/// The time of a connection's last read or write. Stamps are of the coarse
+/// clock ([`coarse_ms`]): taken on every read and write, they must be cheap,
+/// and idle timeouts are seconds.
 pub struct Activity {
-    opened: Instant,
-    /// Milliseconds after `opened`.
+    /// The last read or write.
     last_ms: AtomicU64,
     /// Requests whose heads hyper handed over.
     requests: AtomicU64,
     in_flight: AtomicU32,
-    /// When a request last started or ended, in milliseconds after `opened`.
+    /// When a request last started or ended.
     last_request_ms: AtomicU64,
 }
 
 impl Activity {
-    fn now_ms(&self) -> u64 {
-        self.opened.elapsed().as_millis() as u64
-    }
-
     fn touch(&self) {
-        self.last_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_ms.store(coarse_ms(), Ordering::Relaxed);
     }
 
     /// A request starts; it ends when the guard is dropped.
     pub fn request(self: &Arc<Self>) -> InFlight {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
-        self.last_request_ms.store(self.now_ms(), Ordering::Relaxed);
+        self.last_request_ms.store(coarse_ms(), Ordering::Relaxed);
         InFlight(Arc::clone(self))
     }
 
@@ -50,15 +48,18 @@ impl Activity {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return Duration::ZERO;
         }
-        let last = Duration::from_millis(self.last_request_ms.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
+        since(&self.last_request_ms)
     }
 
     /// How long nothing has been read or written.
     pub fn quiet_for(&self) -> Duration {
-        let last = Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
-        self.opened.elapsed().saturating_sub(last)
+        since(&self.last_ms)
     }
+}
+
+/// The time since a stamp.
+fn since(stamp: &AtomicU64) -> Duration {
+    Duration::from_millis(coarse_ms().saturating_sub(stamp.load(Ordering::Relaxed)))
 }
 
 /// A request in flight on a connection.
@@ -67,9 +68,7 @@ pub struct InFlight(Arc<Activity>);
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.0
-            .last_request_ms
-            .store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.last_request_ms.store(coarse_ms(), Ordering::Relaxed);
     }
 }
 
@@ -84,12 +83,12 @@ pin_project_lite::pin_project! {
 
 impl<S> Tracked<S> {
     pub fn new(inner: S) -> (Self, Arc<Activity>) {
+        let opened = coarse_ms();
         let activity = Arc::new(Activity {
-            opened: Instant::now(),
-            last_ms: AtomicU64::new(0),
+            last_ms: AtomicU64::new(opened),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
-            last_request_ms: AtomicU64::new(0),
+            last_request_ms: AtomicU64::new(opened),
         });
         let tracked = Self {
             inner,

@@ -25,6 +25,7 @@
 
 use super::h1::{self, BodyReader, Connection};
 use crate::body::Body;
+use crate::clock::coarse_ms;
 use bytes::Bytes;
 use http::{Request, Response};
 use hyper::body::Incoming;
@@ -34,7 +35,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// How long the pool may keep idle connections, and how many.
@@ -85,7 +86,14 @@ pub struct Pool {
 
 struct Idle {
     conn: Conn,
-    since: Instant,
+    /// When it went idle ([`coarse_ms`]: stamped on every request).
+    since_ms: u64,
+}
+
+impl Idle {
+    fn expired(&self, now_ms: u64, idle_timeout: Duration) -> bool {
+        Duration::from_millis(now_ms.saturating_sub(self.since_ms)) >= idle_timeout
+    }
 }
 
 /// One connection, counted while it lives.
@@ -150,11 +158,11 @@ impl Pool {
 
     /// The newest idle connection still in its time, if any.
     fn checkout(&self) -> Option<Conn> {
-        let now = Instant::now();
+        let now = coarse_ms();
         loop {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-            let Idle { conn, since } = idle.pop()?;
-            if now.duration_since(since) >= self.settings.idle_timeout {
+            let newest = idle.pop()?;
+            if newest.expired(now, self.settings.idle_timeout) {
                 // The newest is too old: so are the others. They are closed
                 // once the lock is released.
                 let stale = std::mem::take(&mut *idle);
@@ -164,7 +172,7 @@ impl Pool {
             }
             drop(idle);
             // Asked (and, closed, dropped) outside the lock.
-            let mut conn = conn;
+            let mut conn = newest.conn;
             if conn.h1.is_open() {
                 return Some(conn);
             }
@@ -176,7 +184,7 @@ impl Pool {
         if idle.len() < self.settings.max_idle {
             idle.push(Idle {
                 conn,
-                since: Instant::now(),
+                since_ms: coarse_ms(),
             });
         }
     }
@@ -184,11 +192,11 @@ impl Pool {
     /// Closes the idle connections past their time (the oldest come first),
     /// once the lock is released.
     fn sweep_once(&self) {
-        let now = Instant::now();
+        let now = coarse_ms();
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let fresh = idle
             .iter()
-            .position(|i| now.duration_since(i.since) < self.settings.idle_timeout)
+            .position(|i| !i.expired(now, self.settings.idle_timeout))
             .unwrap_or(idle.len());
         let stale: Vec<Idle> = idle.drain(..fresh).collect();
         drop(idle);
