@@ -91,29 +91,42 @@ pub fn strip_underscored(headers: &mut HeaderMap) {
 /// client sent is kept (and `X-Forwarded-For` extended) only when the peer
 /// is a trusted proxy. `client_host` is the host the client asked for.
 pub fn set_forwarded(headers: &mut HeaderMap, facts: &Facts, client_host: Option<HeaderValue>) {
-    let trusted = facts.peer_trusted;
-    if !trusted {
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
+    let proto = HeaderValue::from_static(if facts.tls() { "https" } else { "http" });
+    let peer = facts.peer.map(|p| p.addr.ip());
+    if !facts.peer_trusted {
+        // What the client says of itself is replaced, or dropped: each
+        // header is set or removed once (a map operation per header is
+        // most of this function's cost).
+        match peer.map(ip_header_value) {
+            Some(Ok(v)) => {
+                headers.insert(X_FORWARDED_FOR.clone(), v);
+            }
+            _ => {
+                headers.remove(&X_FORWARDED_FOR);
+            }
+        }
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+        match client_host {
+            Some(host) => {
+                headers.insert(X_FORWARDED_HOST.clone(), host);
+            }
+            None => {
+                headers.remove(&X_FORWARDED_HOST);
+            }
+        }
+        return;
     }
-    if let Some(peer) = facts.peer.map(|p| p.addr.ip()) {
-        let value = match headers
-            .get(&X_FORWARDED_FOR)
-            .filter(|_| trusted)
-            .and_then(|v| v.to_str().ok())
-        {
+    if let Some(peer) = peer {
+        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
             Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
             None => ip_header_value(peer),
         };
         if let Ok(v) = value {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-    } else if !trusted {
-        headers.remove(&X_FORWARDED_FOR);
     }
     if !headers.contains_key(&X_FORWARDED_PROTO) {
-        let proto = if facts.tls() { "https" } else { "http" };
-        headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
+        headers.insert(X_FORWARDED_PROTO.clone(), proto);
     }
     if !headers.contains_key(&X_FORWARDED_HOST)
         && let Some(host) = client_host
@@ -223,6 +236,44 @@ mod tests {
         let h = from(&[]);
         assert_eq!(h["x-forwarded-for"], "10.0.0.1");
         assert_eq!(h["x-forwarded-proto"], "http");
+    }
+
+    #[test]
+    fn an_untrusted_clients_forwarding_headers_are_replaced_or_dropped_every_one() {
+        let sent = || {
+            let mut h = HeaderMap::new();
+            for v in ["1.1.1.1", "2.2.2.2"] {
+                h.append("x-forwarded-for", HeaderValue::from_static(v));
+            }
+            h.append("x-forwarded-proto", HeaderValue::from_static("https"));
+            h.append("x-forwarded-proto", HeaderValue::from_static("ftp"));
+            h.insert("x-forwarded-host", HeaderValue::from_static("evil.example"));
+            h
+        };
+        let values = |h: &HeaderMap, name: &str| -> Vec<String> {
+            h.get_all(name)
+                .iter()
+                .map(|v| v.to_str().unwrap().to_owned())
+                .collect()
+        };
+        // A peer, no host of its own (an HTTP/2 request without authority).
+        let peer = Peer {
+            addr: "[2001:db8::7]:5000".parse().unwrap(),
+            tls: true,
+        };
+        let mut h = sent();
+        let facts = Facts::new("/", &h, Some(peer), &[], None);
+        set_forwarded(&mut h, &facts, None);
+        assert_eq!(values(&h, "x-forwarded-for"), ["2001:db8::7"]);
+        assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
+        assert!(values(&h, "x-forwarded-host").is_empty());
+        // No peer at all (the service on its own): nothing of the client's stays.
+        let mut h = sent();
+        let facts = Facts::new("/", &h, None, &[], None);
+        set_forwarded(&mut h, &facts, Some(HeaderValue::from_static("gw.example")));
+        assert!(values(&h, "x-forwarded-for").is_empty());
+        assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
+        assert_eq!(values(&h, "x-forwarded-host"), ["gw.example"]);
     }
 
     #[test]

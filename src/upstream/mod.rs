@@ -401,7 +401,9 @@ impl Upstream {
 
     /// Reads a whole upstream body the gateway must look into, decoded, up
     /// to `cap` bytes, in the time the exchange has left. The answer's
-    /// `Content-Encoding` and length go: the bytes are decoded.
+    /// `Content-Encoding` and `Transfer-Encoding` go (the bytes are decoded
+    /// and whole); its `Content-Length` is the caller's to replace with the
+    /// length of what it answers with.
     pub async fn read_body(
         &self,
         resp: Answer,
@@ -421,11 +423,12 @@ impl Upstream {
             }
             Ok(Err(e)) => return Err(Error::upstream(faults::Upstream::Broken).because(e)),
         };
-        parts.headers.remove(header::CONTENT_ENCODING);
+        // The body is decoded and whole: its new framing is the caller's
+        // to set (`Content-Length` of what it answers with).
+        if coding != Coding::Identity {
+            parts.headers.remove(header::CONTENT_ENCODING);
+        }
         parts.headers.remove(header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
         Ok((parts, bytes))
     }
 }
