@@ -6,7 +6,8 @@
 pub fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        // Seconds and milliseconds apart: no 128-bit division.
+        .map_or(0, |d| d.as_secs() * 1000 + u64::from(d.subsec_millis()))
 }
 
 /// Milliseconds of a monotonic clock that is cheap to read and coarse (the

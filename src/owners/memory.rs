@@ -47,27 +47,50 @@ enum Packed {
 const HEX_BYTES: usize = 20;
 const HEX_DIGITS: usize = HEX_BYTES * 2;
 
-fn nibble(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        _ => None,
+/// Each byte's value as a lowercase hex digit; 0xff for any other byte.
+static NIBBLE: [u8; 256] = {
+    let mut table = [0xff; 256];
+    let mut d = 0;
+    while d < 16 {
+        table[DIGITS[d] as usize] = d as u8;
+        d += 1;
     }
-}
+    table
+};
 
 /// The packed bytes of a lowercase hex id, or `None` for any other id.
+/// Two digits per step, by table: every lookup of a tracked order packs
+/// the id it looks for.
 fn pack_hex(s: &str) -> Option<[u8; HEX_BYTES]> {
+    let s = s.as_bytes();
     if s.len() > HEX_DIGITS {
         return None;
     }
     let mut bytes = [0u8; HEX_BYTES];
-    for (i, b) in s.bytes().enumerate() {
-        bytes[i / 2] |= nibble(b)? << if i % 2 == 0 { 4 } else { 0 };
+    // A digit's value has no high bits; a byte that is no digit has them.
+    let mut high = 0u8;
+    for (out, pair) in bytes.iter_mut().zip(s.chunks(2)) {
+        let hi = NIBBLE[usize::from(pair[0])];
+        // An odd count leaves the last low half zero.
+        let lo = pair.get(1).map_or(0, |&b| NIBBLE[usize::from(b)]);
+        high |= (hi | lo) & 0xf0;
+        *out = (hi << 4) | lo;
     }
-    Some(bytes)
+    (high == 0).then_some(bytes)
 }
 
 const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
+/// Each byte as its two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    let mut table = [[0u8; 2]; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = [DIGITS[b >> 4], DIGITS[b & 0xf]];
+        b += 1;
+    }
+    table
+};
 
 impl Packed {
     fn new(order: &str) -> Self {
@@ -96,10 +119,10 @@ impl Packed {
             Self::Hex { digits, bytes } => {
                 let mut text = [0u8; HEX_DIGITS];
                 let n = usize::from(*digits);
-                // Two digits per byte; an odd count leaves the last unused.
+                // Two digits per byte, by table; an odd count leaves the
+                // last unused.
                 for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
-                    pair[0] = DIGITS[usize::from(b >> 4)];
-                    pair[1] = DIGITS[usize::from(b & 0xf)];
+                    pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
                 }
                 // Hex digits are ASCII.
                 f(std::str::from_utf8(&text[..n]).unwrap_or_default())
