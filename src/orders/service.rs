@@ -377,9 +377,13 @@ impl Orders {
             {
                 owners::set_owner_cookie(call.req.headers_mut(), owner);
             }
-            self.upstream
-                .prepare(&mut call.req, call.path.take(), facts);
-            let resp = self.upstream.send(call.req, facts.record.as_ref()).await?;
+            self.upstream.prepare(&mut call.req, None, facts);
+            // The order's path, when it changes, is made of checked parts:
+            // written as it is.
+            let resp = self
+                .upstream
+                .send_to(call.req, call.path.take(), facts.record.as_ref())
+                .await?;
             let order = call.order.as_ref();
             self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)
                 .await

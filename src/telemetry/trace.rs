@@ -206,14 +206,16 @@ pub struct UpstreamCall(Context);
 /// Opens the upstream call's span, child of the current request's, and puts
 /// its `traceparent` (and the trace's `tracestate`) on the request in place
 /// of the client's: the upstream sees the gateway's call as its parent.
-pub fn upstream_call<B>(req: &mut Request<B>) -> Option<UpstreamCall> {
+/// `target` is the path and query the call goes to when it is not the URI's.
+pub fn upstream_call<B>(req: &mut Request<B>, target: Option<&str>) -> Option<UpstreamCall> {
     let (cx, tracer) = current()?;
+    let path = target.map_or(req.uri().path(), |t| t.split('?').next().unwrap_or(t));
     let span = tracer
         .span_builder("upstream")
         .with_kind(SpanKind::Client)
         .with_attributes([
             KeyValue::new("http.request.method", req.method().to_string()),
-            KeyValue::new("url.path", req.uri().path().to_owned()),
+            KeyValue::new("url.path", path.to_owned()),
         ])
         .start_with_context(&tracer, &cx);
     let cx = cx.with_span(span);

@@ -111,14 +111,26 @@ impl Connection {
     /// on another connection: nothing of it was sent, or (a request with
     /// no body, of an idempotent method) the connection was found closed
     /// before any answer came.
-    pub async fn send(
+    /// [`Self::send_to`] the URI's own path and query.
+    #[cfg(test)]
+    fn send(
         &mut self,
         req: Request<Body>,
+    ) -> impl Future<Output = Result<Head, (Error, Option<Request<Body>>)>> + '_ {
+        self.send_to(req, None)
+    }
+
+    /// `target`, when given, is written as the request target in place of
+    /// the URI's path and query.
+    pub async fn send_to(
+        &mut self,
+        req: Request<Body>,
+        target: Option<&str>,
     ) -> Result<Head, (Error, Option<Request<Body>>)> {
         let (mut parts, body) = req.into_parts();
         let framing = request_framing(&mut parts, &body);
         self.head.clear();
-        encode_head(&parts, &mut self.head);
+        encode_head(&parts, target, &mut self.head);
         let mut out = Outgoing {
             head_written: 0,
             queue: VecDeque::new(),
@@ -501,8 +513,8 @@ fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), &'static str
 }
 
 /// Writes the request line and header fields, origin form.
-fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
-    let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+fn encode_head(parts: &http::request::Parts, target: Option<&str>, out: &mut Vec<u8>) {
+    let target = target.unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
     out.reserve(64 + target.len() + parts.headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
@@ -521,6 +533,10 @@ fn encode_head(parts: &http::request::Parts, out: &mut Vec<u8>) {
 /// dropped); the buffer keeps what follows it.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
     loop {
+        // Nothing read yet (the first turn of every exchange).
+        if buf.is_empty() {
+            return Ok(None);
+        }
         // Where each field's name and value lie, so that they can be cut
         // from the head's bytes once the parser has let go of them.
         let mut at = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
@@ -1236,6 +1252,32 @@ mod tests {
             }
         }
         Ok(out)
+    }
+
+    #[tokio::test]
+    async fn a_target_given_is_written_in_place_of_the_uris() {
+        let (mut conn, mut server) = pair().await;
+        let upstream = tokio::spawn(async move {
+            let get = read_until(&mut server, b"\r\n\r\n").await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            get
+        });
+        let mut req = request(Method::GET, "/order/quote?x=1", crate::body::empty());
+        req.headers_mut()
+            .insert(http::header::HOST, HeaderValue::from_static("up.example"));
+        let head = conn
+            .send_to(req, Some("/orders/00ff/quote?x=1"))
+            .await
+            .unwrap();
+        assert_eq!(head.parts.status, StatusCode::OK);
+        let sent = String::from_utf8(upstream.await.unwrap()).unwrap();
+        assert!(
+            sent.starts_with("GET /orders/00ff/quote?x=1 HTTP/1.1\r\nhost: up.example\r\n"),
+            "{sent}"
+        );
     }
 
     #[tokio::test]

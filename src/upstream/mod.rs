@@ -254,7 +254,31 @@ impl Upstream {
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
         // Not an `async fn` of its own: that would hold the request once
         // more in every call's state.
-        self.send_on(req, record, false)
+        self.send_on(req, None, record, false)
+    }
+
+    /// [`Self::send`] to `target` (path and query), when given, instead of
+    /// the path of the request's URI. The pooled exchange writes `target`
+    /// as the request target as it is, so that no URI is parsed and built
+    /// for it: it must be made of checked parts (an order id, a path and a
+    /// query the request's URI held).
+    pub fn send_to<'a>(
+        &'a self,
+        mut req: Request<Body>,
+        target: Option<String>,
+        record: Option<&'a Record>,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        let target = match &self.transport {
+            Transport::Pool(_) => target,
+            // hyper's client takes the URI, in absolute form.
+            Transport::Shared(_) => {
+                if target.is_some() {
+                    self.set_target(&mut req, target);
+                }
+                None
+            }
+        };
+        self.send_on(req, target, record, false)
     }
 
     /// Sends an upgrade request asking for `protocols` ([`tunnel::asked`])
@@ -271,7 +295,7 @@ impl Upstream {
         let client = hyper::upgrade::on(&mut req);
         self.prepare(&mut req, None, facts);
         tunnel::set_upgrade_headers(req.headers_mut(), protocols);
-        let mut resp = self.send_on(req, facts.record.as_ref(), true).await?;
+        let mut resp = self.send_on(req, None, facts.record.as_ref(), true).await?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             return self.finish(resp, rewriter);
         }
@@ -294,13 +318,16 @@ impl Upstream {
     }
 
     /// Sends a prepared request, an upgrade on a connection of its own.
+    /// `target`, when given, is written as the request target in place of
+    /// the URI's (pooled connections only: [`Self::send_to`]).
     async fn send_on(
         &self,
         mut req: Request<Body>,
+        target: Option<String>,
         record: Option<&Record>,
         upgrade: bool,
     ) -> Result<Answer, Error> {
-        let call = crate::telemetry::trace::upstream_call(&mut req);
+        let call = crate::telemetry::trace::upstream_call(&mut req, target.as_deref());
         let started = tokio::time::Instant::now();
         let exchange = async {
             let slot = match &self.slots {
@@ -316,7 +343,7 @@ impl Upstream {
                     .map_err(classify_pool_error)?
                     .map(Carrier::Shared),
                 Transport::Pool(pool) => pool
-                    .send(req)
+                    .send(req, target.as_deref())
                     .await
                     .map_err(classify_pool_error)?
                     .map(Carrier::Pooled),

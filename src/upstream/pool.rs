@@ -125,9 +125,11 @@ impl Pool {
 
     /// Sends `req` (its URI in origin form) and answers with the head of the
     /// upstream's answer; reading its body reads the connection.
+    /// `target`, when given, is the request target in place of the URI's.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
+        target: Option<&str>,
     ) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let (mut conn, reused) = match self.checkout() {
@@ -136,7 +138,7 @@ impl Pool {
                 // future larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match conn.h1.send(req).await {
+            match conn.h1.send_to(req, target).await {
                 Ok(head) => {
                     return Ok(Response::from_parts(
                         head.parts,
@@ -496,7 +498,7 @@ mod tests {
             let mut req = Request::new(crate::body::empty());
             *req.uri_mut() = "/".parse().unwrap();
             let resp = pool
-                .send(req)
+                .send(req, None)
                 .await
                 .unwrap_or_else(|e| panic!("request {i}: {e}"));
             let body = http_body_util::BodyExt::collect(resp.into_body())
