@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Peak RSS under many connections: the release binary with one worker, in
+# front of the load harness's stub backend (nginx with
+# ../shared/bench/conf/upstream-nginx.conf), a passthrough GET of a tracked
+# order at CONNS keep-alive connections for SECS seconds (wrk, one thread).
+# Prints the idle RSS, wrk's rate and the peak (VmHWM). Each connection and
+# each request in flight shows here; run it before and after a change, side
+# by side, as RSS is noisy on a shared machine.
+#
+#   benches/peak_rss.sh                    # 1,000 connections, 6 s, twice
+#   CONNS=5000 SECS=10 RUNS=1 benches/peak_rss.sh
+#   BIN=/tmp/ordergate-before benches/peak_rss.sh
+set -Eeuo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STUB_CONF=${STUB_CONF:-$ROOT/../shared/bench/conf/upstream-nginx.conf}
+CONNS=${CONNS:-1000}
+SECS=${SECS:-6}
+RUNS=${RUNS:-2}
+BIN=${BIN:-}
+GW=http://127.0.0.1:18090
+ORDER=00000145ffa79d31de17529f007f000000010001
+
+for tool in nginx wrk curl openssl; do
+  command -v "$tool" >/dev/null || { echo "peak_rss.sh: $tool is missing" >&2; exit 1; }
+done
+[[ -f $STUB_CONF ]] || { echo "peak_rss.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
+(( CONNS > 0 && CONNS <= 20000 && SECS > 0 && SECS <= 120 && RUNS > 0 && RUNS <= 10 )) ||
+  { echo "peak_rss.sh: CONNS 1–20000, SECS 1–120, RUNS 1–10" >&2; exit 1; }
+
+if [[ -z $BIN ]]; then
+  cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
+  BIN=$ROOT/target/release/ordergate
+fi
+# config/bench.toml has the load harness's TLS listener; its certificate is
+# made the way the harness makes it, when no run has left one.
+TLS_DIR=/tmp/ordergate-bench-tls
+if [[ ! -f $TLS_DIR/cert.pem || ! -f $TLS_DIR/key.pem ]]; then
+  mkdir -p "$TLS_DIR"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
+    -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
+fi
+RUN=$(mktemp -d /tmp/ordergate-rss.XXXXXX)
+mkdir -p "$RUN/upstream"
+sed "s|@RUN@|$RUN|g" "$STUB_CONF" > "$RUN/upstream.conf"
+printf '{}' > "$RUN/empty-object.json"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$RUN"
+}
+trap cleanup EXIT
+
+nginx -c "$RUN/upstream.conf" -p "$RUN" &
+pids+=($!)
+
+wait_for() {
+  for _ in $(seq 1 300); do
+    curl -s -o /dev/null "$1" && return 0
+    sleep 0.1
+  done
+  echo "peak_rss.sh: $1 does not answer" >&2
+  exit 1
+}
+wait_for http://127.0.0.1:18080/
+
+# More connections than the default limit of open files need room.
+ulimit -n $(( CONNS * 2 + 1024 )) 2>/dev/null || true
+for run in $(seq 1 "$RUNS"); do
+  TOKIO_WORKER_THREADS=1 "$BIN" --config "$ROOT/config/bench.toml" >"$RUN/gateway.log" 2>&1 &
+  gw=$!
+  pids+=("$gw")
+  wait_for "$GW/orders/$ORDER"
+  # The order becomes tracked, as in the harness.
+  curl -s -o /dev/null -X POST "$GW/orders"
+  idle=$(awk '/^VmRSS/ {print $2}' "/proc/$gw/status")
+  rate=$(wrk -t1 -c"$CONNS" -d"${SECS}s" "$GW/orders/$ORDER" | awk '/Requests\/sec/ {print $2}')
+  peak=$(awk '/^VmHWM/ {print $2}' "/proc/$gw/status")
+  awk -v run="$run" -v idle="$idle" -v rate="$rate" -v peak="$peak" -v conns="$CONNS" 'BEGIN {
+    printf "run %d: idle %.1f MiB, %s req/s, peak %.1f MiB at %d connections\n", run, idle / 1024, rate, peak / 1024, conns
+  }'
+  kill "$gw"
+  wait "$gw" 2>/dev/null || true
+done
