@@ -460,3 +460,55 @@ async fn delete_through_the_shorthand_ends_the_order() {
     assert_eq!(again.status, 200);
     assert_eq!(env.creations(), 2);
 }
+
+/// With `http2 = true` the gateway speaks to the upstream through hyper's
+/// client, which takes a whole URI: the shorthand's upstream path must be
+/// built into it (the pooled HTTP/1.1 exchange writes it as it is).
+#[tokio::test]
+async fn the_shorthand_reaches_the_owners_order_over_http2_to_the_upstream_too() {
+    let env = Env::with_store("http2 = true\n[store]\nkind = \"memory\"").await;
+    let a = env
+        .client
+        .send(
+            Method::PUT,
+            "/order/account",
+            &[("authorization", AUTH), JSON_CT],
+            r#"{"currency": "USD", "language": "en-US"}"#,
+        )
+        .await;
+    assert_eq!(a.status, 200, "{a:?}");
+    let owner = a.owner().expect("OwnerId cookie");
+    let g = env
+        .client
+        .get(
+            "/order/quote?x=1",
+            &[("authorization", AUTH), ("cookie", &cookie(&owner))],
+        )
+        .await;
+    let put = env
+        .backend
+        .state
+        .seen()
+        .into_iter()
+        .find(|s| s.method == Method::PUT)
+        .unwrap()
+        .path;
+    let order = put.trim_end_matches("/account").to_owned();
+    let get = env
+        .backend
+        .state
+        .seen()
+        .into_iter()
+        .find(|s| s.method == Method::GET && s.path.ends_with("/quote"))
+        .unwrap_or_else(|| panic!("no quote read upstream ({g:?})"));
+    assert_eq!(get.path, format!("{order}/quote"));
+    let view = env
+        .client
+        .get(
+            "/order",
+            &[("authorization", AUTH), ("cookie", &cookie(&owner))],
+        )
+        .await;
+    assert_eq!(view.status, 200, "{view:?}");
+    assert_eq!(view.json()["order"]["OwnerId"], owner);
+}
