@@ -31,39 +31,9 @@ done
 [[ -f $STUB_CONF ]] || { echo "callgrind.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
-# config/bench.toml has the load harness's TLS listener; its certificate is
-# made the way the harness makes it, when no run has left one.
-TLS_DIR=/tmp/ordergate-bench-tls
-if [[ ! -f $TLS_DIR/cert.pem || ! -f $TLS_DIR/key.pem ]]; then
-  mkdir -p "$TLS_DIR"
-  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 -subj /CN=127.0.0.1 \
-    -addext subjectAltName=IP:127.0.0.1 -keyout "$TLS_DIR/key.pem" -out "$TLS_DIR/cert.pem" 2>/dev/null
-fi
 mkdir -p "$OUT"
-RUN=$(mktemp -d /tmp/ordergate-callgrind.XXXXXX)
-mkdir -p "$RUN/upstream"
-sed "s|@RUN@|$RUN|g" "$STUB_CONF" > "$RUN/upstream.conf"
-printf '{}' > "$RUN/empty-object.json"
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$RUN"
-}
-trap cleanup EXIT
-
-nginx -c "$RUN/upstream.conf" -p "$RUN" &
-pids+=($!)
-
-wait_for() {
-  for _ in $(seq 1 300); do
-    curl -s -o /dev/null "$1" && return 0
-    sleep 0.1
-  done
-  echo "callgrind.sh: $1 does not answer" >&2
-  exit 1
-}
-wait_for http://127.0.0.1:18080/
+# The stub, RUN and wait_for.
+source "$ROOT/benches/stub.sh"
 
 # Requests of a scenario: h2load arguments after the URL.
 load() {
