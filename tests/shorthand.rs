@@ -37,22 +37,11 @@ async fn implicit_creation_without_a_cookie_sets_both_cookies() {
     assert_eq!(env.creations(), 1);
     // The creation went upstream with the caller's credentials.
     let post = env
-        .backend
-        .state
-        .seen()
-        .into_iter()
-        .find(|s| s.method == Method::POST && s.path == "/orders")
+        .seen(|s| s.method == Method::POST && s.path == "/orders")
         .unwrap();
     assert_eq!(post.headers["authorization"], AUTH);
     // The call itself reached the new order's child resource.
-    let id = env
-        .backend
-        .state
-        .seen()
-        .into_iter()
-        .find(|s| s.method == Method::PUT)
-        .unwrap()
-        .path;
+    let id = env.seen(|s| s.method == Method::PUT).unwrap().path;
     assert!(
         id.starts_with("/orders/") && id.ends_with("/account"),
         "{id}"
@@ -478,21 +467,10 @@ async fn the_shorthand_reaches_the_owners_order_over_http2_to_the_upstream_too()
             &[("authorization", AUTH), ("cookie", &cookie(&owner))],
         )
         .await;
-    let put = env
-        .backend
-        .state
-        .seen()
-        .into_iter()
-        .find(|s| s.method == Method::PUT)
-        .unwrap()
-        .path;
+    let put = env.seen(|s| s.method == Method::PUT).unwrap().path;
     let order = put.trim_end_matches("/account").to_owned();
     let get = env
-        .backend
-        .state
-        .seen()
-        .into_iter()
-        .find(|s| s.method == Method::GET && s.path.ends_with("/quote"))
+        .seen(|s| s.method == Method::GET && s.path.ends_with("/quote"))
         .unwrap_or_else(|| panic!("no quote read upstream ({g:?})"));
     assert_eq!(get.path, format!("{order}/quote"));
     let view = env

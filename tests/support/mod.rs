@@ -178,6 +178,14 @@ impl Env {
     pub fn creations(&self) -> usize {
         self.backend.state.count(&Method::POST, "/orders")
     }
+
+    /// The first request the backend saw that `which` picks.
+    pub fn seen(
+        &self,
+        which: impl Fn(&ordergate::backend::Seen) -> bool,
+    ) -> Option<ordergate::backend::Seen> {
+        self.backend.state.seen().into_iter().find(|s| which(s))
+    }
 }
 
 /// One emulated backend and `n` gateway replicas in front of it, each
