@@ -252,9 +252,7 @@ impl Upstream {
         req: Request<Body>,
         record: Option<&'a Record>,
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        // Not an `async fn` of its own: that would hold the request once
-        // more in every call's state.
-        self.send_on(req, None, record, false)
+        self.send_to(req, None, record)
     }
 
     /// [`Self::send`] to `target` (path and query), when given, instead of
@@ -268,6 +266,8 @@ impl Upstream {
         target: Option<String>,
         record: Option<&'a Record>,
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        // Not an `async fn`: that would hold the request once more in every
+        // call's state.
         let target = match &self.transport {
             Transport::Pool(_) => target,
             // hyper's client takes the URI, in absolute form.
