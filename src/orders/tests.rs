@@ -239,6 +239,9 @@ async fn a_compressed_order_is_read_decoded() {
     assert_eq!(resp.status(), 200);
     // Decoded, its URLs on the public base, the shorthand's links set.
     assert!(!resp.headers().contains_key("content-encoding"));
+    // The length is the view's, not the compressed body's the upstream gave.
+    let lengths: Vec<_> = resp.headers().get_all("content-length").iter().collect();
+    assert_eq!(lengths, [body.len().to_string().as_str()]);
     let json: serde_json::Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(json["order"]["Account"], "https://api.example/accounts/a1");
     let links = json["links"].as_array().unwrap();
