@@ -173,10 +173,10 @@ fn set_reuse_port(_: &tokio::net::TcpSocket) -> std::io::Result<()> {
 #[derive(Clone)]
 struct Current(Arc<ArcSwap<stack::Gateway>>);
 
-impl tower::Service<http::Request<hyper::body::Incoming>> for Current {
+impl tower::Service<http::Request<crate::server::RequestBody>> for Current {
     type Response = http::Response<body::Body>;
     type Error = std::convert::Infallible;
-    type Future = tower::util::Oneshot<stack::Gateway, http::Request<hyper::body::Incoming>>;
+    type Future = tower::util::Oneshot<stack::Gateway, http::Request<crate::server::RequestBody>>;
 
     fn poll_ready(
         &mut self,
@@ -185,7 +185,7 @@ impl tower::Service<http::Request<hyper::body::Incoming>> for Current {
         std::task::Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, req: http::Request<hyper::body::Incoming>) -> Self::Future {
+    fn call(&mut self, req: http::Request<crate::server::RequestBody>) -> Self::Future {
         use tower::ServiceExt;
         stack::Gateway::clone(&self.0.load()).oneshot(req)
     }

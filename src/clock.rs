@@ -31,6 +31,20 @@ pub fn coarse_ms() -> u64 {
         .as_millis() as u64
 }
 
+/// Whole seconds of the wall clock since the Unix epoch, read from the
+/// kernel's coarse clock (the tick): for the `Date` of answers.
+#[cfg(target_os = "linux")]
+pub fn coarse_unix_secs() -> u64 {
+    let t = rustix::time::clock_gettime(rustix::time::ClockId::RealtimeCoarse);
+    u64::try_from(t.tv_sec).unwrap_or(0)
+}
+
+/// Whole seconds of the wall clock since the Unix epoch.
+#[cfg(not(target_os = "linux"))]
+pub fn coarse_unix_secs() -> u64 {
+    now_ms() / 1000
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -43,5 +57,12 @@ mod tests {
         // A tick or two of coarseness either way, never backwards.
         assert!(after >= before + 40, "{before} → {after}");
         assert!(after <= before + 5_000, "{before} → {after}");
+    }
+
+    #[test]
+    fn the_coarse_wall_clock_is_the_wall_clock_in_seconds() {
+        let coarse = coarse_unix_secs();
+        let exact = now_ms() / 1000;
+        assert!(coarse.abs_diff(exact) <= 1, "{coarse} against {exact}");
     }
 }

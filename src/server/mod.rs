@@ -15,6 +15,7 @@
 //! (the upstream's tunnels); it then leaves the accept loop's count.
 
 mod activity;
+mod h1;
 mod prelude;
 
 use crate::body::Body;
@@ -41,11 +42,47 @@ use tokio::sync::{Semaphore, TryAcquireError, watch};
 use tokio::time::Instant;
 use tower::{Service, ServiceExt};
 
-/// What the listeners serve: a service over hyper's requests, cloned for
-/// every connection and shared by every accept loop.
+/// A request's body as the listeners give it: none, for a request the
+/// gateway's own HTTP/1.1 codec read ([`h1`]), or hyper's.
+pub enum RequestBody {
+    Empty,
+    Hyper(Incoming),
+}
+
+impl http_body::Body for RequestBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        match self.get_mut() {
+            Self::Empty => std::task::Poll::Ready(None),
+            Self::Hyper(body) => Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Self::Empty => true,
+            Self::Hyper(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            Self::Empty => http_body::SizeHint::with_exact(0),
+            Self::Hyper(body) => body.size_hint(),
+        }
+    }
+}
+
+/// What the listeners serve: a service over the requests they read, cloned
+/// for every connection and shared by every accept loop.
 pub trait GatewayService:
     Service<
-        Request<Incoming>,
+        Request<RequestBody>,
         Response = Response<Body>,
         Error = Infallible,
         Future = <Self as GatewayService>::Future,
@@ -59,7 +96,7 @@ pub trait GatewayService:
 
 impl<S> GatewayService for S
 where
-    S: Service<Request<Incoming>, Response = Response<Body>, Error = Infallible>
+    S: Service<Request<RequestBody>, Response = Response<Body>, Error = Infallible>
         + Clone
         + Send
         + Sync
@@ -412,8 +449,7 @@ async fn start<I, S>(
     };
     match start {
         Start::Ready(protocol, read) => {
-            let io = Rewind::new(read, io);
-            let result = connection(io, protocol, peer, accepted, tls, shared).await;
+            let result = connection(io, read, protocol, peer, accepted, tls, shared).await;
             if let Err(e) = result {
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
@@ -462,13 +498,16 @@ async fn idle_check(at: tokio::time::Instant) -> Control {
     Control::IdleCheck
 }
 
-/// Serves one connection until it ends: closed gracefully at shutdown or
-/// when it has been idle for the idle timeout (a request in progress
-/// finishes first either way); closed at once when an HTTP/2 client has
-/// sent no request head within the header read timeout. `tls` is set for a
-/// TLS connection.
+/// Serves one connection, whose first bytes `read` the prelude read, until
+/// it ends: closed gracefully at shutdown or when it has been idle for the
+/// idle timeout (a request in progress finishes first either way); closed at
+/// once when an HTTP/2 client has sent no request head within the header
+/// read timeout. HTTP/1.1 is served by the gateway's own codec ([`h1`])
+/// until a request comes that it leaves to hyper. `tls` is set for a TLS
+/// connection.
 async fn connection<I, S>(
     io: I,
+    read: bytes::BytesMut,
     protocol: Protocol,
     peer: std::net::SocketAddr,
     accepted: Instant,
@@ -480,10 +519,26 @@ where
     S: GatewayService,
 {
     let (io, activity) = Tracked::new(io);
+    let (io, read) = match protocol {
+        Protocol::Http1 => {
+            let conn = h1::Conn {
+                peer,
+                tls: tls.as_ref(),
+                activity: &activity,
+            };
+            match h1::serve(io, read, conn, shared).await {
+                h1::End::Closed => return Ok(()),
+                h1::End::HandOver(io, rest) => (io, rest),
+            }
+        }
+        Protocol::Http2 => (io, read),
+    };
+    let io = Rewind::new(read, io);
     let svc = shared.service.clone();
     let requests = Arc::clone(&activity);
-    let hyper_svc = hyper::service::service_fn(move |mut req: Request<Incoming>| {
+    let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = requests.request();
+        let mut req = req.map(RequestBody::Hyper);
         req.extensions_mut().insert(Peer {
             addr: peer,
             tls: tls.is_some(),
@@ -505,9 +560,11 @@ where
     let io = TokioIo::new(io);
     match protocol {
         Protocol::Http1 => {
-            // An answer 101 hands the connection on, upgraded.
+            // An answer 101 hands the connection on, upgraded. Boxed: few
+            // connections come this far, and every connection's task would
+            // be as large.
             let conn = shared.http1.serve_connection(io, hyper_svc).with_upgrades();
-            drive(conn, protocol, &activity, accepted, shared)
+            Box::pin(drive(conn, protocol, &activity, accepted, shared))
                 .await
                 .map_err(Into::into)
         }

@@ -295,7 +295,7 @@ fn framing(req: &httparse::Request<'_, '_>) -> Result<(), Refused> {
 }
 
 /// A Content-Length value as hyper reads it: digits only, no sign.
-fn digits(value: &[u8]) -> Option<u64> {
+pub(super) fn digits(value: &[u8]) -> Option<u64> {
     if value.is_empty() {
         return None;
     }

@@ -1,0 +1,789 @@
+//! HTTP/1.1 on a client connection, read and written by the gateway itself
+//! for the requests that make up nearly all of an orders API's traffic:
+//! whole heads without a body, one after another on a kept-alive
+//! connection. Anything else is handed to hyper with the bytes read so far
+//! ([`End::HandOver`]), and hyper serves the rest of the connection as it
+//! serves every connection it is given: bodies (`Content-Length` other than
+//! 0, `Transfer-Encoding`), `Expect`, upgrades, `CONNECT`, HTTP/1.0,
+//! targets other than a path, heads that do not parse or come in pieces,
+//! and heads over the limits. This codec never answers a malformed request
+//! itself, so every refusal, and every framing rule that keeps requests
+//! from being smuggled, stays hyper's (and the prelude's, for the first
+//! head).
+//!
+//! Why by hand: hyper's server dispatches every request through a state
+//! machine built for what this codec hands over (request bodies read while
+//! the answer is made, upgrades), with a timer per head and 16 KiB of
+//! buffers per connection; a bodiless request needs a parse, a call and a
+//! write. The parsing is `httparse` (hyper's own parser).
+//!
+//! Answers are framed as hyper frames them (RFC 9112 §6): no body for HEAD,
+//! 204 and 304; a body of known size by its `Content-Length`; otherwise by
+//! the answer's own valid `Content-Length`, else chunked. An answer's body
+//! that gives more or less than its length, or fails, ends the connection.
+
+use super::activity::{Activity, Tracked};
+use super::{Control, GatewayService, HstsValue, RequestBody, Shared, idle_check, stopped};
+use crate::body::Body;
+use crate::context::Peer;
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use http::header::{
+    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, STRICT_TRANSPORT_SECURITY,
+    TRANSFER_ENCODING, UPGRADE,
+};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::Poll;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tower::ServiceExt;
+
+/// How a connection served here ended.
+pub(super) enum End<I> {
+    /// Closed: by the client, at shutdown, when idle, or on an error.
+    Closed,
+    /// A request this codec leaves to hyper: the connection, with the bytes
+    /// read from it and not yet consumed, the request's head first.
+    HandOver(I, BytesMut),
+}
+
+/// Room made in the read buffer before a read: most heads are a few hundred
+/// bytes, and a head that does not come whole in one read goes to hyper.
+const READ_SIZE: usize = 4096;
+/// Less room than this left, the buffer is made `READ_SIZE` again (its
+/// space is taken back when the last request's head is gone).
+const MIN_ROOM: usize = 1024;
+/// Header fields parsed here; a head with more goes to hyper, which holds it
+/// to the server's hard limit.
+const MAX_HEADERS: usize = 64;
+/// Room in a request's header map for the fields the gateway adds on the
+/// way upstream (request id, `X-Forwarded-*`), so it is not grown for them.
+const HEADER_ROOM: usize = 6;
+/// An answer's body is gathered behind its head up to this size and
+/// written with it in one call; a larger piece is written on its own.
+const GATHER: usize = 16 * 1024;
+
+/// What one connection's requests share.
+pub(super) struct Conn<'a> {
+    pub peer: std::net::SocketAddr,
+    pub tls: Option<&'a HstsValue>,
+    pub activity: &'a Activity,
+}
+
+/// Serves requests on `io` (whose first bytes, `buf`, the prelude read)
+/// until the connection ends or a request is one for hyper.
+pub(super) async fn serve<I, S>(
+    mut io: Tracked<I>,
+    mut buf: BytesMut,
+    conn: Conn<'_>,
+    shared: &Shared<S>,
+) -> End<Tracked<I>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    S: GatewayService,
+{
+    let idle = shared.limits().idle_timeout;
+    let max_head = super::prelude::Rules::hard_head_bytes(shared.limits());
+    // Polled only when woken, as in `drive`: not on every request.
+    let mut control: FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>> =
+        FuturesUnordered::new();
+    let mut stop = shared.stop.clone();
+    control.push(Box::pin(async move {
+        stopped(&mut stop).await;
+        Control::Stop
+    }));
+    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
+    let mut out = Vec::new();
+    loop {
+        while buf.is_empty() {
+            if buf.capacity() - buf.len() < MIN_ROOM {
+                buf.reserve(READ_SIZE);
+            }
+            let event = tokio::select! {
+                biased;
+                Some(event) = control.next() => event,
+                read = io.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => return End::Closed,
+                    Ok(_) => continue,
+                },
+            };
+            match event {
+                Control::Stop => return End::Closed,
+                Control::IdleCheck => {
+                    let quiet = conn.activity.quiet_for();
+                    if quiet >= idle {
+                        return End::Closed;
+                    }
+                    control.push(Box::pin(idle_check(
+                        tokio::time::Instant::now() + (idle - quiet),
+                    )));
+                }
+                Control::FirstHead => {}
+            }
+        }
+        let Some((mut req, keep_alive)) = parse(&mut buf, max_head) else {
+            return End::HandOver(io, buf);
+        };
+        req.extensions_mut().insert(Peer {
+            addr: conn.peer,
+            tls: conn.tls.is_some(),
+        });
+        let head = req.method() == Method::HEAD;
+        let hsts = conn.tls.map(|hsts| hsts.load_full());
+        let mut answer = match shared.service.clone().oneshot(req).await {
+            Ok(answer) => answer,
+            Err(never) => match never {},
+        };
+        // Over TLS only: a browser ignores it on plain HTTP (RFC 6797 8.1).
+        if let Some(Some(value)) = hsts {
+            answer
+                .headers_mut()
+                .insert(STRICT_TRANSPORT_SECURITY, (*value).clone());
+        }
+        match write_answer(&mut io, answer, head, keep_alive, &mut out).await {
+            Ok(true) => {}
+            Ok(false) => {
+                let _ = io.shutdown().await;
+                return End::Closed;
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, peer = %conn.peer, "answer not written whole");
+                return End::Closed;
+            }
+        }
+    }
+}
+
+/// The request whose head starts `buf`, and whether the client keeps the
+/// connection after it, taken off `buf`; `None` (and `buf` as it was) for
+/// a request this codec leaves to hyper.
+fn parse(buf: &mut BytesMut, max_head: usize) -> Option<(Request<RequestBody>, bool)> {
+    let bytes = buf.split().freeze();
+    match request(&bytes, max_head) {
+        Some((req, keep_alive, len)) => {
+            // Pipelined bytes go back; a request's head is all most reads hold.
+            if len < bytes.len() {
+                buf.extend_from_slice(&bytes[len..]);
+            }
+            Some((req, keep_alive))
+        }
+        None => {
+            let mut front = BytesMut::from(bytes);
+            front.unsplit(std::mem::take(buf));
+            *buf = front;
+            None
+        }
+    }
+}
+
+/// The request whose head starts `bytes`, whether the client keeps the
+/// connection after it, and the head's length; its target and header
+/// values are slices of `bytes`.
+fn request(bytes: &Bytes, max_head: usize) -> Option<(Request<RequestBody>, bool, usize)> {
+    // Not initialised first: a header slot is 32 bytes, and most heads use
+    // a few of them.
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut []);
+    let len = match parsed.parse_with_uninit_headers(bytes, &mut fields) {
+        Ok(httparse::Status::Complete(len)) if len <= max_head => len,
+        _ => return None,
+    };
+    if parsed.version != Some(1) {
+        return None;
+    }
+    let method = Method::from_bytes(parsed.method?.as_bytes()).ok()?;
+    let path = parsed.path?;
+    if method == Method::CONNECT || !path.starts_with('/') {
+        return None;
+    }
+    let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()?;
+    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + HEADER_ROOM);
+    let mut keep_alive = true;
+    for field in parsed.headers.iter() {
+        let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
+        if name == CONTENT_LENGTH {
+            if field.value != b"0" {
+                return None;
+            }
+        } else if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE {
+            return None;
+        } else if name == CONNECTION && has_token(field.value, b"close") {
+            keep_alive = false;
+        }
+        let value = HeaderValue::from_maybe_shared(bytes.slice_ref(field.value)).ok()?;
+        headers.append(name, value);
+    }
+    let mut req = Request::new(RequestBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    *req.headers_mut() = headers;
+    Some((req, keep_alive, len))
+}
+
+/// Whether a comma-separated field value lists `token` (any case).
+fn has_token(value: &[u8], token: &[u8]) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// How an answer's body is framed on the wire.
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+}
+
+/// Writes `answer` whole; whether the connection is kept after it.
+async fn write_answer<I>(
+    io: &mut I,
+    answer: Response<Body>,
+    head_request: bool,
+    mut keep_alive: bool,
+    out: &mut Vec<u8>,
+) -> io::Result<bool>
+where
+    I: AsyncWrite + Unpin,
+{
+    let (parts, mut body) = answer.into_parts();
+    let status = parts.status;
+    if status.is_informational() {
+        // Only an upgrade is answered 1xx, and upgrades are hyper's.
+        return Err(io::Error::other(format!(
+            "an interim answer ({status}) to a request without an upgrade"
+        )));
+    }
+    out.clear();
+    if status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let mut given_length = None;
+    let mut dated = false;
+    let mut said_close = false;
+    for (name, value) in &parts.headers {
+        if *name == CONTENT_LENGTH {
+            given_length = given_length.or(Some(value));
+            continue;
+        } else if *name == TRANSFER_ENCODING {
+            // The framing is this codec's to choose.
+            continue;
+        } else if *name == DATE {
+            dated = true;
+        } else if *name == CONNECTION && has_token(value.as_bytes(), b"close") {
+            keep_alive = false;
+            said_close = true;
+        }
+        field(out, name.as_str().as_bytes(), value.as_bytes());
+    }
+    let exact = body.size_hint().exact();
+    let framing =
+        if head_request || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+            // HEAD and 304 may say the length the body would have; 204 says none.
+            if status != StatusCode::NO_CONTENT {
+                match (given_length, exact) {
+                    (Some(given), _) => field(out, b"content-length", given.as_bytes()),
+                    (None, Some(n)) if n > 0 => length_field(out, n),
+                    _ => {}
+                }
+            }
+            Framing::None
+        } else if let Some(n) = exact {
+            length_field(out, n);
+            Framing::Length(n)
+        } else if let Some(n) = given_length.and_then(|v| super::prelude::digits(v.as_bytes())) {
+            length_field(out, n);
+            Framing::Length(n)
+        } else {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        };
+    if !keep_alive && !said_close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    let mut left = match framing {
+        Framing::None => {
+            io.write_all(out).await?;
+            io.flush().await?;
+            return Ok(keep_alive);
+        }
+        Framing::Length(n) => Some(n),
+        Framing::Chunked => None,
+    };
+    let mut trailers = None;
+    loop {
+        // What the body has now; with nothing yet, what is gathered goes
+        // out before the wait.
+        let next = std::future::poll_fn(|cx| match Pin::new(&mut body).poll_frame(cx) {
+            Poll::Pending if !out.is_empty() => Poll::Ready(None),
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(frame) => Poll::Ready(Some(frame)),
+        })
+        .await;
+        let frame = match next {
+            None => {
+                io.write_all(out).await?;
+                io.flush().await?;
+                out.clear();
+                continue;
+            }
+            Some(None) => break,
+            Some(Some(Err(e))) => return Err(io::Error::other(e)),
+            Some(Some(Ok(frame))) => frame,
+        };
+        let data = match frame.into_data() {
+            Ok(data) => data,
+            Err(frame) => {
+                trailers = frame.into_trailers().ok();
+                continue;
+            }
+        };
+        if data.is_empty() {
+            continue;
+        }
+        match left.as_mut() {
+            Some(left) => {
+                let n = data.len() as u64;
+                if n > *left {
+                    return Err(io::Error::other(
+                        "the answer's body is longer than its length",
+                    ));
+                }
+                *left -= n;
+                gather(io, out, &data).await?;
+            }
+            None => {
+                chunk_size(out, data.len());
+                gather(io, out, &data).await?;
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+    }
+    match left {
+        Some(0) => {}
+        Some(_) => {
+            return Err(io::Error::other(
+                "the answer's body ended before its length",
+            ));
+        }
+        None => {
+            out.extend_from_slice(b"0\r\n");
+            for (name, value) in trailers.iter().flatten() {
+                field(out, name.as_str().as_bytes(), value.as_bytes());
+            }
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    out.clear();
+    Ok(keep_alive)
+}
+
+/// Puts `data` behind what is gathered in `out`, or, when it would make
+/// `out` larger than [`GATHER`], writes both.
+async fn gather<I>(io: &mut I, out: &mut Vec<u8>, data: &[u8]) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    if out.len() + data.len() <= GATHER {
+        out.extend_from_slice(data);
+        return Ok(());
+    }
+    let (mut first, mut second) = (&out[..], data);
+    while !first.is_empty() || !second.is_empty() {
+        let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
+        let n = io.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        let from_first = n.min(first.len());
+        first = &first[from_first..];
+        second = &second[n - from_first..];
+    }
+    out.clear();
+    Ok(())
+}
+
+fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn length_field(out: &mut Vec<u8>, n: u64) {
+    field(
+        out,
+        b"content-length",
+        itoa::Buffer::new().format(n).as_bytes(),
+    );
+}
+
+/// A chunk's size line.
+fn chunk_size(out: &mut Vec<u8>, n: usize) {
+    let mut digits = [0u8; 16];
+    let mut at = digits.len();
+    let mut n = n;
+    loop {
+        at -= 1;
+        digits[at] = b"0123456789abcdef"[n & 0xf];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[at..]);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The current `Date` value, made once a second per thread.
+fn date(out: &mut Vec<u8>) {
+    use std::cell::Cell;
+    const LEN: usize = 29;
+    thread_local! {
+        static DATE: Cell<(u64, [u8; LEN])> = const { Cell::new((u64::MAX, [0; LEN])) };
+    }
+    let now = crate::clock::coarse_unix_secs();
+    DATE.with(|cached| {
+        let (secs, mut text) = cached.get();
+        if secs != now {
+            let made = httpdate::fmt_http_date(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
+            );
+            if made.len() == LEN {
+                text.copy_from_slice(made.as_bytes());
+                cached.set((now, text));
+            }
+        }
+        out.extend_from_slice(&text);
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::{BodyExt, StreamBody};
+
+    const MAX_HEAD: usize = 16 * 1024;
+
+    fn taken(head: &[u8]) -> Option<Request<RequestBody>> {
+        request(&Bytes::copy_from_slice(head), MAX_HEAD).map(|(req, _, _)| req)
+    }
+
+    #[test]
+    fn bodiless_heads_are_read_here_with_values_as_sent() {
+        let head = b"GET /orders/1?x=%20y HTTP/1.1\r\nHost: a\r\nX-Two: 1\r\nx-two: 2\r\nCookie: OwnerId=\xc3\xa9\r\n\r\n";
+        let req = taken(head).expect("read here");
+        assert_eq!(req.method(), Method::GET);
+        assert_eq!(req.uri(), "/orders/1?x=%20y");
+        assert_eq!(req.version(), Version::HTTP_11);
+        let twos: Vec<_> = req.headers().get_all("x-two").iter().collect();
+        assert_eq!(twos, ["1", "2"]);
+        assert_eq!(req.headers()["cookie"].as_bytes(), b"OwnerId=\xc3\xa9");
+        assert!(req.body().is_end_stream());
+        let zero = taken(b"DELETE /o HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(
+            zero.expect("an empty body is no body").method(),
+            Method::DELETE
+        );
+    }
+
+    #[test]
+    fn what_this_codec_does_not_serve_is_left_whole_for_hyper() {
+        let cases: [&[u8]; 14] = [
+            b"POST /o HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello",
+            b"POST /o HTTP/1.1\r\nHost: a\r\nContent-Length: 00\r\n\r\n",
+            b"POST /o HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 1\r\n\r\n",
+            b"POST /o HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            b"POST /o HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"OPTIONS * HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n",
+            b"GET / HTTP/1.1\r\nBad Name: a\r\n\r\n",
+            b"GET /\x7f HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"G\xc3\xa9T / HTTP/1.1\r\nHost: a\r\n\r\n",
+        ];
+        for head in cases {
+            let mut buf = BytesMut::from(head);
+            buf.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
+            let before = buf.clone();
+            assert!(
+                parse(&mut buf, MAX_HEAD).is_none(),
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
+            assert_eq!(buf, before, "given back as it was");
+        }
+        let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: v\r\n")).collect();
+        assert!(taken(format!("GET / HTTP/1.1\r\n{many}\r\n").as_bytes()).is_none());
+        let long = format!("GET /{} HTTP/1.1\r\nHost: a\r\n\r\n", "a".repeat(MAX_HEAD));
+        assert!(taken(long.as_bytes()).is_none(), "over the head limit");
+    }
+
+    #[test]
+    fn pipelined_bytes_stay_for_the_next_request_and_close_is_heard() {
+        let mut buf = BytesMut::from(
+            &b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\nGET /2 HTTP/1.1\r\n"[..],
+        );
+        let (req, keep_alive) = parse(&mut buf, MAX_HEAD).expect("read here");
+        assert_eq!(req.uri(), "/1");
+        assert!(!keep_alive, "the client said close");
+        assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
+        let mut buf = BytesMut::from(&b"GET /3 HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"[..]);
+        let (_, keep_alive) = parse(&mut buf, MAX_HEAD).expect("read here");
+        assert!(keep_alive);
+        assert!(buf.is_empty());
+    }
+
+    fn answer(status: u16, headers: &[(&str, &str)], body: Body) -> Response<Body> {
+        let mut resp = Response::new(body);
+        *resp.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (n, v) in headers {
+            resp.headers_mut().append(
+                HeaderName::from_bytes(n.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        resp
+    }
+
+    /// A body of unknown length giving `pieces`, then `trailers`.
+    fn streamed(pieces: &[&'static [u8]], trailers: Option<HeaderMap>) -> Body {
+        let mut frames: Vec<Result<http_body::Frame<Bytes>, crate::body::BoxError>> = pieces
+            .iter()
+            .map(|p| Ok(http_body::Frame::data(Bytes::from_static(p))))
+            .collect();
+        frames.extend(trailers.map(|t| Ok(http_body::Frame::trailers(t))));
+        StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    async fn written(resp: Response<Body>, head: bool, keep_alive: bool) -> (String, bool) {
+        let mut wire = Vec::new();
+        let mut out = Vec::new();
+        let kept = write_answer(&mut wire, resp, head, keep_alive, &mut out)
+            .await
+            .expect("written");
+        (String::from_utf8(wire).unwrap(), kept)
+    }
+
+    fn without_date(wire: &str) -> String {
+        wire.lines()
+            .filter(|l| !l.starts_with("date: "))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    #[tokio::test]
+    async fn answers_are_framed_by_what_their_body_and_request_allow() {
+        let (wire, kept) = written(
+            answer(
+                200,
+                &[("content-type", "text/plain")],
+                crate::body::full("hello"),
+            ),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(
+            without_date(&wire),
+            "HTTP/1.1 200 OK\ncontent-type: text/plain\ncontent-length: 5\n\nhello"
+        );
+        assert!(kept);
+        assert_eq!(wire.matches("date: ").count(), 1);
+
+        // A length given by the answer that the body contradicts: the body's.
+        let (wire, _) = written(
+            answer(404, &[("content-length", "99")], crate::body::full("no")),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(
+            without_date(&wire),
+            "HTTP/1.1 404 Not Found\ncontent-length: 2\n\nno"
+        );
+
+        // Unknown length: chunked, trailers after the last chunk; a given
+        // Transfer-Encoding is not repeated.
+        let mut trailers = HeaderMap::new();
+        trailers.insert("x-sum", HeaderValue::from_static("9"));
+        let body = streamed(&[b"hello", b"", b" world"], Some(trailers));
+        let (wire, _) = written(
+            answer(200, &[("transfer-encoding", "chunked")], body),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(
+            without_date(&wire),
+            "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n\n5\nhello\n6\n world\n0\nx-sum: 9\n"
+        );
+
+        // Unknown length with a valid given length: that length.
+        let body = streamed(&[b"ab", b"c"], None);
+        let (wire, _) = written(answer(200, &[("content-length", "3")], body), false, true).await;
+        assert_eq!(
+            without_date(&wire),
+            "HTTP/1.1 200 OK\ncontent-length: 3\n\nabc"
+        );
+
+        // HEAD: the length the body would have, no body.
+        let (wire, _) = written(answer(200, &[], crate::body::full("hello")), true, true).await;
+        assert_eq!(without_date(&wire), "HTTP/1.1 200 OK\ncontent-length: 5\n");
+        let (wire, _) = written(
+            answer(200, &[("content-length", "7")], crate::body::empty()),
+            true,
+            true,
+        )
+        .await;
+        assert_eq!(without_date(&wire), "HTTP/1.1 200 OK\ncontent-length: 7\n");
+
+        // 204 says no length; 304 may keep the one given.
+        let (wire, _) = written(
+            answer(204, &[("content-length", "0")], crate::body::empty()),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(without_date(&wire), "HTTP/1.1 204 No Content\n");
+        let (wire, _) = written(
+            answer(304, &[("etag", "\"1\"")], crate::body::empty()),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(
+            without_date(&wire),
+            "HTTP/1.1 304 Not Modified\netag: \"1\"\n"
+        );
+
+        // An empty body of a 200 says 0; an unknown status has no reason.
+        let (wire, _) = written(answer(299, &[], crate::body::empty()), false, true).await;
+        assert_eq!(without_date(&wire), "HTTP/1.1 299 \ncontent-length: 0\n");
+
+        // A date given is kept, and not doubled.
+        let (wire, _) = written(
+            answer(
+                200,
+                &[("date", "Tue, 01 Dec 2026 10:00:00 GMT")],
+                crate::body::empty(),
+            ),
+            false,
+            true,
+        )
+        .await;
+        assert_eq!(wire.matches("date: ").count(), 1);
+        assert!(wire.contains("date: Tue, 01 Dec 2026 10:00:00 GMT\r\n"));
+    }
+
+    #[tokio::test]
+    async fn close_is_said_once_by_either_side() {
+        let (wire, kept) = written(answer(200, &[], crate::body::empty()), false, false).await;
+        assert!(!kept);
+        assert_eq!(wire.matches("connection: close").count(), 1, "{wire}");
+        let (wire, kept) = written(
+            answer(200, &[("connection", "close")], crate::body::empty()),
+            false,
+            true,
+        )
+        .await;
+        assert!(!kept, "the answer said close");
+        assert_eq!(wire.matches("connection: close").count(), 1, "{wire}");
+    }
+
+    #[tokio::test]
+    async fn bodies_that_break_their_framing_fail_the_answer() {
+        let mut out = Vec::new();
+        let long = streamed(&[b"abcd"], None);
+        let resp = answer(200, &[("content-length", "3")], long);
+        assert!(
+            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+                .await
+                .is_err()
+        );
+        let short = streamed(&[b"ab"], None);
+        let resp = answer(200, &[("content-length", "3")], short);
+        assert!(
+            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+                .await
+                .is_err()
+        );
+        let failing: Body = StreamBody::new(futures_util::stream::iter(vec![
+            Ok(http_body::Frame::data(Bytes::from_static(b"ab"))),
+            Err::<http_body::Frame<Bytes>, crate::body::BoxError>("cut".into()),
+        ]))
+        .boxed_unsync();
+        let resp = answer(200, &[], failing);
+        assert!(
+            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+                .await
+                .is_err()
+        );
+        let interim = answer(103, &[], crate::body::empty());
+        assert!(
+            write_answer(&mut Vec::new(), interim, false, true, &mut out)
+                .await
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_large_body_goes_out_whole_behind_its_head() {
+        let big: &'static [u8] = Box::leak(vec![b'x'; 3 * GATHER].into_boxed_slice());
+        let body = streamed(&[b"a", big, b"b"], None);
+        let (wire, _) = written(answer(200, &[], body), false, true).await;
+        let body_at = wire.find("\r\n\r\n").unwrap() + 4;
+        let mut rest = &wire.as_bytes()[body_at..];
+        let mut got = Vec::new();
+        loop {
+            let line = rest.windows(2).position(|w| w == b"\r\n").unwrap();
+            let size =
+                usize::from_str_radix(std::str::from_utf8(&rest[..line]).unwrap(), 16).unwrap();
+            rest = &rest[line + 2..];
+            if size == 0 {
+                break;
+            }
+            got.extend_from_slice(&rest[..size]);
+            rest = &rest[size + 2..];
+        }
+        assert_eq!(got.len(), 3 * GATHER + 2);
+        assert!(got.starts_with(b"ax") && got.ends_with(b"xb"));
+        assert_eq!(rest, b"\r\n");
+    }
+
+    #[test]
+    fn chunk_sizes_are_hex() {
+        for (n, hex) in [
+            (0, "0"),
+            (5, "5"),
+            (255, "ff"),
+            (4096, "1000"),
+            (usize::MAX, "ffffffffffffffff"),
+        ] {
+            let mut out = Vec::new();
+            chunk_size(&mut out, n);
+            assert_eq!(out, format!("{hex}\r\n").as_bytes());
+        }
+    }
+}
