@@ -3,7 +3,8 @@
 //! A request's path through the gateway, layer by layer ([`stack`] orders
 //! them, outermost first):
 //!
-//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2, plain or TLS)
+//! 1. [`server`] accepts the connection (HTTP/1.1 or HTTP/2, plain or TLS),
+//!    reads bodiless HTTP/1.1 requests with its own codec (hyper the rest)
 //!    and puts the connection's [`context::Peer`] on each request;
 //! 2. [`telemetry`]'s request id: taken from the client or made, sent
 //!    upstream, returned, and the `guid` of any fault;

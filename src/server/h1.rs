@@ -1,15 +1,18 @@
 //! HTTP/1.1 on a client connection, read and written by the gateway itself
 //! for the requests that make up nearly all of an orders API's traffic:
-//! whole heads without a body, one after another on a kept-alive
-//! connection. Anything else is handed to hyper with the bytes read so far
+//! heads without a body, one after another on a kept-alive connection.
+//!
+//! A head that does not come whole in one read, or does not parse, is read
+//! on and checked as the prelude checks a connection's first head: by the
+//! header read timeout (else a 408 fault), and malformed or oversized heads
+//! get the same 400, 414 and 431 faults, with a request id. Requests this
+//! codec does not serve are handed to hyper with the bytes read so far
 //! ([`End::HandOver`]), and hyper serves the rest of the connection as it
 //! serves every connection it is given: bodies (`Content-Length` other than
 //! 0, `Transfer-Encoding`), `Expect`, upgrades, `CONNECT`, HTTP/1.0,
-//! targets other than a path, heads that do not parse or come in pieces,
-//! and heads over the limits. This codec never answers a malformed request
-//! itself, so every refusal, and every framing rule that keeps requests
-//! from being smuggled, stays hyper's (and the prelude's, for the first
-//! head).
+//! targets other than a path, more than 64 header fields. This codec never
+//! frames a request body, so every framing rule that keeps requests from
+//! being smuggled stays hyper's and the prelude's.
 //!
 //! Why by hand: hyper's server dispatches every request through a state
 //! machine built for what this codec hands over (request bodies read while
@@ -23,23 +26,23 @@
 //! that gives more or less than its length, or fails, ends the connection.
 
 use super::activity::{Activity, Tracked};
-use super::{Control, GatewayService, HstsValue, RequestBody, Shared, idle_check, stopped};
+use super::prelude::{self, Protocol, Rules, Start};
+use super::{Control, GatewayService, HstsValue, RequestBody, Shared, idle_check};
 use crate::body::Body;
 use crate::context::Peer;
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
-use futures_util::stream::FuturesUnordered;
 use http::header::{
     CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, STRICT_TRANSPORT_SECURITY,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
-use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::time::Instant;
 use tower::ServiceExt;
 
 /// How a connection served here ended.
@@ -52,13 +55,13 @@ pub(super) enum End<I> {
 }
 
 /// Room made in the read buffer before a read: most heads are a few hundred
-/// bytes, and a head that does not come whole in one read goes to hyper.
+/// bytes (a longer one is read on by the prelude).
 const READ_SIZE: usize = 4096;
 /// Less room than this left, the buffer is made `READ_SIZE` again (its
 /// space is taken back when the last request's head is gone).
 const MIN_ROOM: usize = 1024;
-/// Header fields parsed here; a head with more goes to hyper, which holds it
-/// to the server's hard limit.
+/// Header fields parsed here; a head with more goes to hyper once the
+/// prelude has held it to the server's hard limit.
 const MAX_HEADERS: usize = 64;
 /// Room in a request's header map for the fields the gateway adds on the
 /// way upstream (request id, `X-Forwarded-*`), so it is not grown for them.
@@ -87,22 +90,18 @@ where
     S: GatewayService,
 {
     let idle = shared.limits().idle_timeout;
-    let max_head = super::prelude::Rules::hard_head_bytes(shared.limits());
-    // Polled only when woken, as in `drive`: not on every request.
-    let mut control: FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>> =
-        FuturesUnordered::new();
-    let mut stop = shared.stop.clone();
-    control.push(Box::pin(async move {
-        stopped(&mut stop).await;
-        Control::Stop
-    }));
-    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
+    let max_head = Rules::hard_head_bytes(shared.limits());
+    let rules = Rules::new(*shared.limits(), conn.tls.is_none());
+    // Made when the connection first waits for a head: not at all for a
+    // connection that closes after its first request.
+    let mut control = None;
     let mut out = Vec::new();
     loop {
         while buf.is_empty() {
             if buf.capacity() - buf.len() < MIN_ROOM {
                 buf.reserve(READ_SIZE);
             }
+            let control = control.get_or_insert_with(|| super::controls(shared, idle));
             let event = tokio::select! {
                 biased;
                 Some(event) = control.next() => event,
@@ -125,8 +124,24 @@ where
                 Control::FirstHead => {}
             }
         }
-        let Some((mut req, keep_alive)) = parse(&mut buf, max_head) else {
-            return End::HandOver(io, buf);
+        let (mut req, keep_alive) = match parse(&mut buf, max_head) {
+            Some(parsed) => parsed,
+            // A head in pieces, one that looks malformed, or one for hyper:
+            // read on and check it as a connection's first head is checked.
+            None => match prelude::read_on(&mut io, buf, &rules, Instant::now()).await {
+                Start::Ready(Protocol::Http1, mut whole) => match parse(&mut whole, max_head) {
+                    Some(parsed) => {
+                        buf = whole;
+                        parsed
+                    }
+                    None => return End::HandOver(io, whole),
+                },
+                Start::Ready(Protocol::Http2, read) => return End::HandOver(io, read),
+                not_ready => {
+                    shared.turn_away(&mut io, not_ready).await;
+                    return End::Closed;
+                }
+            },
         };
         req.extensions_mut().insert(Peer {
             addr: conn.peer,
@@ -144,10 +159,18 @@ where
                 .headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY, (*value).clone());
         }
-        match write_answer(&mut io, answer, head, keep_alive, &mut out).await {
+        let written = write_answer(&mut io, answer, head, keep_alive, &mut out).await;
+        if out.capacity() > READ_SIZE {
+            // A large answer's room is not kept for the connection's life.
+            out = Vec::new();
+        }
+        match written {
             Ok(true) => {}
             Ok(false) => {
-                let _ = io.shutdown().await;
+                // TLS says it closes; a TCP close is said by closing.
+                if conn.tls.is_some() {
+                    let _ = io.shutdown().await;
+                }
                 return End::Closed;
             }
             Err(e) => {
@@ -301,7 +324,7 @@ where
         } else if let Some(n) = exact {
             length_field(out, n);
             Framing::Length(n)
-        } else if let Some(n) = given_length.and_then(|v| super::prelude::digits(v.as_bytes())) {
+        } else if let Some(n) = given_length.and_then(|v| prelude::digits(v.as_bytes())) {
             length_field(out, n);
             Framing::Length(n)
         } else {

@@ -2,10 +2,14 @@
 //! over plain TCP) on every listener, a cap on open connections shared by
 //! all listeners, and graceful shutdown that lets in-flight requests finish.
 //!
+//! HTTP/1.1 requests without a body are read and answered by the gateway's
+//! own codec ([`h1`]); a request it does not serve hands the connection to
+//! hyper, which serves the rest of it.
+//!
 //! Every slow client ends on time: the TLS handshake, the first byte, the
 //! protocol, the HTTP/2 preface and SETTINGS, and the first request head
 //! each have a deadline from the accept ([`prelude`]); later HTTP/1 heads
-//! have hyper's header read timeout; a connection with nothing moving (HTTP/1)
+//! have the header read timeout (hyper's, once a connection is hyper's); a connection with nothing moving (HTTP/1)
 //! or no request (HTTP/2, whose pings find dead peers) for the idle timeout
 //! is closed. Past `max_connections`, a new connection is answered with a
 //! 503 fault and closed at once, so the accept loop never stalls.
@@ -228,6 +232,27 @@ impl<S> Shared<S> {
 
     fn refused(&self, reason: Refusal) {
         (self.options.refused)(reason);
+    }
+
+    /// Answers a refused or late request head with a fault, counted, and
+    /// closes the connection.
+    async fn turn_away<I>(&self, io: &mut I, start: Start)
+    where
+        I: AsyncRead + AsyncWrite + Unpin,
+    {
+        let (status, message, reason) = match start {
+            Start::Refused(refused) => (refused.status, refused.message, refused.reason),
+            Start::Late(prelude::Phase::Head) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "The request head did not arrive in time".to_owned(),
+                Refusal::header_timeout,
+            ),
+            Start::Late(phase) => return self.refused(phase.refusal()),
+            Start::Ready(..) | Start::Gone => return,
+        };
+        self.refused(reason);
+        let answer = self.fault_answer(status, &message, reason);
+        prelude::send_and_close(io, &answer).await;
     }
 
     /// A connection past the cap: a 503 fault and a close, off the accept
@@ -454,23 +479,7 @@ async fn start<I, S>(
                 tracing::debug!(error = %e, %peer, "connection ended with an error");
             }
         }
-        Start::Refused(refused) => {
-            shared.refused(refused.reason);
-            let answer = shared.fault_answer(refused.status, &refused.message, refused.reason);
-            prelude::send_and_close(&mut io, &answer).await;
-        }
-        Start::Late(phase) => {
-            shared.refused(phase.refusal());
-            if phase == prelude::Phase::Head {
-                let answer = shared.fault_answer(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "The request head did not arrive in time",
-                    phase.refusal(),
-                );
-                prelude::send_and_close(&mut io, &answer).await;
-            }
-        }
-        Start::Gone => {}
+        not_ready => shared.turn_away(&mut io, not_ready).await,
     }
 }
 
@@ -496,6 +505,25 @@ enum Control {
 async fn idle_check(at: tokio::time::Instant) -> Control {
     tokio::time::sleep_until(at).await;
     Control::IdleCheck
+}
+
+/// A connection's own events. Each is polled only when it is woken (a
+/// `FuturesUnordered` gives each its own waker): the connection wakes for
+/// every read and write, and checking the shutdown signal and the timers
+/// each time would cost more than a request's own routing.
+type Controls = FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>>;
+
+/// The events every connection waits for: the shutdown, and its first idle
+/// check, `idle` from now.
+fn controls<S>(shared: &Shared<S>, idle: Duration) -> Controls {
+    let control = Controls::new();
+    let mut stop = shared.stop.clone();
+    control.push(Box::pin(async move {
+        stopped(&mut stop).await;
+        Control::Stop
+    }));
+    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
+    control
 }
 
 /// Serves one connection, whose first bytes `read` the prelude read, until
@@ -629,18 +657,7 @@ where
     tokio::pin!(conn);
     let limits = shared.limits();
     let idle = limits.idle_timeout;
-    // The connection's own events are polled only when they are woken (a
-    // `FuturesUnordered` gives each its own waker): the connection wakes for
-    // every read and write, and checking the shutdown signal and the timers
-    // each time would cost more than a request's own routing.
-    let mut control: FuturesUnordered<Pin<Box<dyn Future<Output = Control> + Send>>> =
-        FuturesUnordered::new();
-    let mut stop = shared.stop.clone();
-    control.push(Box::pin(async move {
-        stopped(&mut stop).await;
-        Control::Stop
-    }));
-    control.push(Box::pin(idle_check(tokio::time::Instant::now() + idle)));
+    let mut control = controls(shared, idle);
     // An HTTP/1 connection's first head is whole already (the prelude read
     // it); an HTTP/2 client's first HEADERS must come by the same deadline.
     if protocol == Protocol::Http2 {

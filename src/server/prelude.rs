@@ -12,7 +12,9 @@
 //! and a request id instead: malformed request lines and header fields,
 //! Content-Length and Transfer-Encoding that hyper refuses, heads over
 //! hyper's hard limits. A TLS ClientHello on a plain listener gets a 400
-//! fault, as nginx answers it. Later requests on a kept-alive connection are
+//! fault, as nginx answers it. Later request heads that the gateway's own
+//! HTTP/1.1 codec cannot take as they stand are read and checked the same
+//! way ([`read_on`]); once a connection is hyper's, its later requests are
 //! left to hyper (the README lists what it answers bare).
 //!
 //! What was read goes to hyper in front of the rest of the stream
@@ -149,7 +151,17 @@ pub async fn read<I>(io: &mut I, rules: &Rules, accepted: Instant) -> Start
 where
     I: AsyncRead + Unpin,
 {
-    let mut buf = BytesMut::new();
+    read_on(io, BytesMut::new(), rules, accepted).await
+}
+
+/// Reads on from `buf` (what came so far) until what it holds is ready,
+/// refused or late, each phase by its deadline counted from `since`: the
+/// start of a connection, or a later request head that came in pieces or
+/// looks malformed.
+pub async fn read_on<I>(io: &mut I, mut buf: BytesMut, rules: &Rules, since: Instant) -> Start
+where
+    I: AsyncRead + Unpin,
+{
     loop {
         let phase = match examine(&buf, rules) {
             Step::Need(phase) => phase,
@@ -158,7 +170,7 @@ where
         };
         buf.reserve(READ_CHUNK);
         let mut room = (&mut buf).limit(READ_CHUNK);
-        match tokio::time::timeout_at(accepted + rules.limit(phase), io.read_buf(&mut room)).await {
+        match tokio::time::timeout_at(since + rules.limit(phase), io.read_buf(&mut room)).await {
             Err(_) => return Start::Late(phase),
             Ok(Ok(0) | Err(_)) => return Start::Gone,
             Ok(Ok(_)) => {}
@@ -203,8 +215,10 @@ fn http2(frames: &[u8]) -> Step {
 
 fn http1(buf: &[u8], rules: &Rules) -> Step {
     let limits = &rules.limits;
-    let mut headers = vec![httparse::EMPTY_HEADER; Rules::hard_headers(limits)];
-    let mut req = httparse::Request::new(&mut headers);
+    // Room for the slots, not set first: hyper's hard limit is hundreds of
+    // them, and most heads use a few.
+    let mut slots = Vec::with_capacity(Rules::hard_headers(limits));
+    let mut req = httparse::Request::new(&mut []);
     let too_large = || {
         Step::Refuse(Refused::new(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -215,7 +229,7 @@ fn http1(buf: &[u8], rules: &Rules) -> Step {
             Refusal::head_too_large,
         ))
     };
-    match req.parse(buf) {
+    match req.parse_with_uninit_headers(buf, slots.spare_capacity_mut()) {
         Ok(httparse::Status::Partial) if buf.len() >= Rules::hard_head_bytes(limits) => too_large(),
         Ok(httparse::Status::Partial) => Step::Need(Phase::Head),
         Ok(httparse::Status::Complete(len)) if len > Rules::hard_head_bytes(limits) => too_large(),
