@@ -170,24 +170,57 @@ fn set_reuse_port(_: &tokio::net::TcpSocket) -> std::io::Result<()> {
 }
 
 /// The service the listeners serve: the current stack, swapped on reload.
-#[derive(Clone)]
-struct Current(Arc<ArcSwap<stack::Gateway>>);
+/// A clone (one per connection) keeps the stack it last used and calls it
+/// as long as it is the current one, instead of cloning the stack for each
+/// request; a reload is seen at the next request.
+struct Current {
+    stacks: Arc<ArcSwap<stack::Gateway>>,
+    held: Option<(Arc<stack::Gateway>, stack::Gateway)>,
+}
+
+impl Current {
+    fn new(stacks: &Arc<ArcSwap<stack::Gateway>>) -> Self {
+        Self {
+            stacks: Arc::clone(stacks),
+            held: None,
+        }
+    }
+}
+
+impl Clone for Current {
+    fn clone(&self) -> Self {
+        Self::new(&self.stacks)
+    }
+}
 
 impl tower::Service<http::Request<crate::server::RequestBody>> for Current {
     type Response = http::Response<body::Body>;
     type Error = std::convert::Infallible;
-    type Future = tower::util::Oneshot<stack::Gateway, http::Request<crate::server::RequestBody>>;
+    type Future =
+        <stack::Gateway as tower::Service<http::Request<crate::server::RequestBody>>>::Future;
 
     fn poll_ready(
         &mut self,
-        _: &mut std::task::Context<'_>,
+        cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Result<(), Self::Error>> {
-        std::task::Poll::Ready(Ok(()))
+        let current = self.stacks.load();
+        let stack = match &mut self.held {
+            Some((used, stack)) if Arc::ptr_eq(used, &current) => stack,
+            held => {
+                let current = arc_swap::Guard::into_inner(current);
+                let stack = stack::Gateway::clone(&current);
+                &mut held.insert((current, stack)).1
+            }
+        };
+        tower::Service::<http::Request<crate::server::RequestBody>>::poll_ready(stack, cx)
     }
 
     fn call(&mut self, req: http::Request<crate::server::RequestBody>) -> Self::Future {
-        use tower::ServiceExt;
-        stack::Gateway::clone(&self.0.load()).oneshot(req)
+        match &mut self.held {
+            Some((_, stack)) => stack.call(req),
+            // Not readied first: the current stack, as `poll_ready` would.
+            None => stack::Gateway::clone(&self.stacks.load()).call(req),
+        }
     }
 }
 
@@ -398,7 +431,7 @@ pub async fn run(
         // slots from the same semaphore.
         let cap = server::Options::slots(&config.server.limits);
         workers.start(|i| {
-            let current = Current(Arc::clone(&slots[i].current));
+            let current = Current::new(&slots[i].current);
             let accepted = metrics.worker_connections(i);
             (current, options(Arc::clone(&cap), Some(accepted)))
         })?;
@@ -459,7 +492,7 @@ pub async fn run(
     let mut stopped_worker = None;
     match &mut workers {
         None => {
-            let current = Current(Arc::clone(&slots[0].current));
+            let current = Current::new(&slots[0].current);
             let shutdown = async {
                 asked.await;
                 begin_drain();

@@ -96,6 +96,8 @@ where
     // connection that closes after its first request.
     let mut control = None;
     let mut out = Vec::new();
+    // The connection's own handle on the stack, readied before each request.
+    let mut service = shared.service.clone();
     loop {
         while buf.is_empty() {
             if buf.capacity() - buf.len() < MIN_ROOM {
@@ -149,7 +151,11 @@ where
         });
         let head = req.method() == Method::HEAD;
         let hsts = conn.tls.map(|hsts| hsts.load_full());
-        let mut answer = match shared.service.clone().oneshot(req).await {
+        let answer = match service.ready().await {
+            Ok(service) => service.call(req).await,
+            Err(never) => match never {},
+        };
+        let mut answer = match answer {
             Ok(answer) => answer,
             Err(never) => match never {},
         };
@@ -282,6 +288,7 @@ where
         )));
     }
     out.clear();
+    out.reserve(64 + parts.headers.len() * 48);
     if status == StatusCode::OK {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     } else {

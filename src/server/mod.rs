@@ -378,11 +378,16 @@ where
     S: GatewayService,
 {
     let mut stop = shared.stop.clone();
+    // One wait for the whole loop, not one made per connection.
+    let stopping = stopped(&mut stop);
+    tokio::pin!(stopping);
     let acceptor = listener
         .tls
         .map(|t| (tokio_rustls::TlsAcceptor::from(t.config), t.hsts));
     loop {
         let (stream, peer) = tokio::select! {
+            biased;
+            () = &mut stopping => break,
             accepted = listener.tcp.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
@@ -392,7 +397,6 @@ where
                     continue;
                 }
             },
-            () = stopped(&mut stop) => break,
         };
         let accepted = Instant::now();
         if let Some(counter) = &shared.options.accepted {
@@ -466,7 +470,9 @@ async fn start<I, S>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: GatewayService,
 {
-    let rules = Rules::new(*shared.limits(), tls.is_none());
+    // HTTP/1 heads are the own codec's to read first (it reads on with the
+    // checks any head it cannot take).
+    let rules = Rules::new(*shared.limits(), tls.is_none()).deferring();
     let mut stop = shared.stop.clone();
     let start = tokio::select! {
         start = prelude::read(&mut io, &rules, accepted) => start,

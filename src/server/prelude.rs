@@ -109,11 +109,29 @@ pub struct Rules {
     limits: ServerLimits,
     /// A plain listener (a TLS ClientHello there is refused).
     plain: bool,
+    /// An HTTP/1 head is ready once it ends, unchecked (see [`Rules::deferring`]).
+    defer_http1: bool,
 }
 
 impl Rules {
     pub fn new(limits: ServerLimits, plain: bool) -> Self {
-        Self { limits, plain }
+        Self {
+            limits,
+            plain,
+            defer_http1: false,
+        }
+    }
+
+    /// The rules with an HTTP/1 head ready as soon as its end has come
+    /// (within the hard limit), unchecked: for a connection whose heads the
+    /// gateway's own codec reads first, which reads on with the checks
+    /// ([`read_on`] with [`Rules::new`]) any head it cannot take. The head
+    /// it takes is parsed once, not twice.
+    pub fn deferring(self) -> Self {
+        Self {
+            defer_http1: true,
+            ..self
+        }
     }
 
     /// hyper's own limits, twice the configured ones (see `server::serve`).
@@ -215,6 +233,12 @@ fn http2(frames: &[u8]) -> Step {
 
 fn http1(buf: &[u8], rules: &Rules) -> Step {
     let limits = &rules.limits;
+    if rules.defer_http1
+        && buf.len() <= Rules::hard_head_bytes(limits)
+        && memchr::memmem::find(buf, b"\r\n\r\n").is_some()
+    {
+        return Step::Ready(Protocol::Http1);
+    }
     // Room for the slots, not set first: hyper's hard limit is hundreds of
     // them, and most heads use a few.
     let mut slots = Vec::with_capacity(Rules::hard_headers(limits));
