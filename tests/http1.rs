@@ -314,6 +314,11 @@ fn scripted(path: &str) -> Vec<u8> {
         "/not-modified" => b"HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\n\r\n".to_vec(),
         "/dated" => b"HTTP/1.1 200 OK\r\nDate: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok".to_vec(),
         "/cut" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nonly part".to_vec(),
+        "/huge" => {
+            let mut answer = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 33554432\r\n\r\n".to_vec();
+            answer.resize(answer.len() + (32 << 20), b'h');
+            answer
+        }
         "/cut-chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
         _ => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfine.".to_vec(),
     }
@@ -329,7 +334,9 @@ async fn answers_are_framed_as_the_upstream_sent_them() {
     let a = answer(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(a.body, b"hello world", "{a:?}");
     assert_eq!(a.header("transfer-encoding"), Some("chunked"), "{a:?}");
-    assert_eq!(a.trailers, [("x-sum".to_owned(), "42".to_owned())], "{a:?}");
+    // `Trailer` is hop-by-hop: the client was told of none, and gets none.
+    assert!(a.trailers.is_empty(), "{a:?}");
+    assert_eq!(a.header("trailer"), None, "{a:?}");
 
     s.write_all(&get("/no-content")).await.unwrap();
     let a = answer(&mut s, &mut buf, false).await.unwrap();
@@ -371,4 +378,54 @@ async fn an_answer_cut_short_upstream_ends_the_client_connection() {
         }
         assert!(closes(&mut s).await, "{path}");
     }
+}
+
+/// A gateway in front of `upstream` with `server` keys added.
+async fn gateway_with(upstream: SocketAddr, server: &str) -> Gateway {
+    let gl = listener().await;
+    let text = config_text(gl.local_addr().unwrap(), upstream, "")
+        .replace("[server]", &format!("[server]\n{server}"))
+        + "[store]\nkind = \"memory\"\n";
+    Gateway::start(ordergate::config::Config::parse(&text).unwrap(), gl).await
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_answer_is_closed_after_the_idle_timeout() {
+    let gw = gateway_with(scripted_upstream(scripted).await, "idle_timeout_ms = 400").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(&get("/huge")).await.unwrap();
+    // 32 MiB on their way, and the client reads none of them for a while.
+    tokio::time::sleep(Duration::from_millis(2000)).await;
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the connection was still open after 10 s of reading"
+    );
+    assert!(
+        got.len() < 32 << 20,
+        "the whole answer came ({} bytes): the gateway waited for the client for ever",
+        got.len()
+    );
+}
+
+#[tokio::test]
+async fn the_first_head_keeps_its_deadline_from_the_accept() {
+    let gw = gateway_with(echo_upstream().await, "header_read_timeout_ms = 1000").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let started = std::time::Instant::now();
+    // An empty line, in two pieces: never a request head.
+    s.write_all(b"\r").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    s.write_all(b"\n\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let a = answer(&mut s, &mut buf, false).await.expect("an answer");
+    assert_eq!(a.status, 408, "{a:?}");
+    // By the first deadline (1 s from the accept), not a second one
+    // counted from the last bytes (1.9 s).
+    let waited = started.elapsed();
+    assert!(
+        waited < Duration::from_millis(1700),
+        "answered after {waited:?}"
+    );
 }

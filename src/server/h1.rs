@@ -22,8 +22,11 @@
 //!
 //! Answers are framed as hyper frames them (RFC 9112 §6): no body for HEAD,
 //! 204 and 304; a body of known size by its `Content-Length`; otherwise by
-//! the answer's own valid `Content-Length`, else chunked. An answer's body
-//! that gives more or less than its length, or fails, ends the connection.
+//! the answer's own valid `Content-Length`, else chunked; no trailers, as
+//! none is announced (`Trailer` is hop-by-hop). An answer's body that gives
+//! more or less than its length, or fails, ends the connection; so does a
+//! client that takes nothing of its answer for the idle timeout. At
+//! shutdown, the answer in flight says `Connection: close`.
 
 use super::activity::{Activity, Tracked};
 use super::prelude::{self, Protocol, Rules, Start};
@@ -31,16 +34,18 @@ use super::{Control, GatewayService, HstsValue, RequestBody, Shared, idle_check}
 use crate::body::Body;
 use crate::context::Peer;
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use http::header::{
     CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, HeaderValue, STRICT_TRANSPORT_SECURITY,
     TRANSFER_ENCODING, UPGRADE,
 };
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::task::Poll;
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tower::ServiceExt;
@@ -73,6 +78,9 @@ const GATHER: usize = 16 * 1024;
 /// What one connection's requests share.
 pub(super) struct Conn<'a> {
     pub peer: std::net::SocketAddr,
+    /// When the connection was accepted: the first head's deadline counts
+    /// from it.
+    pub accepted: Instant,
     pub tls: Option<&'a HstsValue>,
     pub activity: &'a Activity,
 }
@@ -91,7 +99,9 @@ where
 {
     let idle = shared.limits().idle_timeout;
     let max_head = Rules::hard_head_bytes(shared.limits());
-    let rules = Rules::new(*shared.limits(), conn.tls.is_none());
+    let rules = Rules::new(*shared.limits(), conn.tls.is_none()).for_http1();
+    let tls = conn.tls.is_some();
+    let mut first = true;
     // Made when the connection first waits for a head: not at all for a
     // connection that closes after its first request.
     let mut control = None;
@@ -113,11 +123,11 @@ where
                 },
             };
             match event {
-                Control::Stop => return End::Closed,
+                Control::Stop => return close(io, tls, idle).await,
                 Control::IdleCheck => {
                     let quiet = conn.activity.quiet_for();
                     if quiet >= idle {
-                        return End::Closed;
+                        return close(io, tls, idle).await;
                     }
                     control.push(Box::pin(idle_check(
                         tokio::time::Instant::now() + (idle - quiet),
@@ -126,24 +136,35 @@ where
                 Control::FirstHead => {}
             }
         }
-        let (mut req, keep_alive) = match parse(&mut buf, max_head) {
+        let parsed = parse(&mut buf, max_head);
+        let first_head = std::mem::replace(&mut first, false);
+        let (mut req, keep_alive) = match parsed {
             Some(parsed) => parsed,
             // A head in pieces, one that looks malformed, or one for hyper:
-            // read on and check it as a connection's first head is checked.
-            None => match prelude::read_on(&mut io, buf, &rules, Instant::now()).await {
-                Start::Ready(Protocol::Http1, mut whole) => match parse(&mut whole, max_head) {
-                    Some(parsed) => {
-                        buf = whole;
-                        parsed
+            // read on and check it as a connection's first head is checked;
+            // the first head's time counts from the accept, a later one's
+            // from its first bytes.
+            None => {
+                let since = if first_head {
+                    conn.accepted
+                } else {
+                    Instant::now()
+                };
+                match prelude::read_on(&mut io, buf, &rules, since).await {
+                    Start::Ready(Protocol::Http1, mut whole) => match parse(&mut whole, max_head) {
+                        Some(parsed) => {
+                            buf = whole;
+                            parsed
+                        }
+                        None => return End::HandOver(io, whole),
+                    },
+                    Start::Ready(Protocol::Http2, read) => return End::HandOver(io, read),
+                    not_ready => {
+                        shared.turn_away(&mut io, not_ready).await;
+                        return End::Closed;
                     }
-                    None => return End::HandOver(io, whole),
-                },
-                Start::Ready(Protocol::Http2, read) => return End::HandOver(io, read),
-                not_ready => {
-                    shared.turn_away(&mut io, not_ready).await;
-                    return End::Closed;
                 }
-            },
+            }
         };
         req.extensions_mut().insert(Peer {
             addr: conn.peer,
@@ -165,25 +186,54 @@ where
                 .headers_mut()
                 .insert(STRICT_TRANSPORT_SECURITY, (*value).clone());
         }
-        let written = write_answer(&mut io, answer, head, keep_alive, &mut out).await;
+        // At shutdown the answer in flight says it is the last (the only
+        // change the signal makes is to stop, or its sender is gone).
+        let keep_alive = keep_alive && matches!(shared.stop.has_changed(), Ok(false));
+        let written = write_answer(&mut io, answer, head, keep_alive, idle, &mut out).await;
         if out.capacity() > READ_SIZE {
             // A large answer's room is not kept for the connection's life.
             out = Vec::new();
         }
         match written {
             Ok(true) => {}
-            Ok(false) => {
-                // TLS says it closes; a TCP close is said by closing.
-                if conn.tls.is_some() {
-                    let _ = io.shutdown().await;
-                }
-                return End::Closed;
-            }
+            Ok(false) => return close(io, tls, idle).await,
             Err(e) => {
                 tracing::debug!(error = %e, peer = %conn.peer, "answer not written whole");
                 return End::Closed;
             }
         }
+    }
+}
+
+/// Ends a connection: TLS says it closes (within `idle`); a TCP close is
+/// said by closing.
+async fn close<I>(mut io: I, tls: bool, idle: Duration) -> End<I>
+where
+    I: AsyncWrite + Unpin,
+{
+    if tls {
+        let _ = within(idle, io.shutdown()).await;
+    }
+    End::Closed
+}
+
+/// Runs a write to the client, which fails once the client has taken
+/// nothing for `idle`: a client that stops reading does not hold its
+/// connection for ever. No timer unless the write has to wait.
+async fn within<F, T>(idle: Duration, write: F) -> io::Result<T>
+where
+    F: Future<Output = io::Result<T>>,
+{
+    tokio::pin!(write);
+    if let Some(done) = write.as_mut().now_or_never() {
+        return done;
+    }
+    match tokio::time::timeout(idle, write).await {
+        Ok(done) => done,
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the client took nothing of its answer for the idle timeout",
+        )),
     }
 }
 
@@ -274,6 +324,7 @@ async fn write_answer<I>(
     answer: Response<Body>,
     head_request: bool,
     mut keep_alive: bool,
+    idle: Duration,
     out: &mut Vec<u8>,
 ) -> io::Result<bool>
 where
@@ -349,14 +400,12 @@ where
     out.extend_from_slice(b"\r\n");
     let mut left = match framing {
         Framing::None => {
-            io.write_all(out).await?;
-            io.flush().await?;
+            send(io, out, idle).await?;
             return Ok(keep_alive);
         }
         Framing::Length(n) => Some(n),
         Framing::Chunked => None,
     };
-    let mut trailers = None;
     loop {
         // What the body has now; with nothing yet, what is gathered goes
         // out before the wait.
@@ -368,8 +417,7 @@ where
         .await;
         let frame = match next {
             None => {
-                io.write_all(out).await?;
-                io.flush().await?;
+                send(io, out, idle).await?;
                 out.clear();
                 continue;
             }
@@ -377,12 +425,10 @@ where
             Some(Some(Err(e))) => return Err(io::Error::other(e)),
             Some(Some(Ok(frame))) => frame,
         };
-        let data = match frame.into_data() {
-            Ok(data) => data,
-            Err(frame) => {
-                trailers = frame.into_trailers().ok();
-                continue;
-            }
+        // Trailers are not passed on: `Trailer` is hop-by-hop, so the
+        // client was told of none (as hyper, which sends only announced ones).
+        let Ok(data) = frame.into_data() else {
+            continue;
         };
         if data.is_empty() {
             continue;
@@ -396,11 +442,11 @@ where
                     ));
                 }
                 *left -= n;
-                gather(io, out, &data).await?;
+                gather(io, out, &data, idle).await?;
             }
             None => {
                 chunk_size(out, data.len());
-                gather(io, out, &data).await?;
+                gather(io, out, &data, idle).await?;
                 out.extend_from_slice(b"\r\n");
             }
         }
@@ -412,23 +458,25 @@ where
                 "the answer's body ended before its length",
             ));
         }
-        None => {
-            out.extend_from_slice(b"0\r\n");
-            for (name, value) in trailers.iter().flatten() {
-                field(out, name.as_str().as_bytes(), value.as_bytes());
-            }
-            out.extend_from_slice(b"\r\n");
-        }
+        None => out.extend_from_slice(b"0\r\n\r\n"),
     }
-    io.write_all(out).await?;
-    io.flush().await?;
+    send(io, out, idle).await?;
     out.clear();
     Ok(keep_alive)
 }
 
+/// Writes `out` whole and flushes it (TLS keeps records until flushed).
+async fn send<I>(io: &mut I, out: &[u8], idle: Duration) -> io::Result<()>
+where
+    I: AsyncWrite + Unpin,
+{
+    within(idle, io.write_all(out)).await?;
+    within(idle, io.flush()).await
+}
+
 /// Puts `data` behind what is gathered in `out`, or, when it would make
 /// `out` larger than [`GATHER`], writes both.
-async fn gather<I>(io: &mut I, out: &mut Vec<u8>, data: &[u8]) -> io::Result<()>
+async fn gather<I>(io: &mut I, out: &mut Vec<u8>, data: &[u8], idle: Duration) -> io::Result<()>
 where
     I: AsyncWrite + Unpin,
 {
@@ -439,7 +487,7 @@ where
     let (mut first, mut second) = (&out[..], data);
     while !first.is_empty() || !second.is_empty() {
         let slices = [io::IoSlice::new(first), io::IoSlice::new(second)];
-        let n = io.write_vectored(&slices).await?;
+        let n = within(idle, io.write_vectored(&slices)).await?;
         if n == 0 {
             return Err(io::ErrorKind::WriteZero.into());
         }
@@ -448,7 +496,7 @@ where
         second = &second[n - from_first..];
     }
     out.clear();
-    Ok(())
+    within(idle, io.flush()).await
 }
 
 fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
@@ -497,10 +545,12 @@ fn date(out: &mut Vec<u8>) {
             let made = httpdate::fmt_http_date(
                 std::time::UNIX_EPOCH + std::time::Duration::from_secs(now),
             );
-            if made.len() == LEN {
-                text.copy_from_slice(made.as_bytes());
-                cached.set((now, text));
+            if made.len() != LEN {
+                // Not a date of this era's length: written, not kept.
+                return out.extend_from_slice(made.as_bytes());
             }
+            text.copy_from_slice(made.as_bytes());
+            cached.set((now, text));
         }
         out.extend_from_slice(&text);
     });
@@ -512,6 +562,7 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
 
     const MAX_HEAD: usize = 16 * 1024;
+    const IDLE: Duration = Duration::from_secs(5);
 
     fn taken(head: &[u8]) -> Option<Request<RequestBody>> {
         request(&Bytes::copy_from_slice(head), MAX_HEAD).map(|(req, _, _)| req)
@@ -610,7 +661,7 @@ mod tests {
     async fn written(resp: Response<Body>, head: bool, keep_alive: bool) -> (String, bool) {
         let mut wire = Vec::new();
         let mut out = Vec::new();
-        let kept = write_answer(&mut wire, resp, head, keep_alive, &mut out)
+        let kept = write_answer(&mut wire, resp, head, keep_alive, IDLE, &mut out)
             .await
             .expect("written");
         (String::from_utf8(wire).unwrap(), kept)
@@ -654,8 +705,9 @@ mod tests {
             "HTTP/1.1 404 Not Found\ncontent-length: 2\n\nno"
         );
 
-        // Unknown length: chunked, trailers after the last chunk; a given
-        // Transfer-Encoding is not repeated.
+        // Unknown length: chunked, trailers not passed on (none was
+        // announced: `Trailer` is hop-by-hop); a given Transfer-Encoding is
+        // not repeated.
         let mut trailers = HeaderMap::new();
         trailers.insert("x-sum", HeaderValue::from_static("9"));
         let body = streamed(&[b"hello", b"", b" world"], Some(trailers));
@@ -667,7 +719,7 @@ mod tests {
         .await;
         assert_eq!(
             without_date(&wire),
-            "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n\n5\nhello\n6\n world\n0\nx-sum: 9\n"
+            "HTTP/1.1 200 OK\ntransfer-encoding: chunked\n\n5\nhello\n6\n world\n0\n"
         );
 
         // Unknown length with a valid given length: that length.
@@ -748,14 +800,14 @@ mod tests {
         let long = streamed(&[b"abcd"], None);
         let resp = answer(200, &[("content-length", "3")], long);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
                 .await
                 .is_err()
         );
         let short = streamed(&[b"ab"], None);
         let resp = answer(200, &[("content-length", "3")], short);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
                 .await
                 .is_err()
         );
@@ -766,13 +818,13 @@ mod tests {
         .boxed_unsync();
         let resp = answer(200, &[], failing);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
                 .await
                 .is_err()
         );
         let interim = answer(103, &[], crate::body::empty());
         assert!(
-            write_answer(&mut Vec::new(), interim, false, true, &mut out)
+            write_answer(&mut Vec::new(), interim, false, true, IDLE, &mut out)
                 .await
                 .is_err()
         );

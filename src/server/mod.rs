@@ -557,6 +557,7 @@ where
         Protocol::Http1 => {
             let conn = h1::Conn {
                 peer,
+                accepted,
                 tls: tls.as_ref(),
                 activity: &activity,
             };

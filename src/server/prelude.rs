@@ -111,6 +111,8 @@ pub struct Rules {
     plain: bool,
     /// An HTTP/1 head is ready once it ends, unchecked (see [`Rules::deferring`]).
     defer_http1: bool,
+    /// The connection speaks HTTP/1 (see [`Rules::for_http1`]).
+    http1: bool,
 }
 
 impl Rules {
@@ -119,6 +121,16 @@ impl Rules {
             limits,
             plain,
             defer_http1: false,
+            http1: false,
+        }
+    }
+
+    /// The rules for a later head of a connection known to speak HTTP/1:
+    /// no TLS or HTTP/2 start looked for, a head's bytes are a head.
+    pub fn for_http1(self) -> Self {
+        Self {
+            http1: true,
+            ..self
         }
     }
 
@@ -200,6 +212,9 @@ fn examine(buf: &[u8], rules: &Rules) -> Step {
     let Some(&first) = buf.first() else {
         return Step::Need(Phase::FirstByte);
     };
+    if rules.http1 {
+        return http1(buf, rules);
+    }
     if rules.plain && first == TLS_HANDSHAKE {
         return Step::Refuse(Refused::new(
             StatusCode::BAD_REQUEST,
