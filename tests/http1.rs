@@ -429,3 +429,18 @@ async fn the_first_head_keeps_its_deadline_from_the_accept() {
         "answered after {waited:?}"
     );
 }
+
+#[tokio::test]
+async fn a_connection_waiting_for_its_next_request_is_held_to_the_header_read_timeout() {
+    let gw = gateway_with(
+        echo_upstream().await,
+        "header_read_timeout_ms = 400\nidle_timeout_ms = 60000",
+    )
+    .await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = Vec::new();
+    s.write_all(&get("/one")).await.unwrap();
+    answer(&mut s, &mut buf, false).await.expect("an answer");
+    // Then nothing: closed by the header read timeout, not the idle one.
+    assert!(closes(&mut s).await, "still open 5 s later");
+}

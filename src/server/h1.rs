@@ -98,6 +98,9 @@ where
     S: GatewayService,
 {
     let idle = shared.limits().idle_timeout;
+    // Waiting for its next request, a connection is also held to the header
+    // read timeout, as hyper holds it (and nginx to its keep-alive timeout).
+    let between = idle.min(shared.limits().header_read_timeout);
     let max_head = Rules::hard_head_bytes(shared.limits());
     let rules = Rules::new(*shared.limits(), conn.tls.is_none()).for_http1();
     let tls = conn.tls.is_some();
@@ -113,7 +116,7 @@ where
             if buf.capacity() - buf.len() < MIN_ROOM {
                 buf.reserve(READ_SIZE);
             }
-            let control = control.get_or_insert_with(|| super::controls(shared, idle));
+            let control = control.get_or_insert_with(|| super::controls(shared, between));
             let event = tokio::select! {
                 biased;
                 Some(event) = control.next() => event,
@@ -126,11 +129,11 @@ where
                 Control::Stop => return close(io, tls, idle).await,
                 Control::IdleCheck => {
                     let quiet = conn.activity.quiet_for();
-                    if quiet >= idle {
+                    if quiet >= between {
                         return close(io, tls, idle).await;
                     }
                     control.push(Box::pin(idle_check(
-                        tokio::time::Instant::now() + (idle - quiet),
+                        tokio::time::Instant::now() + (between - quiet),
                     )));
                 }
                 Control::FirstHead => {}
