@@ -208,6 +208,35 @@ where
     }
 }
 
+/// What the own codec makes of bytes at the start of a client connection's
+/// buffer, beside what the prelude's checks of a head say of them: for the
+/// fuzz target and tests.
+#[derive(Debug)]
+pub struct ClientHead {
+    /// The request taken (its body left out), and whether the client keeps
+    /// the connection after it; `None` when the bytes are left whole (to be
+    /// read on with the checks, or handed to hyper).
+    pub taken: Option<(Request<()>, bool)>,
+    /// The bytes left in the buffer afterwards.
+    pub rest: Vec<u8>,
+    /// Whether the prelude's checks take the bytes as a whole HTTP/1 head
+    /// that hyper would take too (as they check a connection's first head).
+    pub checked: bool,
+}
+
+/// Reads `bytes` as the start of a client connection's buffer, as the own
+/// codec does, under `limits`, and checks them as the prelude does.
+pub fn read_client_head(bytes: &[u8], limits: &crate::config::ServerLimits) -> ClientHead {
+    let mut buf = BytesMut::from(bytes);
+    let taken = parse(&mut buf, Rules::hard_head_bytes(limits))
+        .map(|(req, keep_alive)| (req.map(|_| ()), keep_alive));
+    ClientHead {
+        taken,
+        rest: buf.to_vec(),
+        checked: prelude::takes_http1(bytes, &Rules::new(*limits, true).for_http1()),
+    }
+}
+
 /// Ends a connection: TLS says it closes (within `idle`); a TCP close is
 /// said by closing.
 async fn close<I>(mut io: I, tls: bool, idle: Duration) -> End<I>

@@ -22,6 +22,8 @@ mod activity;
 mod h1;
 mod prelude;
 
+pub use h1::{ClientHead, read_client_head};
+
 use crate::body::Body;
 use crate::config::ServerLimits;
 use crate::context::Peer;

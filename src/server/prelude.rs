@@ -232,6 +232,11 @@ fn examine(buf: &[u8], rules: &Rules) -> Step {
     http1(buf, rules)
 }
 
+/// Whether `buf` holds a whole HTTP/1 head the checks take (and hyper would).
+pub(super) fn takes_http1(buf: &[u8], rules: &Rules) -> bool {
+    matches!(examine(buf, rules), Step::Ready(Protocol::Http1))
+}
+
 /// After the preface: ready once the first frame (SETTINGS) is whole.
 fn http2(frames: &[u8]) -> Step {
     let Some(header) = frames.get(..9) else {
