@@ -9,9 +9,11 @@
 //! Every slow client ends on time: the TLS handshake, the first byte, the
 //! protocol, the HTTP/2 preface and SETTINGS, and the first request head
 //! each have a deadline from the accept ([`prelude`]); later HTTP/1 heads
-//! have the header read timeout (hyper's, once a connection is hyper's); a connection with nothing moving (HTTP/1)
+//! have the header read timeout (hyper's, once a connection is hyper's),
+//! and so does the wait for them; a connection with nothing moving (HTTP/1)
 //! or no request (HTTP/2, whose pings find dead peers) for the idle timeout
-//! is closed. Past `max_connections`, a new connection is answered with a
+//! is closed, and so is a client of the own codec that takes nothing of its
+//! for as long. Past `max_connections`, a new connection is answered with a
 //! 503 fault and closed at once, so the accept loop never stalls.
 //! Connections refused before a request reached the stack are counted in
 //! `ordergate_connections_refused_total{reason}`. An HTTP/1.1 connection the
