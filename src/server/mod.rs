@@ -13,7 +13,7 @@
 //! and so does the wait for them; a connection with nothing moving (HTTP/1)
 //! or no request (HTTP/2, whose pings find dead peers) for the idle timeout
 //! is closed, and so is a client of the own codec that takes nothing of its
-//! for as long. Past `max_connections`, a new connection is answered with a
+//! answer for as long. Past `max_connections`, a new connection is answered with a
 //! 503 fault and closed at once, so the accept loop never stalls.
 //! Connections refused before a request reached the stack are counted in
 //! `ordergate_connections_refused_total{reason}`. An HTTP/1.1 connection the
