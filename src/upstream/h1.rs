@@ -640,7 +640,7 @@ impl Default for Framed {
 impl Framed {
     fn note(&mut self, name: &HeaderName, value: &[u8]) {
         if name == header::CONNECTION {
-            for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+            for token in super::headers::list_items(value) {
                 self.close |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
             }

@@ -29,13 +29,18 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::UPGRADE,
 ];
 
+/// The items of a comma-separated field value (`Connection`, say),
+/// trimmed, as bytes; empty ones included.
+pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
+}
+
 /// The options of the `Connection` header fields, trimmed, as bytes.
 fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
     headers
         .get_all(header::CONNECTION)
         .iter()
-        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
-        .map(<[u8]>::trim_ascii)
+        .flat_map(|v| list_items(v.as_bytes()))
         .filter(|t| !t.is_empty())
 }
 
