@@ -10,6 +10,7 @@ use super::memo::Memo;
 use crate::owners::OrderId;
 use crate::upstream::rewrite::Rewriter;
 use bytes::Bytes;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -258,11 +259,24 @@ impl<'de, const ORDER: bool> serde::Deserialize<'de> for StatusIn<ORDER> {
                 let mut status: Option<Option<bool>> = None;
                 let mut order: Option<Option<bool>> = None;
                 while let Some(Key(k)) = map.next_key::<Key>()? {
+                    // Each read from its raw text, as `order_view` reads it:
+                    // a value of another kind (a number no f64 holds, say)
+                    // is no status, and not a reason to call the body not
+                    // JSON.
                     if status.is_none() && k.eq_ignore_ascii_case("status") {
-                        status = Some(map.next_value::<StringOpen>()?.0);
+                        let raw = map.next_value::<&RawValue>()?;
+                        status = Some(
+                            serde_json::from_str::<StringOpen>(raw.get())
+                                .ok()
+                                .and_then(|s| s.0),
+                        );
                     } else if ORDER && order.is_none() && k.eq_ignore_ascii_case("order") {
-                        let inner = map.next_value::<StatusIn<false>>()?;
-                        order = Some(inner.open.filter(|_| inner.object));
+                        let raw = map.next_value::<&RawValue>()?;
+                        order = Some(
+                            serde_json::from_str::<StatusIn<false>>(raw.get())
+                                .ok()
+                                .and_then(|inner| inner.open.filter(|_| inner.object)),
+                        );
                     } else {
                         map.next_value::<serde::de::IgnoredAny>()?;
                     }
@@ -543,6 +557,30 @@ pub fn set_link(body: &mut Value, rel: &str, href: &str) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_status_or_order_of_another_kind_is_no_status_and_the_body_is_json() {
+        // Numbers no f64 holds are JSON too: the status reader and the view
+        // agree that such a body is an open order's (found by the fuzz target).
+        for body in [
+            &br#"{"-tat}s": "Completetd", "order": -9e919991194}"#[..],
+            br#"{"status": 1e999}"#,
+            br#"{"order": {"status": 1e999}}"#,
+        ] {
+            let text = String::from_utf8_lossy(body);
+            assert_eq!(body_is_open(body), Some(true), "{text}");
+            assert!(matches!(order_view(body, &[]), Shown::Open(_)), "{text}");
+        }
+        // A status of its kind still counts next to such a number.
+        for closed in [
+            &br#"{"order": {"status": "Completed", "n": 1e999}}"#[..],
+            br#"{"order": 1e999, "status": "Completed"}"#,
+        ] {
+            let text = String::from_utf8_lossy(closed);
+            assert_eq!(body_is_open(closed), Some(false), "{text}");
+            assert_eq!(order_view(closed, &[]), Shown::Closed, "{text}");
+        }
+    }
 
     #[test]
     fn reads_status_in_any_case() {
