@@ -107,10 +107,13 @@ impl Orders {
         facts: &Facts,
         owner: Option<OwnerId>,
     ) -> Result<Creation, Error> {
-        let mut req = self.delegated(client, Method::POST, "/orders".to_owned(), owner, facts);
+        let mut req = self.delegated(client, Method::POST, owner);
         req.headers_mut()
             .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let resp = self.upstream.send(req, facts.record.as_ref()).await?;
+        let resp = self
+            .upstream
+            .forward(req, Some("/orders".to_owned()), facts)
+            .await?;
         if !resp.status().is_success() {
             let answer = self.upstream.finish(resp, self.bases.rewriter())?;
             return Ok(Creation::Refused(answer));

@@ -377,12 +377,11 @@ impl Orders {
             {
                 owners::set_owner_cookie(call.req.headers_mut(), owner);
             }
-            self.upstream.prepare(&mut call.req, None, facts);
             // The order's path, when it changes, is made of checked parts:
             // written as it is.
             let resp = self
                 .upstream
-                .send_to(call.req, call.path.take(), facts.record.as_ref())
+                .forward(call.req, call.path.take(), facts)
                 .await?;
             let order = call.order.as_ref();
             self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)
@@ -594,8 +593,8 @@ impl Orders {
         owner: OwnerId,
     ) -> Result<bool, Error> {
         let path = route::explicit_path(order, &Rest::default(), None);
-        let req = self.delegated(client, Method::GET, path, Some(owner), facts);
-        let resp = self.upstream.send(req, facts.record.as_ref()).await?;
+        let req = self.delegated(client, Method::GET, Some(owner));
+        let resp = self.upstream.forward(req, Some(path), facts).await?;
         let mut check = Exchange::forward(
             &Route::Order {
                 id: order.clone(),
@@ -647,13 +646,13 @@ impl Orders {
         Delegate { headers }
     }
 
+    /// A request the gateway makes on the client's behalf, forwarded to
+    /// its own path ([`crate::upstream::Upstream::forward`]).
     pub(super) fn delegated(
         &self,
         client: &Delegate,
         method: Method,
-        path: String,
         owner: Option<OwnerId>,
-        facts: &Facts,
     ) -> Request<Body> {
         let mut req = Request::new(body::empty());
         *req.method_mut() = method;
@@ -663,7 +662,6 @@ impl Orders {
         }
         req.headers_mut()
             .insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        self.upstream.prepare(&mut req, Some(path), facts);
         req
     }
 

@@ -30,6 +30,7 @@
 //! * heads are bounded ([`MAX_HEAD`] bytes, [`MAX_HEADERS`] fields), as are
 //!   chunk-size lines and trailers.
 
+use super::headers::{Outbound, field};
 use crate::body::{Body, BoxError};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -117,20 +118,22 @@ impl Connection {
         &mut self,
         req: Request<Body>,
     ) -> impl Future<Output = Result<Head, (Error, Option<Request<Body>>)>> + '_ {
-        self.send_to(req, None)
+        self.send_to(req, None, None)
     }
 
     /// `target`, when given, is written as the request target in place of
-    /// the URI's path and query.
+    /// the URI's path and query; `outbound`, when given, says what becomes
+    /// of the header fields (else they go as they are).
     pub async fn send_to(
         &mut self,
         req: Request<Body>,
         target: Option<&str>,
+        outbound: Option<&Outbound>,
     ) -> Result<Head, (Error, Option<Request<Body>>)> {
-        let (mut parts, body) = req.into_parts();
-        let framing = request_framing(&mut parts, &body);
+        let (parts, body) = req.into_parts();
+        let framing = request_framing(&parts, &body);
         self.head.clear();
-        encode_head(&parts, target, &mut self.head);
+        encode_head(&parts, target, framing.as_ref(), outbound, &mut self.head);
         let mut out = Outgoing {
             head_written: 0,
             queue: VecDeque::new(),
@@ -434,21 +437,12 @@ impl Outgoing {
 /// body's own headers are trusted over its size hint, as hyper does. `None`:
 /// no body is sent (a body of unknown size on `GET`, `HEAD` or `CONNECT`,
 /// which hyper drops too).
-fn request_framing(parts: &mut http::request::Parts, body: &Body) -> Option<Sending> {
-    let headers = &mut parts.headers;
+fn request_framing(parts: &http::request::Parts, body: &Body) -> Option<Sending> {
+    let headers = &parts.headers;
     if body.is_end_stream() {
-        headers.remove(header::TRANSFER_ENCODING);
-        if headers.contains_key(header::CONTENT_LENGTH) {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        }
         return Some(Sending::Length(0));
     }
     if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-        headers.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
         return Some(Sending::Chunked);
     }
     let len = content_length(headers)
@@ -456,22 +450,9 @@ fn request_framing(parts: &mut http::request::Parts, body: &Body) -> Option<Send
         .flatten()
         .or_else(|| body.size_hint().exact());
     match len {
-        Some(len) => {
-            headers.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            Some(Sending::Length(len))
-        }
-        None if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) => {
-            headers.remove(header::CONTENT_LENGTH);
-            None
-        }
-        None => {
-            headers.remove(header::CONTENT_LENGTH);
-            headers.insert(
-                header::TRANSFER_ENCODING,
-                HeaderValue::from_static("chunked"),
-            );
-            Some(Sending::Chunked)
-        }
+        Some(len) => Some(Sending::Length(len)),
+        None if matches!(parts.method, Method::GET | Method::HEAD | Method::CONNECT) => None,
+        None => Some(Sending::Chunked),
     }
 }
 
@@ -512,19 +493,41 @@ fn add_length(value: &[u8], length: &mut Option<u64>) -> Result<(), &'static str
     Ok(())
 }
 
-/// Writes the request line and header fields, origin form.
-fn encode_head(parts: &http::request::Parts, target: Option<&str>, out: &mut Vec<u8>) {
+/// Writes the request line and header fields, origin form; the framing
+/// fields as `framing` says, not the request's own.
+fn encode_head(
+    parts: &http::request::Parts,
+    target: Option<&str>,
+    framing: Option<&Sending>,
+    outbound: Option<&Outbound>,
+    out: &mut Vec<u8>,
+) {
     let target = target.unwrap_or_else(|| parts.uri.path_and_query().map_or("/", |pq| pq.as_str()));
-    out.reserve(64 + target.len() + parts.headers.len() * 32);
+    out.reserve(160 + target.len() + parts.headers.len() * 32);
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+    match outbound {
+        Some(outbound) => outbound.write(&parts.headers, out),
+        None => {
+            for (name, value) in &parts.headers {
+                if *name != header::CONTENT_LENGTH && *name != header::TRANSFER_ENCODING {
+                    field(out, name.as_ref(), value.as_bytes());
+                }
+            }
+        }
+    }
+    match framing {
+        Some(Sending::Chunked) => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        // A bodiless request says its length when it came with one.
+        Some(Sending::Length(0)) if !parts.headers.contains_key(header::CONTENT_LENGTH) => {}
+        Some(Sending::Length(n)) => {
+            out.extend_from_slice(b"content-length: ");
+            out.extend_from_slice(itoa::Buffer::new().format(*n).as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        None => {}
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -1269,7 +1272,7 @@ mod tests {
         req.headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("up.example"));
         let head = conn
-            .send_to(req, Some("/orders/00ff/quote?x=1"))
+            .send_to(req, Some("/orders/00ff/quote?x=1"), None)
             .await
             .unwrap();
         assert_eq!(head.parts.status, StatusCode::OK);
@@ -1404,35 +1407,31 @@ mod tests {
             upstream.await.unwrap(),
             b"GET / HTTP/1.1\r\nhost: upstream\r\n\r\n"
         );
+        // The head as written for a request with `length` and `body`.
+        let head = |method: Method, length: &'static str, body: &Body| {
+            let mut parts = request(method, "/", crate::body::empty()).into_parts().0;
+            parts
+                .headers
+                .insert(header::CONTENT_LENGTH, HeaderValue::from_static(length));
+            let framing = request_framing(&parts, body);
+            let mut out = Vec::new();
+            encode_head(&parts, None, framing.as_ref(), None, &mut out);
+            (framing, String::from_utf8(out).unwrap())
+        };
         // An ended body whose Content-Length says otherwise goes with 0.
-        let mut parts = request(Method::POST, "/", crate::body::empty())
-            .into_parts()
-            .0;
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(matches!(
-            request_framing(&mut parts, &crate::body::empty()),
-            Some(Sending::Length(0))
-        ));
-        assert_eq!(parts.headers[header::CONTENT_LENGTH], "0");
-        // A repeated length is written once.
-        let mut parts = request(Method::PUT, "/", crate::body::empty())
-            .into_parts()
-            .0;
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from_static("3, 3"));
-        let body = crate::body::full("abc");
-        assert!(matches!(
-            request_framing(&mut parts, &body),
-            Some(Sending::Length(3))
-        ));
+        let (framing, written) = head(Method::POST, "5", &crate::body::empty());
+        assert!(matches!(framing, Some(Sending::Length(0))));
         assert_eq!(
-            parts.headers.get_all(header::CONTENT_LENGTH).iter().count(),
-            1
+            written,
+            "POST / HTTP/1.1\r\nhost: upstream\r\ncontent-length: 0\r\n\r\n"
         );
-        assert_eq!(parts.headers[header::CONTENT_LENGTH], "3");
+        // A repeated length is written once.
+        let (framing, written) = head(Method::PUT, "3, 3", &crate::body::full("abc"));
+        assert!(matches!(framing, Some(Sending::Length(3))));
+        assert_eq!(
+            written,
+            "PUT / HTTP/1.1\r\nhost: upstream\r\ncontent-length: 3\r\n\r\n"
+        );
     }
 
     #[tokio::test]

@@ -92,81 +92,246 @@ pub fn strip_underscored(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets `X-Forwarded-For`, `-Proto` and `-Host` for the upstream. What the
-/// client sent is kept (and `X-Forwarded-For` extended) only when the peer
-/// is a trusted proxy. `client_host` is the host the client asked for.
-pub fn set_forwarded(headers: &mut HeaderMap, facts: &Facts, client_host: Option<HeaderValue>) {
-    let proto = HeaderValue::from_static(if facts.tls() { "https" } else { "http" });
-    let peer = facts.peer.map(|p| p.addr.ip());
-    if !facts.peer_trusted {
-        // What the client says of itself is replaced, or dropped: each
-        // header is set or removed once (a map operation per header is
-        // most of this function's cost).
-        match peer.map(ip_header_value) {
-            Some(Ok(v)) => {
-                headers.insert(X_FORWARDED_FOR.clone(), v);
-            }
-            _ => {
-                headers.remove(&X_FORWARDED_FOR);
+/// What the way up does to a request's header fields, decided once by
+/// reading them: hop-by-hop fields (and those `Connection` names),
+/// underscored ones and `Accept-Encoding` dropped; `Host` given when the
+/// client sent none; `X-Forwarded-For`, `-Proto` and `-Host` set. What the
+/// client sent of those is kept (and `X-Forwarded-For` extended) only when
+/// the peer is a trusted proxy.
+///
+/// hyper's client gets it applied to the request's map ([`Self::apply`]).
+/// The pooled exchange writes the fields as it writes the head
+/// ([`Self::write`]) and leaves the map as it is: a map operation costs
+/// about what writing a whole field does.
+pub struct Outbound {
+    /// `Host`, when the client sent none (HTTP/2 clients).
+    host: Option<HeaderValue>,
+    forwarded_for: Field<ForwardedFor>,
+    forwarded_proto: Field<&'static str>,
+    forwarded_host: Field<HeaderValue>,
+    /// `Connection` names fields besides its usual options.
+    connection_names: bool,
+}
+
+/// What becomes of one forwarding header of the client's.
+enum Field<V> {
+    Keep,
+    Drop,
+    /// Replaced, every field of that name, by this one.
+    Set(V),
+}
+
+enum ForwardedFor {
+    Peer(IpAddr),
+    /// A trusted proxy's list, the peer added.
+    Chain(HeaderValue),
+}
+
+impl Outbound {
+    /// `authority`: the request URI's (an HTTP/2 request's host, which
+    /// comes without `Host`); `upstream_host`: the `Host` the upstream gets
+    /// then.
+    pub fn new(
+        headers: &HeaderMap,
+        authority: Option<&http::uri::Authority>,
+        upstream_host: &HeaderValue,
+        facts: &Facts,
+    ) -> Self {
+        // One pass over the fields, no lookups.
+        let mut host = None;
+        let mut prior_for = None;
+        let (mut has_proto, mut has_forwarded_host) = (false, false);
+        let mut connection_names = false;
+        for (name, value) in headers {
+            if *name == header::HOST {
+                host.get_or_insert(value);
+            } else if *name == header::CONNECTION {
+                connection_names |= list_items(value.as_bytes()).any(|o| {
+                    !o.is_empty()
+                        && !o.eq_ignore_ascii_case(b"keep-alive")
+                        && !o.eq_ignore_ascii_case(b"close")
+                });
+            } else if *name == X_FORWARDED_FOR {
+                prior_for.get_or_insert(value);
+            } else if *name == X_FORWARDED_PROTO {
+                has_proto = true;
+            } else if *name == X_FORWARDED_HOST {
+                has_forwarded_host = true;
             }
         }
-        headers.insert(X_FORWARDED_PROTO.clone(), proto);
-        match client_host {
-            Some(host) => {
-                headers.insert(X_FORWARDED_HOST.clone(), host);
-            }
-            None => {
-                headers.remove(&X_FORWARDED_HOST);
-            }
-        }
-        return;
-    }
-    if let Some(peer) = peer {
-        let value = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-            Some(prior) => HeaderValue::from_str(&format!("{prior}, {peer}")),
-            None => ip_header_value(peer),
+        // The host the client asked for.
+        let client_host = host
+            .cloned()
+            .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+        let proto = if facts.tls() { "https" } else { "http" };
+        let peer = facts.peer.map(|p| p.addr.ip());
+        let (forwarded_for, forwarded_proto, forwarded_host) = if facts.peer_trusted {
+            let forwarded_for = match (peer, prior_for.and_then(|v| v.to_str().ok())) {
+                (None, _) => Field::Keep,
+                (Some(peer), None) => Field::Set(ForwardedFor::Peer(peer)),
+                (Some(peer), Some(prior)) => HeaderValue::from_str(&format!("{prior}, {peer}"))
+                    .map_or(Field::Keep, |v| Field::Set(ForwardedFor::Chain(v))),
+            };
+            let forwarded_host = match client_host {
+                Some(h) if !has_forwarded_host => Field::Set(h),
+                _ => Field::Keep,
+            };
+            let forwarded_proto = if has_proto {
+                Field::Keep
+            } else {
+                Field::Set(proto)
+            };
+            (forwarded_for, forwarded_proto, forwarded_host)
+        } else {
+            // What the client says of itself is replaced, or dropped.
+            (
+                peer.map_or(Field::Drop, |p| Field::Set(ForwardedFor::Peer(p))),
+                Field::Set(proto),
+                client_host.map_or(Field::Drop, Field::Set),
+            )
         };
-        if let Ok(v) = value {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
+        Self {
+            host: host.is_none().then(|| upstream_host.clone()),
+            forwarded_for,
+            forwarded_proto,
+            forwarded_host,
+            connection_names,
         }
     }
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO.clone(), proto);
+
+    /// Applies it to the request's map.
+    pub fn apply(self, headers: &mut HeaderMap) {
+        strip_hop_by_hop(headers);
+        strip_underscored(headers);
+        headers.remove(header::ACCEPT_ENCODING);
+        if let Some(host) = self.host {
+            headers.insert(header::HOST, host);
+        }
+        let forwarded_for = match self.forwarded_for {
+            Field::Set(ForwardedFor::Peer(ip)) => match ip_header_value(ip) {
+                Ok(v) => Field::Set(v),
+                Err(_) => Field::Drop,
+            },
+            Field::Set(ForwardedFor::Chain(v)) => Field::Set(v),
+            Field::Keep => Field::Keep,
+            Field::Drop => Field::Drop,
+        };
+        let proto = match self.forwarded_proto {
+            Field::Set(p) => Field::Set(HeaderValue::from_static(p)),
+            Field::Keep => Field::Keep,
+            Field::Drop => Field::Drop,
+        };
+        for (name, field) in [
+            (&X_FORWARDED_FOR, forwarded_for),
+            (&X_FORWARDED_PROTO, proto),
+            (&X_FORWARDED_HOST, self.forwarded_host),
+        ] {
+            match field {
+                Field::Keep => {}
+                Field::Drop => {
+                    headers.remove(name);
+                }
+                Field::Set(v) => {
+                    headers.insert(name.clone(), v);
+                }
+            }
+        }
     }
-    if !headers.contains_key(&X_FORWARDED_HOST)
-        && let Some(host) = client_host
-    {
-        headers.insert(X_FORWARDED_HOST.clone(), host);
+
+    /// Writes the fields the upstream gets, `name: value\r\n` each: the
+    /// map's that go on, then the added ones. Not the framing fields
+    /// (`Content-Length`, `Transfer-Encoding`): the exchange writes those
+    /// as it frames the body.
+    pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
+        let named: Vec<&[u8]> = if self.connection_names {
+            connection_tokens(headers).collect()
+        } else {
+            Vec::new()
+        };
+        for (name, value) in headers {
+            let replaced = if *name == X_FORWARDED_FOR {
+                !matches!(self.forwarded_for, Field::Keep)
+            } else if *name == X_FORWARDED_PROTO {
+                !matches!(self.forwarded_proto, Field::Keep)
+            } else if *name == X_FORWARDED_HOST {
+                !matches!(self.forwarded_host, Field::Keep)
+            } else {
+                false
+            };
+            if replaced
+                || HOP_BY_HOP.contains(&name)
+                || *name == header::ACCEPT_ENCODING
+                || *name == header::CONTENT_LENGTH
+                || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_ref()))
+            {
+                continue;
+            }
+            if name.as_str().contains('_') {
+                tracing::debug!(
+                    header = name.as_str(),
+                    "request header with an underscore dropped"
+                );
+                continue;
+            }
+            field(out, name.as_ref(), value.as_bytes());
+        }
+        if let Some(host) = &self.host {
+            field(out, b"host", host.as_bytes());
+        }
+        match &self.forwarded_for {
+            Field::Set(ForwardedFor::Peer(ip)) => {
+                out.extend_from_slice(b"x-forwarded-for: ");
+                write_ip(*ip, out);
+                out.extend_from_slice(b"\r\n");
+            }
+            Field::Set(ForwardedFor::Chain(v)) => field(out, b"x-forwarded-for", v.as_bytes()),
+            Field::Keep | Field::Drop => {}
+        }
+        if let Field::Set(proto) = self.forwarded_proto {
+            field(out, b"x-forwarded-proto", proto.as_bytes());
+        }
+        if let Field::Set(host) = &self.forwarded_host {
+            field(out, b"x-forwarded-host", host.as_bytes());
+        }
     }
 }
 
-/// An IP address as a header value; IPv4, the common case on every request,
-/// without the formatting machinery.
+/// Writes one header field, `name: value\r\n`.
+pub(crate) fn field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// An IP address as a header value.
 fn ip_header_value(ip: IpAddr) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    let mut buf = Vec::with_capacity(15);
+    write_ip(ip, &mut buf);
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(buf))
+}
+
+/// Writes an IP address as text; IPv4, the common case on every request,
+/// without the formatting machinery.
+fn write_ip(ip: IpAddr, out: &mut Vec<u8>) {
     let IpAddr::V4(v4) = ip else {
-        return HeaderValue::from_str(&ip.to_string());
+        use std::io::Write;
+        // Writing to a Vec cannot fail.
+        let _ = write!(out, "{ip}");
+        return;
     };
-    let mut buf = [0u8; 15];
-    let mut len = 0;
     for (i, octet) in v4.octets().into_iter().enumerate() {
         if i > 0 {
-            buf[len] = b'.';
-            len += 1;
+            out.push(b'.');
         }
-        let digits = [octet / 100, octet / 10 % 10, octet % 10];
-        let skip = if octet >= 100 {
-            0
-        } else if octet >= 10 {
-            1
-        } else {
-            2
-        };
-        for d in &digits[skip..] {
-            buf[len] = b'0' + d;
-            len += 1;
+        if octet >= 100 {
+            out.push(b'0' + octet / 100);
         }
+        if octet >= 10 {
+            out.push(b'0' + octet / 10 % 10);
+        }
+        out.push(b'0' + octet % 10);
     }
-    HeaderValue::from_bytes(&buf[..len])
 }
 
 /// Whether a body is JSON by its `Content-Type` (`application/json` or any
@@ -186,6 +351,80 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use crate::context::Peer;
+
+    /// The fields the upstream gets from `h`, by both ways of doing it,
+    /// which must agree: the map made ready, and the fields written.
+    fn outbound(h: &mut HeaderMap, facts: &Facts, authority: Option<&str>) {
+        let authority: Option<http::uri::Authority> = authority.map(|a| a.parse().unwrap());
+        let upstream = HeaderValue::from_static("upstream.example");
+        let ready = Outbound::new(h, authority.as_ref(), &upstream, facts);
+        let mut wire = Vec::new();
+        ready.write(h, &mut wire);
+        Outbound::new(h, authority.as_ref(), &upstream, facts).apply(h);
+        let mut written: Vec<(String, String)> = String::from_utf8(wire)
+            .unwrap()
+            .split_terminator("\r\n")
+            .map(|line| {
+                let (name, value) = line.split_once(": ").unwrap();
+                (name.to_owned(), value.to_owned())
+            })
+            .collect();
+        let mut applied: Vec<(String, String)> = h
+            .iter()
+            .filter(|(n, _)| *n != header::CONTENT_LENGTH)
+            .map(|(n, v)| (n.as_str().to_owned(), v.to_str().unwrap().to_owned()))
+            .collect();
+        written.sort();
+        applied.sort();
+        assert_eq!(written, applied);
+    }
+
+    #[test]
+    fn written_fields_are_the_map_made_ready() {
+        let peer = Peer {
+            addr: "10.0.0.1:5000".parse().unwrap(),
+            tls: false,
+        };
+        let trusted: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-secret, Upgrade"),
+        );
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(header::ACCEPT_ENCODING, HeaderValue::from_static("gzip"));
+        h.insert("x_forwarded_for", HeaderValue::from_static("1.1.1.1"));
+        h.append(header::ACCEPT, HeaderValue::from_static("a/b"));
+        h.append(header::ACCEPT, HeaderValue::from_static("c/d"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        for trusted in [&trusted[..], &[]] {
+            for forwarded in [&[][..], &["1.1.1.1", "2.2.2.2"], &["\u{7f}bad"]] {
+                let mut h = h.clone();
+                for v in forwarded {
+                    if let Ok(v) = HeaderValue::from_str(v) {
+                        h.append("x-forwarded-for", v);
+                    }
+                }
+                let facts = Facts::new("/", &h, Some(peer), trusted, None);
+                outbound(&mut h, &facts, None);
+                assert!(!h.contains_key("x-secret") && !h.contains_key(header::UPGRADE));
+                assert!(!h.contains_key(header::ACCEPT_ENCODING));
+                assert!(!h.contains_key("x_forwarded_for"));
+                assert_eq!(h.get_all(header::ACCEPT).iter().count(), 2);
+                assert_eq!(h[header::HOST], "gw.example");
+                assert_eq!(h["x-forwarded-host"], "gw.example");
+            }
+        }
+        // No Host of the client's: the upstream's, and the authority forwarded.
+        let mut h = HeaderMap::new();
+        let facts = Facts::new("/", &h, Some(peer), &[], None);
+        outbound(&mut h, &facts, Some("h2.example"));
+        assert_eq!(h[header::HOST], "upstream.example");
+        assert_eq!(h["x-forwarded-host"], "h2.example");
+    }
 
     #[test]
     fn strips_hop_by_hop_and_named_headers() {
@@ -231,7 +470,7 @@ mod tests {
         let from = |trusted: &[IpAddr]| {
             let mut h = sent();
             let facts = Facts::new("/", &h, Some(peer), trusted, None);
-            set_forwarded(&mut h, &facts, Some(HeaderValue::from_static("gw.example")));
+            outbound(&mut h, &facts, Some("gw.example"));
             h
         };
         let h = from(&trusted);
@@ -268,14 +507,14 @@ mod tests {
         };
         let mut h = sent();
         let facts = Facts::new("/", &h, Some(peer), &[], None);
-        set_forwarded(&mut h, &facts, None);
+        outbound(&mut h, &facts, None);
         assert_eq!(values(&h, "x-forwarded-for"), ["2001:db8::7"]);
         assert_eq!(values(&h, "x-forwarded-proto"), ["https"]);
         assert!(values(&h, "x-forwarded-host").is_empty());
         // No peer at all (the service on its own): nothing of the client's stays.
         let mut h = sent();
         let facts = Facts::new("/", &h, None, &[], None);
-        set_forwarded(&mut h, &facts, Some(HeaderValue::from_static("gw.example")));
+        outbound(&mut h, &facts, Some("gw.example"));
         assert!(values(&h, "x-forwarded-for").is_empty());
         assert_eq!(values(&h, "x-forwarded-proto"), ["http"]);
         assert_eq!(values(&h, "x-forwarded-host"), ["gw.example"]);

@@ -1,6 +1,6 @@
 //! The upstream side: pooled connections, header hygiene, URL rewriting.
 //!
-//! [`Upstream::send`] forwards a request to the configured upstream over a
+//! [`Upstream::forward`] forwards a request to the configured upstream over a
 //! kept-alive connection (from [`pool`] for plain HTTP/1.1, from hyper-util's
 //! pooled client for TLS and HTTP/2), with hop-by-hop headers removed and the
 //! `X-Forwarded-*` headers set ([`headers`]); it fails with an upstream
@@ -27,7 +27,7 @@ use crate::context::{Facts, Record};
 use crate::faults::{self, Error};
 use crate::telemetry::metrics::UpstreamFailure;
 use bytes::Bytes;
-use headers::{is_json, strip_hop_by_hop};
+use headers::{Outbound, is_json, strip_hop_by_hop};
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
@@ -188,36 +188,40 @@ impl Upstream {
         self.tunnels
     }
 
-    /// Prepares the client's request for the upstream: target URI on the
-    /// upstream, `path_and_query` replacing the client's when given, hop-by-hop
-    /// headers removed, `X-Forwarded-*` set from the request's facts.
-    pub fn prepare<B>(&self, req: &mut Request<B>, path_and_query: Option<String>, facts: &Facts) {
-        // The host the client asked for: its `Host`, or (HTTP/2) the URI's
-        // authority, which the upstream's replaces below.
-        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        self.set_target(req, path_and_query);
-        // The upstream speaks HTTP/1.1 whatever the client spoke.
-        *req.version_mut() = http::Version::HTTP_11;
-        let headers = req.headers_mut();
-        strip_hop_by_hop(headers);
-        headers::strip_underscored(headers);
-        // Identity bodies from the upstream: the gateway reads and rewrites
-        // most of them, and compresses at the edge for clients that accept
-        // it (crate::compress).
-        headers.remove(header::ACCEPT_ENCODING);
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, self.host.clone());
-        }
-        headers::set_forwarded(headers, facts, client_host);
+    /// Sends the client's request to the upstream and reads the answer's
+    /// head, which must come in time; the upstream time is added to the
+    /// facts' record. `target` (path and query), when given, replaces the
+    /// request's own: the pooled exchange writes it as the request target
+    /// as it is, so that no URI is parsed and built for it; it must be made
+    /// of checked parts (an order id, a path and a query the request's URI
+    /// held). On the way the header fields are made ready for the upstream
+    /// ([`Outbound`]): hop-by-hop ones dropped, `X-Forwarded-*` set.
+    pub fn forward<'a>(
+        &'a self,
+        mut req: Request<Body>,
+        target: Option<String>,
+        facts: &'a Facts,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        // Not an `async fn`: that would hold the request once more in every
+        // call's state.
+        let outbound = Outbound::new(req.headers(), req.uri().authority(), &self.host, facts);
+        let (target, outbound) = match &self.transport {
+            // The pooled exchange writes the head itself, in origin form.
+            Transport::Pool(_) => (target, Some(outbound)),
+            // hyper's client takes the URI, in absolute form, and the map.
+            Transport::Shared(_) => {
+                self.set_target(&mut req, target);
+                *req.version_mut() = http::Version::HTTP_11;
+                outbound.apply(req.headers_mut());
+                (None, None)
+            }
+        };
+        self.send_on(req, target, outbound, facts.record.as_ref(), false)
     }
 
-    /// Points the request at the upstream. The pool writes the request
-    /// target as given (the origin form), so a client's origin-form URI
-    /// is kept as it is; hyper-util's client takes the absolute form.
+    /// Points the request at the upstream for hyper's client: the origin
+    /// form for a connection of its own (an upgrade), the absolute form for
+    /// the shared client; `path_and_query` replaces the client's when given.
     fn set_target<B>(&self, req: &mut Request<B>, path_and_query: Option<String>) {
         let absolute = match &self.transport {
             Transport::Shared(shared) => Some(shared),
@@ -245,42 +249,6 @@ impl Upstream {
         }
     }
 
-    /// Sends a prepared request; the answer's headers must come in time.
-    /// The upstream time is added to `record`.
-    pub fn send<'a>(
-        &'a self,
-        req: Request<Body>,
-        record: Option<&'a Record>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        self.send_to(req, None, record)
-    }
-
-    /// [`Self::send`] to `target` (path and query), when given, instead of
-    /// the path of the request's URI. The pooled exchange writes `target`
-    /// as the request target as it is, so that no URI is parsed and built
-    /// for it: it must be made of checked parts (an order id, a path and a
-    /// query the request's URI held).
-    pub fn send_to<'a>(
-        &'a self,
-        mut req: Request<Body>,
-        target: Option<String>,
-        record: Option<&'a Record>,
-    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
-        // Not an `async fn`: that would hold the request once more in every
-        // call's state.
-        let target = match &self.transport {
-            Transport::Pool(_) => target,
-            // hyper's client takes the URI, in absolute form.
-            Transport::Shared(_) => {
-                if target.is_some() {
-                    self.set_target(&mut req, target);
-                }
-                None
-            }
-        };
-        self.send_on(req, target, record, false)
-    }
-
     /// Sends an upgrade request asking for `protocols` ([`tunnel::asked`])
     /// and, when the upstream answers 101, answers the client with its 101
     /// and joins the two connections in a tunnel of their own. Any other
@@ -293,9 +261,15 @@ impl Upstream {
         rewriter: &Arc<Rewriter>,
     ) -> Result<Response<Body>, Error> {
         let client = hyper::upgrade::on(&mut req);
-        self.prepare(&mut req, None, facts);
+        // The upgrade fields are set after the hop-by-hop ones are dropped.
+        self.set_target(&mut req, None);
+        *req.version_mut() = http::Version::HTTP_11;
+        Outbound::new(req.headers(), req.uri().authority(), &self.host, facts)
+            .apply(req.headers_mut());
         tunnel::set_upgrade_headers(req.headers_mut(), protocols);
-        let mut resp = self.send_on(req, None, facts.record.as_ref(), true).await?;
+        let mut resp = self
+            .send_on(req, None, None, facts.record.as_ref(), true)
+            .await?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             return self.finish(resp, rewriter);
         }
@@ -319,11 +293,13 @@ impl Upstream {
 
     /// Sends a prepared request, an upgrade on a connection of its own.
     /// `target`, when given, is written as the request target in place of
-    /// the URI's (pooled connections only: [`Self::send_to`]).
+    /// the URI's, and `outbound` as the head is written (pooled connections
+    /// only: [`Self::forward`]).
     async fn send_on(
         &self,
         mut req: Request<Body>,
         target: Option<String>,
+        outbound: Option<Outbound>,
         record: Option<&Record>,
         upgrade: bool,
     ) -> Result<Answer, Error> {
@@ -343,7 +319,7 @@ impl Upstream {
                     .map_err(classify_pool_error)?
                     .map(Carrier::Shared),
                 Transport::Pool(pool) => pool
-                    .send(req, target.as_deref())
+                    .send(req, target.as_deref(), outbound.as_ref())
                     .await
                     .map_err(classify_pool_error)?
                     .map(Carrier::Pooled),

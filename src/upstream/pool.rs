@@ -24,6 +24,7 @@
 //! ([`Pool::send_upgrade`]), never pooled.
 
 use super::h1::{self, BodyReader, Connection};
+use super::headers::Outbound;
 use crate::body::Body;
 use crate::clock::coarse_ms;
 use bytes::Bytes;
@@ -125,11 +126,13 @@ impl Pool {
 
     /// Sends `req` (its URI in origin form) and answers with the head of the
     /// upstream's answer; reading its body reads the connection.
-    /// `target`, when given, is the request target in place of the URI's.
+    /// `target`, when given, is the request target in place of the URI's;
+    /// `outbound`, what becomes of the header fields on the way.
     pub async fn send(
         self: &Arc<Self>,
         mut req: Request<Body>,
         target: Option<&str>,
+        outbound: Option<&Outbound>,
     ) -> Result<Response<PooledBody>, PoolError> {
         loop {
             let (mut conn, reused) = match self.checkout() {
@@ -138,7 +141,7 @@ impl Pool {
                 // future larger.
                 None => (Box::pin(self.connect()).await?, false),
             };
-            match conn.h1.send_to(req, target).await {
+            match conn.h1.send_to(req, target, outbound).await {
                 Ok(head) => {
                     return Ok(Response::from_parts(
                         head.parts,
@@ -498,7 +501,7 @@ mod tests {
             let mut req = Request::new(crate::body::empty());
             *req.uri_mut() = "/".parse().unwrap();
             let resp = pool
-                .send(req, None)
+                .send(req, None, None)
                 .await
                 .unwrap_or_else(|e| panic!("request {i}: {e}"));
             let body = http_body_util::BodyExt::collect(resp.into_body())
