@@ -319,6 +319,10 @@ fn scripted(path: &str) -> Vec<u8> {
             answer.resize(answer.len() + (32 << 20), b'h');
             answer
         }
+        // Hop-by-hop fields, one named by `Connection` after it came.
+        "/hop" => b"HTTP/1.1 200 OK\r\nX-Hop: 1\r\nConnection: keep-alive, X-Hop\r\nKeep-Alive: timeout=5\r\nProxy-Connection: keep-alive\r\nUpgrade: h2c\r\nX-Kept: 1\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        // Named before it came, and chunked in another case.
+        "/hop-first" => b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\nX-Hop: 1\r\nTransfer-Encoding: Chunked\r\nX-Kept: 1\r\nConnection: keep-alive\r\n\r\n2\r\nok\r\n0\r\n\r\n".to_vec(),
         "/cut-chunked" => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
         _ => b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nfine.".to_vec(),
     }
@@ -354,6 +358,17 @@ async fn answers_are_framed_as_the_upstream_sent_them() {
     let a = answer(&mut s, &mut buf, false).await.unwrap();
     assert_eq!(a.count("date"), 1, "{a:?}");
     assert_eq!(a.body, b"ok");
+
+    for path in ["/hop", "/hop-first"] {
+        s.write_all(&get(path)).await.unwrap();
+        let a = answer(&mut s, &mut buf, false).await.unwrap();
+        assert_eq!(a.body, b"ok", "{path}: {a:?}");
+        assert_eq!(a.header("x-kept"), Some("1"), "{path}: {a:?}");
+        for gone in ["x-hop", "keep-alive", "proxy-connection", "upgrade"] {
+            assert_eq!(a.header(gone), None, "{path}: {gone} passed on: {a:?}");
+        }
+        assert_eq!(a.count("connection"), 0, "{path}: {a:?}");
+    }
 
     // Still in step: a plain answer after all of them.
     s.write_all(&get("/plain")).await.unwrap();

@@ -602,9 +602,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         for &(ns, ne, vs, ve) in &at[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| Error::Invalid("a bad header name"))?;
+            if !framed.note(&name, &head[vs as usize..ve as usize]) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Error::Invalid("a bad header value"))?;
-            framed.note(&name, value.as_bytes());
             headers.append(name, value);
         }
         let body = answer_framing(&mut headers, framed, status, version, method)?;
@@ -624,6 +626,8 @@ struct Framed {
     close: bool,
     keep_alive: bool,
     transfer_encoding: bool,
+    /// The last coding of the last `Transfer-Encoding` is `chunked`.
+    chunked: bool,
     /// What `Content-Length` says; an error only counts when the length
     /// frames the body.
     length: Result<Option<u64>, &'static str>,
@@ -635,26 +639,52 @@ impl Default for Framed {
             close: false,
             keep_alive: false,
             transfer_encoding: false,
+            chunked: false,
             length: Ok(None),
         }
     }
 }
 
 impl Framed {
-    fn note(&mut self, name: &HeaderName, value: &[u8]) {
+    /// Notes a field; `false` when the answer's map need not hold it: a
+    /// hop-by-hop field, never passed on (RFC 9110 §7.6.1), except a
+    /// `Connection` that names fields besides its options, which the
+    /// hop-by-hop stripping reads later.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> bool {
         if name == header::CONNECTION {
+            let mut names_fields = false;
             for token in super::headers::list_items(value) {
-                self.close |= token.eq_ignore_ascii_case(b"close");
-                self.keep_alive |= token.eq_ignore_ascii_case(b"keep-alive");
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else {
+                    names_fields |= !token.is_empty();
+                }
             }
-        } else if name == header::TRANSFER_ENCODING {
-            self.transfer_encoding = true;
-        } else if name == header::CONTENT_LENGTH
-            && let Ok(length) = &mut self.length
-            && let Err(why) = add_length(value, length)
-        {
-            self.length = Err(why);
+            return names_fields;
         }
+        if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // Read as text only (a value of other bytes frames nothing).
+            self.chunked = value
+                .iter()
+                .all(|&b| b == b'\t' || (b' '..b'\x7f').contains(&b))
+                && value
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            return false;
+        }
+        if name == header::CONTENT_LENGTH {
+            if let Ok(length) = &mut self.length
+                && let Err(why) = add_length(value, length)
+            {
+                self.length = Err(why);
+            }
+            return true;
+        }
+        !super::headers::is_hop_by_hop(name)
     }
 }
 
@@ -685,14 +715,7 @@ fn answer_framing(
         if headers.remove(header::CONTENT_LENGTH).is_some() {
             keep = false;
         }
-        let chunked = headers
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .next_back()
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.rsplit(',').next())
-            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
-        if chunked {
+        if framed.chunked {
             return Ok(BodyReader::new(Framing::Chunked(Chunk::Size), keep));
         }
         return Ok(BodyReader::new(Framing::UntilClose, false));

@@ -29,6 +29,11 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
     &header::UPGRADE,
 ];
 
+/// Whether a field describes one hop only, whatever `Connection` says.
+pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(&name)
+}
+
 /// The items of a comma-separated field value (`Connection`, say),
 /// trimmed, as bytes; empty ones included.
 pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {

@@ -404,9 +404,9 @@ impl Upstream {
 
     /// Reads a whole upstream body the gateway must look into, decoded, up
     /// to `cap` bytes, in the time the exchange has left. The answer's
-    /// `Content-Encoding` and `Transfer-Encoding` go (the bytes are decoded
-    /// and whole); its `Content-Length` is the caller's to replace with the
-    /// length of what it answers with.
+    /// `Content-Encoding` goes (the bytes are decoded); its framing fields
+    /// are the caller's: hop-by-hop ones go with [`finish_headers`], and
+    /// `Content-Length` is replaced with the length of what it answers with.
     pub async fn read_body(
         &self,
         resp: Answer,
@@ -431,7 +431,6 @@ impl Upstream {
         if coding != Coding::Identity {
             parts.headers.remove(header::CONTENT_ENCODING);
         }
-        parts.headers.remove(header::TRANSFER_ENCODING);
         Ok((parts, bytes))
     }
 }
