@@ -14,7 +14,8 @@
 # keep-alive connections after 300 warm-up requests. Not by default: close
 # (the passthrough GET on a new connection per request, as the load
 # harness's close scenario; wrk for about N requests' time, counted as wrk
-# reports). Needs valgrind, nginx, h2load (nghttp2-client) and wrk. Prints a table; the raw callgrind files stay
+# reports) and tls (the passthrough GET over HTTPS, kept connections, as
+# the harness's tls scenario; wrk, counted the same way). Needs valgrind, nginx, h2load (nghttp2-client) and wrk. Prints a table; the raw callgrind files stay
 # in $OUT (default target/callgrind/).
 set -Eeuo pipefail
 
@@ -48,6 +49,9 @@ load() {
     # A new connection per request, for about n requests' time (wrk, which
     # reconnects; the count is what it reports).
     close) wrk -t1 -c4 -d"$(( n / 250 + 1 ))s" -H 'Connection: close' "$GW/orders/$ORDER" ;;
+    # The passthrough GET over HTTPS (TLS 1.3, kept connections), as the
+    # load harness's tls scenario; counted as wrk reports.
+    tls) wrk -t1 -c8 -d"$(( n / 1000 + 1 ))s" "https://127.0.0.1:18443/orders/$ORDER" ;;
   esac >"$OUT/$scenario.h2load.txt"
 }
 
@@ -55,7 +59,7 @@ load() {
 made() {
   local scenario=$1
   case $scenario in
-    close) awk '/requests in/ { print $1 }' "$OUT/$scenario.h2load.txt" ;;
+    close | tls) awk '/requests in/ { print $1 }' "$OUT/$scenario.h2load.txt" ;;
     *) echo "$N" ;;
   esac
 }

@@ -421,7 +421,10 @@ where
         tokio::spawn(async move {
             let _open = open;
             match acceptor {
-                None => start(stream, peer, accepted, None, &shared).await,
+                // Boxed: the task stays small, so that spawning it moves a
+                // few words, not the connection's whole state (a kilobyte
+                // and more, moved several times on the way into the task).
+                None => Box::pin(start(stream, peer, accepted, None, &shared)).await,
                 // Boxed: TLS state would make every plain connection's task
                 // larger too.
                 Some((acceptor, hsts)) => {
