@@ -481,7 +481,10 @@ async fn start<I, S>(
     // checks any head it cannot take).
     let rules = Rules::new(*shared.limits(), tls.is_none()).deferring();
     let mut stop = shared.stop.clone();
+    // The start first: when it is in already (the common case), the
+    // shutdown signal is not waited on at all.
     let start = tokio::select! {
+        biased;
         start = prelude::read(&mut io, &rules, accepted) => start,
         () = stopped(&mut stop) => return,
     };
