@@ -108,7 +108,7 @@ where
     // Made when the connection first waits for a head: not at all for a
     // connection that closes after its first request.
     let mut control = None;
-    let mut out = Vec::new();
+    let mut room = Room::default();
     // The connection's own handle on the stack, readied before each request.
     let mut service = shared.service.clone();
     loop {
@@ -139,7 +139,7 @@ where
                 Control::FirstHead => {}
             }
         }
-        let parsed = parse(&mut buf, max_head);
+        let parsed = parse(&mut buf, max_head, &mut room.headers);
         let first_head = std::mem::replace(&mut first, false);
         let (mut req, keep_alive) = match parsed {
             Some(parsed) => parsed,
@@ -154,13 +154,15 @@ where
                     Instant::now()
                 };
                 match prelude::read_on(&mut io, buf, &rules, since).await {
-                    Start::Ready(Protocol::Http1, mut whole) => match parse(&mut whole, max_head) {
-                        Some(parsed) => {
-                            buf = whole;
-                            parsed
+                    Start::Ready(Protocol::Http1, mut whole) => {
+                        match parse(&mut whole, max_head, &mut room.headers) {
+                            Some(parsed) => {
+                                buf = whole;
+                                parsed
+                            }
+                            None => return End::HandOver(io, whole),
                         }
-                        None => return End::HandOver(io, whole),
-                    },
+                    }
                     Start::Ready(Protocol::Http2, read) => return End::HandOver(io, read),
                     not_ready => {
                         shared.turn_away(&mut io, not_ready).await;
@@ -192,10 +194,10 @@ where
         // At shutdown the answer in flight says it is the last (the only
         // change the signal makes is to stop, or its sender is gone).
         let keep_alive = keep_alive && matches!(shared.stop.has_changed(), Ok(false));
-        let written = write_answer(&mut io, answer, head, keep_alive, idle, &mut out).await;
-        if out.capacity() > READ_SIZE {
+        let written = write_answer(&mut io, answer, head, keep_alive, idle, &mut room).await;
+        if room.out.capacity() > READ_SIZE {
             // A large answer's room is not kept for the connection's life.
-            out = Vec::new();
+            room.out = Vec::new();
         }
         match written {
             Ok(true) => {}
@@ -228,8 +230,12 @@ pub struct ClientHead {
 /// codec does, under `limits`, and checks them as the prelude does.
 pub fn read_client_head(bytes: &[u8], limits: &crate::config::ServerLimits) -> ClientHead {
     let mut buf = BytesMut::from(bytes);
-    let taken = parse(&mut buf, Rules::hard_head_bytes(limits))
-        .map(|(req, keep_alive)| (req.map(|_| ()), keep_alive));
+    let taken = parse(
+        &mut buf,
+        Rules::hard_head_bytes(limits),
+        &mut HeaderMap::new(),
+    )
+    .map(|(req, keep_alive)| (req.map(|_| ()), keep_alive));
     ClientHead {
         taken,
         rest: buf.to_vec(),
@@ -272,9 +278,13 @@ where
 /// The request whose head starts `buf`, and whether the client keeps the
 /// connection after it, taken off `buf`; `None` (and `buf` as it was) for
 /// a request this codec leaves to hyper.
-fn parse(buf: &mut BytesMut, max_head: usize) -> Option<(Request<RequestBody>, bool)> {
+fn parse(
+    buf: &mut BytesMut,
+    max_head: usize,
+    headers: &mut HeaderMap,
+) -> Option<(Request<RequestBody>, bool)> {
     let bytes = buf.split().freeze();
-    match request(&bytes, max_head) {
+    match request(&bytes, max_head, headers) {
         Some((req, keep_alive, len)) => {
             // Pipelined bytes go back; a request's head is all most reads hold.
             if len < bytes.len() {
@@ -293,8 +303,13 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Option<(Request<RequestBody>, b
 
 /// The request whose head starts `bytes`, whether the client keeps the
 /// connection after it, and the head's length; its target and header
-/// values are slices of `bytes`.
-fn request(bytes: &Bytes, max_head: usize) -> Option<(Request<RequestBody>, bool, usize)> {
+/// values are slices of `bytes`, its fields read into `headers` (a kept
+/// map, cleared first), which it takes.
+fn request(
+    bytes: &Bytes,
+    max_head: usize,
+    headers: &mut HeaderMap,
+) -> Option<(Request<RequestBody>, bool, usize)> {
     // Not initialised first: a header slot is 32 bytes, and most heads use
     // a few of them.
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
@@ -312,7 +327,8 @@ fn request(bytes: &Bytes, max_head: usize) -> Option<(Request<RequestBody>, bool
         return None;
     }
     let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()?;
-    let mut headers = HeaderMap::with_capacity(parsed.headers.len() + HEADER_ROOM);
+    headers.clear();
+    headers.reserve(parsed.headers.len() + HEADER_ROOM);
     let mut keep_alive = true;
     for field in parsed.headers.iter() {
         let name = HeaderName::from_bytes(field.name.as_bytes()).ok()?;
@@ -332,7 +348,7 @@ fn request(bytes: &Bytes, max_head: usize) -> Option<(Request<RequestBody>, bool
     *req.method_mut() = method;
     *req.uri_mut() = uri;
     *req.version_mut() = Version::HTTP_11;
-    *req.headers_mut() = headers;
+    *req.headers_mut() = std::mem::take(headers);
     Some((req, keep_alive, len))
 }
 
@@ -350,6 +366,21 @@ enum Framing {
     Chunked,
 }
 
+/// What a connection keeps from one request to the next, so that a
+/// request allocates none of it: the answer's write buffer, and a header
+/// map (an answer's, cleared for the next request's fields, as hyper keeps
+/// one).
+#[derive(Default)]
+struct Room {
+    out: Vec<u8>,
+    headers: HeaderMap,
+}
+
+/// A header map is kept for the next request while it holds no more room
+/// than this many fields (a large answer's is not kept for the connection's
+/// life).
+const KEPT_FIELDS: usize = 32;
+
 /// Writes `answer` whole; whether the connection is kept after it.
 async fn write_answer<I>(
     io: &mut I,
@@ -357,12 +388,13 @@ async fn write_answer<I>(
     head_request: bool,
     mut keep_alive: bool,
     idle: Duration,
-    out: &mut Vec<u8>,
+    room: &mut Room,
 ) -> io::Result<bool>
 where
     I: AsyncWrite + Unpin,
 {
-    let (parts, mut body) = answer.into_parts();
+    let (mut parts, mut body) = answer.into_parts();
+    let out = &mut room.out;
     let status = parts.status;
     if status.is_informational() {
         // Only an upgrade is answered 1xx, and upgrades are hyper's.
@@ -430,6 +462,9 @@ where
         out.extend_from_slice(b"\r\n");
     }
     out.extend_from_slice(b"\r\n");
+    if parts.headers.capacity() <= KEPT_FIELDS {
+        room.headers = std::mem::take(&mut parts.headers);
+    }
     let mut left = match framing {
         Framing::None => {
             send(io, out, idle).await?;
@@ -597,7 +632,12 @@ mod tests {
     const IDLE: Duration = Duration::from_secs(5);
 
     fn taken(head: &[u8]) -> Option<Request<RequestBody>> {
-        request(&Bytes::copy_from_slice(head), MAX_HEAD).map(|(req, _, _)| req)
+        request(
+            &Bytes::copy_from_slice(head),
+            MAX_HEAD,
+            &mut HeaderMap::new(),
+        )
+        .map(|(req, _, _)| req)
     }
 
     #[test]
@@ -641,7 +681,7 @@ mod tests {
             buf.extend_from_slice(b"GET /next HTTP/1.1\r\n\r\n");
             let before = buf.clone();
             assert!(
-                parse(&mut buf, MAX_HEAD).is_none(),
+                parse(&mut buf, MAX_HEAD, &mut HeaderMap::new()).is_none(),
                 "{:?}",
                 String::from_utf8_lossy(head)
             );
@@ -658,14 +698,36 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"GET /1 HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Close\r\n\r\nGET /2 HTTP/1.1\r\n"[..],
         );
-        let (req, keep_alive) = parse(&mut buf, MAX_HEAD).expect("read here");
+        let (req, keep_alive) =
+            parse(&mut buf, MAX_HEAD, &mut HeaderMap::new()).expect("read here");
         assert_eq!(req.uri(), "/1");
         assert!(!keep_alive, "the client said close");
         assert_eq!(&buf[..], b"GET /2 HTTP/1.1\r\n");
         let mut buf = BytesMut::from(&b"GET /3 HTTP/1.1\r\nConnection: keep-alive\r\n\r\n"[..]);
-        let (_, keep_alive) = parse(&mut buf, MAX_HEAD).expect("read here");
+        let (_, keep_alive) = parse(&mut buf, MAX_HEAD, &mut HeaderMap::new()).expect("read here");
         assert!(keep_alive);
         assert!(buf.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_map_an_answer_leaves_holds_only_the_next_requests_fields() {
+        let mut room = Room::default();
+        let mut buf = BytesMut::from(&b"GET /1 HTTP/1.1\r\nHost: a\r\nX-First: 1\r\n\r\n"[..]);
+        let (first, _) = parse(&mut buf, MAX_HEAD, &mut room.headers).expect("read here");
+        assert_eq!(first.headers().len(), 2);
+        let resp = answer(
+            200,
+            &[("x-answer", "1"), ("x-more", "2")],
+            crate::body::empty(),
+        );
+        write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut room)
+            .await
+            .expect("written");
+        assert!(room.headers.capacity() >= 2, "the answer's map is kept");
+        let mut buf = BytesMut::from(&b"GET /2 HTTP/1.1\r\nHost: b\r\n\r\n"[..]);
+        let (second, _) = parse(&mut buf, MAX_HEAD, &mut room.headers).expect("read here");
+        assert_eq!(second.headers().len(), 1, "{:?}", second.headers());
+        assert_eq!(second.headers()["host"], "b");
     }
 
     fn answer(status: u16, headers: &[(&str, &str)], body: Body) -> Response<Body> {
@@ -692,10 +754,16 @@ mod tests {
 
     async fn written(resp: Response<Body>, head: bool, keep_alive: bool) -> (String, bool) {
         let mut wire = Vec::new();
-        let mut out = Vec::new();
-        let kept = write_answer(&mut wire, resp, head, keep_alive, IDLE, &mut out)
-            .await
-            .expect("written");
+        let kept = write_answer(
+            &mut wire,
+            resp,
+            head,
+            keep_alive,
+            IDLE,
+            &mut Room::default(),
+        )
+        .await
+        .expect("written");
         (String::from_utf8(wire).unwrap(), kept)
     }
 
@@ -828,18 +896,18 @@ mod tests {
 
     #[tokio::test]
     async fn bodies_that_break_their_framing_fail_the_answer() {
-        let mut out = Vec::new();
+        let mut room = Room::default();
         let long = streamed(&[b"abcd"], None);
         let resp = answer(200, &[("content-length", "3")], long);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut room)
                 .await
                 .is_err()
         );
         let short = streamed(&[b"ab"], None);
         let resp = answer(200, &[("content-length", "3")], short);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut room)
                 .await
                 .is_err()
         );
@@ -850,13 +918,13 @@ mod tests {
         .boxed_unsync();
         let resp = answer(200, &[], failing);
         assert!(
-            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut out)
+            write_answer(&mut Vec::new(), resp, false, true, IDLE, &mut room)
                 .await
                 .is_err()
         );
         let interim = answer(103, &[], crate::body::empty());
         assert!(
-            write_answer(&mut Vec::new(), interim, false, true, IDLE, &mut out)
+            write_answer(&mut Vec::new(), interim, false, true, IDLE, &mut room)
                 .await
                 .is_err()
         );

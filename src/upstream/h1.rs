@@ -76,9 +76,21 @@ pub enum Error {
 pub struct Connection {
     io: TcpStream,
     read: BytesMut,
-    /// The request head being written (kept to reuse its allocation).
-    head: Vec<u8>,
+    /// What is kept from one exchange to the next to reuse its
+    /// allocations; boxed, as an answer's body holds the connection.
+    kept: Box<Kept>,
 }
+
+struct Kept {
+    /// The request head being written.
+    head: Vec<u8>,
+    /// A request's header map, cleared for the next answer's fields.
+    headers: HeaderMap,
+}
+
+/// A request's header map is kept for the next answer while it holds no
+/// more room than this many fields.
+const KEPT_FIELDS: usize = 32;
 
 /// An answer's head, and how its body is to be read.
 pub struct Head {
@@ -91,7 +103,10 @@ impl Connection {
         Self {
             io,
             read: BytesMut::with_capacity(READ_SIZE),
-            head: Vec::new(),
+            kept: Box::new(Kept {
+                head: Vec::new(),
+                headers: HeaderMap::new(),
+            }),
         }
     }
 
@@ -132,8 +147,14 @@ impl Connection {
     ) -> Result<Head, (Error, Option<Request<Body>>)> {
         let (parts, body) = req.into_parts();
         let framing = request_framing(&parts, &body);
-        self.head.clear();
-        encode_head(&parts, target, framing.as_ref(), outbound, &mut self.head);
+        self.kept.head.clear();
+        encode_head(
+            &parts,
+            target,
+            framing.as_ref(),
+            outbound,
+            &mut self.kept.head,
+        );
         let mut out = Outgoing {
             head_written: 0,
             queue: VecDeque::new(),
@@ -149,9 +170,12 @@ impl Connection {
         let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &parts.method)).await;
         match result {
             Ok(mut head) => {
+                if parts.headers.capacity() <= KEPT_FIELDS {
+                    self.kept.headers = parts.headers;
+                }
                 if out.failed.is_some() || out.body_error.is_some() {
                     head.body.keep = false;
-                } else if !out.finished(self.head.len()) {
+                } else if !out.finished(self.kept.head.len()) {
                     // The answer came first: the rest of the body goes on
                     // while the answer's body is read.
                     head.body.sending = Some(Box::new(out));
@@ -190,8 +214,8 @@ impl Connection {
         method: &Method,
     ) -> Poll<Result<Head, Error>> {
         loop {
-            let wrote = out.poll_write(cx, &mut self.io, &self.head);
-            if let Some(head) = parse_head(&mut self.read, method)? {
+            let wrote = out.poll_write(cx, &mut self.io, &self.kept.head);
+            if let Some(head) = parse_head(&mut self.read, method, &mut self.kept.headers)? {
                 return Poll::Ready(Ok(head));
             }
             // The request's body failed and no answer is in: the upstream
@@ -236,13 +260,13 @@ impl Connection {
         reader: &mut BodyReader,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         if let Some(out) = &mut reader.sending {
-            out.poll_write(cx, &mut self.io, &self.head);
+            out.poll_write(cx, &mut self.io, &self.kept.head);
             if out.failed.is_some() || out.body_error.is_some() {
                 // The rest of the request cannot go: the answer may still
                 // end, but the connection is not kept.
                 reader.keep = false;
                 reader.sending = None;
-            } else if out.finished(self.head.len()) {
+            } else if out.finished(self.kept.head.len()) {
                 reader.sending = None;
             }
         }
@@ -533,8 +557,13 @@ fn encode_head(
 }
 
 /// The answer's final head, when the buffer holds it (interim ones are
-/// dropped); the buffer keeps what follows it.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error> {
+/// dropped); the buffer keeps what follows it. Its fields are read into
+/// `headers` (a kept map, cleared first), which it takes.
+fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+    headers: &mut HeaderMap,
+) -> Result<Option<Head>, Error> {
     loop {
         // Nothing read yet (the first turn of every exchange).
         if buf.is_empty() {
@@ -597,7 +626,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
         // cookies) and, as hyper reuses an answer's map for the next
         // request on the connection, for the forwarding headers: no map
         // grows on the way.
-        let mut headers = HeaderMap::with_capacity(count + HEADROOM);
+        headers.clear();
+        headers.reserve(count + HEADROOM);
         let mut framed = Framed::default();
         for &(ns, ne, vs, ve) in &at[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
@@ -609,11 +639,11 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, Error
                 .map_err(|_| Error::Invalid("a bad header value"))?;
             headers.append(name, value);
         }
-        let body = answer_framing(&mut headers, framed, status, version, method)?;
+        let body = answer_framing(headers, framed, status, version, method)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
-        parts.headers = headers;
+        parts.headers = std::mem::take(headers);
         return Ok(Some(Head { parts, body }));
     }
 }
@@ -924,7 +954,7 @@ pub fn read_answer(wire: &[u8], method: &Method, step: usize) -> Result<WholeAns
         more
     };
     let head = loop {
-        if let Some(head) = parse_head(&mut buf, method)? {
+        if let Some(head) = parse_head(&mut buf, method, &mut HeaderMap::new())? {
             break head;
         }
         if buf.len() >= MAX_HEAD {
@@ -972,7 +1002,7 @@ mod tests {
     use tokio::net::TcpListener;
 
     fn head_of(bytes: &[u8], method: &Method) -> Result<Option<Head>, Error> {
-        parse_head(&mut BytesMut::from(bytes), method)
+        parse_head(&mut BytesMut::from(bytes), method, &mut HeaderMap::new())
     }
 
     fn framing_of(bytes: &[u8], method: &Method) -> (http::response::Parts, BodyReader) {
@@ -1032,7 +1062,9 @@ mod tests {
         let mut buf = BytesMut::from(
             &b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc"[..],
         );
-        let head = parse_head(&mut buf, &Method::POST).unwrap().unwrap();
+        let head = parse_head(&mut buf, &Method::POST, &mut HeaderMap::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(head.parts.status, StatusCode::OK);
         assert!(!head.parts.headers.contains_key("link"));
         assert_eq!(&buf[..], b"abc");
@@ -1341,6 +1373,9 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(head.parts.status, StatusCode::CREATED);
+        // Its map is the last request's, kept: cleared, and without the
+        // answer's hop-by-hop `Transfer-Encoding`.
+        assert!(head.parts.headers.is_empty(), "{:?}", head.parts.headers);
         let mut reader = head.body;
         assert!(!reader.is_end());
         assert_eq!(body_of(&mut conn, &mut reader).await.unwrap(), b"ok");
@@ -1349,6 +1384,7 @@ mod tests {
             .send(request(Method::PUT, "/orders/1", crate::body::full("abc")))
             .await
             .unwrap();
+        assert!(head.parts.headers.is_empty(), "{:?}", head.parts.headers);
         assert!(conn.reusable(&head.body));
         let (get, post, put) = upstream.await.unwrap();
         assert_eq!(get, b"GET /orders/1?x=1 HTTP/1.1\r\nhost: upstream\r\n\r\n");
