@@ -487,9 +487,9 @@ impl Orders {
         if view.json {
             parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
         }
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(view.body.len()));
+        // The upstream's length goes: the view's is its body's exact size,
+        // which the server writes (no header value made for it here).
+        parts.headers.remove(header::CONTENT_LENGTH);
         (
             Response::from_parts(parts, body::full(view.body)),
             !view.closed,
