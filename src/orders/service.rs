@@ -497,15 +497,24 @@ impl Orders {
     }
 
     /// For `POST …/action`, reads the (small, capped) body to know whether
-    /// the call submits the order; other calls pass untouched.
-    async fn read_action(
-        &self,
+    /// the call submits the order; other calls pass untouched, at once.
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    fn read_action<'a>(
+        &'a self,
         req: Request<Body>,
-        child: Option<&Rest>,
-    ) -> Result<(Request<Body>, bool), Error> {
-        if req.method() != Method::POST || !child.is_some_and(Rest::is_action) {
-            return Ok((req, false));
+        child: Option<&'a Rest>,
+    ) -> impl Future<Output = Result<(Request<Body>, bool), Error>> + Send + 'a {
+        async move {
+            if req.method() != Method::POST || !child.is_some_and(Rest::is_action) {
+                return Ok((req, false));
+            }
+            // Boxed: the state of a body being read would make every
+            // forwarded request's larger.
+            Box::pin(self.read_action_body(req)).await
         }
+    }
+
+    async fn read_action_body(&self, req: Request<Body>) -> Result<(Request<Body>, bool), Error> {
         let (mut parts, body) = req.into_parts();
         let cap = self.max_json_body;
         let bytes = match body::read_capped(body, cap).await {

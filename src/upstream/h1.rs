@@ -139,69 +139,72 @@ impl Connection {
     /// `target`, when given, is written as the request target in place of
     /// the URI's path and query; `outbound`, when given, says what becomes
     /// of the header fields (else they go as they are).
-    pub async fn send_to(
-        &mut self,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    pub fn send_to<'a>(
+        &'a mut self,
         req: Request<Body>,
-        target: Option<&str>,
-        outbound: Option<&Outbound>,
-    ) -> Result<Head, (Error, Option<Request<Body>>)> {
-        let (parts, body) = req.into_parts();
-        let framing = request_framing(&parts, &body);
-        self.kept.head.clear();
-        encode_head(
-            &parts,
-            target,
-            framing.as_ref(),
-            outbound,
-            &mut self.kept.head,
-        );
-        let mut out = Outgoing {
-            head_written: 0,
-            queue: VecDeque::new(),
-            queued: 0,
-            done: framing.is_none() || body.is_end_stream(),
-            body: Some(body),
-            framing: framing.unwrap_or(Sending::Length(0)),
-            body_polled: false,
-            failed: None,
-            body_error: None,
-            answered: false,
-        };
-        let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &parts.method)).await;
-        match result {
-            Ok(mut head) => {
-                if parts.headers.capacity() <= KEPT_FIELDS {
-                    self.kept.headers = parts.headers;
+        target: Option<&'a str>,
+        outbound: Option<&'a Outbound>,
+    ) -> impl Future<Output = Result<Head, (Error, Option<Request<Body>>)>> + Send + 'a {
+        async move {
+            let (parts, body) = req.into_parts();
+            let framing = request_framing(&parts, &body);
+            self.kept.head.clear();
+            encode_head(
+                &parts,
+                target,
+                framing.as_ref(),
+                outbound,
+                &mut self.kept.head,
+            );
+            let mut out = Outgoing {
+                head_written: 0,
+                queue: VecDeque::new(),
+                queued: 0,
+                done: framing.is_none() || body.is_end_stream(),
+                body: Some(body),
+                framing: framing.unwrap_or(Sending::Length(0)),
+                body_polled: false,
+                failed: None,
+                body_error: None,
+                answered: false,
+            };
+            let result = poll_fn(|cx| self.poll_exchange(cx, &mut out, &parts.method)).await;
+            match result {
+                Ok(mut head) => {
+                    if parts.headers.capacity() <= KEPT_FIELDS {
+                        self.kept.headers = parts.headers;
+                    }
+                    if out.failed.is_some() || out.body_error.is_some() {
+                        head.body.keep = false;
+                    } else if !out.finished(self.kept.head.len()) {
+                        // The answer came first: the rest of the body goes on
+                        // while the answer's body is read.
+                        head.body.sending = Some(Box::new(out));
+                    }
+                    Ok(head)
                 }
-                if out.failed.is_some() || out.body_error.is_some() {
-                    head.body.keep = false;
-                } else if !out.finished(self.kept.head.len()) {
-                    // The answer came first: the rest of the body goes on
-                    // while the answer's body is read.
-                    head.body.sending = Some(Box::new(out));
+                Err(e) => {
+                    let closed = match &e {
+                        Error::Closed(_) => true,
+                        Error::Io(io) => matches!(
+                            io.kind(),
+                            std::io::ErrorKind::ConnectionReset
+                                | std::io::ErrorKind::BrokenPipe
+                                | std::io::ErrorKind::ConnectionAborted
+                        ),
+                        _ => false,
+                    };
+                    let again = !out.answered
+                        && !out.body_polled
+                        && (out.head_written == 0
+                            || (closed && out.done && parts.method.is_idempotent()));
+                    let req = match (again, out.body.take()) {
+                        (true, Some(body)) => Some(Request::from_parts(parts, body)),
+                        _ => None,
+                    };
+                    Err((e, req))
                 }
-                Ok(head)
-            }
-            Err(e) => {
-                let closed = match &e {
-                    Error::Closed(_) => true,
-                    Error::Io(io) => matches!(
-                        io.kind(),
-                        std::io::ErrorKind::ConnectionReset
-                            | std::io::ErrorKind::BrokenPipe
-                            | std::io::ErrorKind::ConnectionAborted
-                    ),
-                    _ => false,
-                };
-                let again = !out.answered
-                    && !out.body_polled
-                    && (out.head_written == 0
-                        || (closed && out.done && parts.method.is_idempotent()));
-                let req = match (again, out.body.take()) {
-                    (true, Some(body)) => Some(Request::from_parts(parts, body)),
-                    _ => None,
-                };
-                Err((e, req))
             }
         }
     }

@@ -295,80 +295,83 @@ impl Upstream {
     /// `target`, when given, is written as the request target in place of
     /// the URI's, and `outbound` as the head is written (pooled connections
     /// only: [`Self::forward`]).
-    async fn send_on(
-        &self,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    fn send_on<'a>(
+        &'a self,
         mut req: Request<Body>,
         target: Option<String>,
         outbound: Option<Outbound>,
-        record: Option<&Record>,
+        record: Option<&'a Record>,
         upgrade: bool,
-    ) -> Result<Answer, Error> {
-        let call = crate::telemetry::trace::upstream_call(&mut req, target.as_deref());
-        let started = tokio::time::Instant::now();
-        let exchange = async {
-            let slot = match &self.slots {
-                Some(slots) => Some(Arc::clone(slots).acquire_owned().await.map_err(|_| {
-                    Error::gateway(faults::Gateway::Unavailable, "The gateway is shutting down")
-                })?),
-                None => None,
-            };
-            let resp = match &self.transport {
-                // Boxed: the upgrade's state would make every call's larger.
-                Transport::Pool(pool) if upgrade => Box::pin(pool.send_upgrade(req))
-                    .await
-                    .map_err(classify_pool_error)?
-                    .map(Carrier::Shared),
-                Transport::Pool(pool) => pool
-                    .send(req, target.as_deref(), outbound.as_ref())
-                    .await
-                    .map_err(classify_pool_error)?
-                    .map(Carrier::Pooled),
-                Transport::Shared(shared) => shared
-                    .client
-                    .request(req)
-                    .await
-                    .map_err(classify_client_error)?
-                    .map(Carrier::Shared),
-            };
-            let deadline = started + self.request_timeout;
-            Ok(resp.map(|from| AnswerBody {
-                from,
-                deadline,
-                _slot: slot,
-            }))
-        };
-        let out = match tokio::time::timeout(self.response_timeout, exchange).await {
-            Err(_) => Err(Error::upstream(faults::Upstream::Timeout)),
-            Ok(out) => out,
-        };
-        let elapsed = started.elapsed();
-        match out.as_ref().map_err(|e| e.source) {
-            Ok(_) => self.metrics.upstream_answered(elapsed, None),
-            Err(faults::Source::Upstream(kind)) => {
-                let failure = match kind {
-                    faults::Upstream::Unreachable => UpstreamFailure::connect,
-                    faults::Upstream::Timeout => UpstreamFailure::timeout,
-                    faults::Upstream::Broken => UpstreamFailure::protocol,
-                    faults::Upstream::BadAnswer => UpstreamFailure::bad_answer,
+    ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
+        async move {
+            let call = crate::telemetry::trace::upstream_call(&mut req, target.as_deref());
+            let started = tokio::time::Instant::now();
+            let exchange = async {
+                let slot = match &self.slots {
+                    Some(slots) => Some(Arc::clone(slots).acquire_owned().await.map_err(|_| {
+                        Error::gateway(faults::Gateway::Unavailable, "The gateway is shutting down")
+                    })?),
+                    None => None,
                 };
-                self.metrics.upstream_answered(elapsed, Some(failure));
+                let resp = match &self.transport {
+                    // Boxed: the upgrade's state would make every call's larger.
+                    Transport::Pool(pool) if upgrade => Box::pin(pool.send_upgrade(req))
+                        .await
+                        .map_err(classify_pool_error)?
+                        .map(Carrier::Shared),
+                    Transport::Pool(pool) => pool
+                        .send(req, target.as_deref(), outbound.as_ref())
+                        .await
+                        .map_err(classify_pool_error)?
+                        .map(Carrier::Pooled),
+                    Transport::Shared(shared) => shared
+                        .client
+                        .request(req)
+                        .await
+                        .map_err(classify_client_error)?
+                        .map(Carrier::Shared),
+                };
+                let deadline = started + self.request_timeout;
+                Ok(resp.map(|from| AnswerBody {
+                    from,
+                    deadline,
+                    _slot: slot,
+                }))
+            };
+            let out = match tokio::time::timeout(self.response_timeout, exchange).await {
+                Err(_) => Err(Error::upstream(faults::Upstream::Timeout)),
+                Ok(out) => out,
+            };
+            let elapsed = started.elapsed();
+            match out.as_ref().map_err(|e| e.source) {
+                Ok(_) => self.metrics.upstream_answered(elapsed, None),
+                Err(faults::Source::Upstream(kind)) => {
+                    let failure = match kind {
+                        faults::Upstream::Unreachable => UpstreamFailure::connect,
+                        faults::Upstream::Timeout => UpstreamFailure::timeout,
+                        faults::Upstream::Broken => UpstreamFailure::protocol,
+                        faults::Upstream::BadAnswer => UpstreamFailure::bad_answer,
+                    };
+                    self.metrics.upstream_answered(elapsed, Some(failure));
+                }
+                // The client's own body failed, or the gateway: not the upstream.
+                Err(_) => {}
             }
-            // The client's own body failed, or the gateway: not the upstream.
-            Err(_) => {}
-        }
-        if let Some(record) = record {
-            record.add_upstream(elapsed);
-            if let Ok(resp) = &out {
-                record.set_upstream_status(resp.status());
+            if let Some(record) = record {
+                record.add_upstream(elapsed);
+                if let Ok(resp) = &out {
+                    record.set_upstream_status(resp.status());
+                }
             }
+            if let Some(call) = call {
+                call.end(match &out {
+                    Ok(resp) => Ok(resp.status().as_u16()),
+                    Err(e) => Err(e),
+                });
+            }
+            out
         }
-        if let Some(call) = call {
-            call.end(match &out {
-                Ok(resp) => Ok(resp.status().as_u16()),
-                Err(e) => Err(e),
-            });
-        }
-        out
     }
 
     /// Makes an upstream answer ready for the client, rewriting with
@@ -407,31 +410,35 @@ impl Upstream {
     /// `Content-Encoding` goes (the bytes are decoded); its framing fields
     /// are the caller's: hop-by-hop ones go with [`finish_headers`], and
     /// `Content-Length` is replaced with the length of what it answers with.
-    pub async fn read_body(
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    pub fn read_body(
         &self,
         resp: Answer,
         cap: usize,
-    ) -> Result<(http::response::Parts, Bytes), Error> {
-        let (mut parts, body) = resp.into_parts();
-        let coding = Coding::of(&parts.headers).map_err(|c| {
-            Error::upstream(faults::Upstream::BadAnswer).because(format!("content coding `{c}`"))
-        })?;
-        let deadline = body.deadline;
-        let read = tokio::time::timeout_at(deadline, body::read_decoded(body, coding, cap));
-        let bytes = match read.await {
-            Err(_) => return Err(Error::upstream(faults::Upstream::Timeout)),
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(e @ ReadError::TooLarge(_))) => {
-                return Err(Error::upstream(faults::Upstream::BadAnswer).because(e));
+    ) -> impl Future<Output = Result<(http::response::Parts, Bytes), Error>> + Send + '_ {
+        async move {
+            let (mut parts, body) = resp.into_parts();
+            let coding = Coding::of(&parts.headers).map_err(|c| {
+                Error::upstream(faults::Upstream::BadAnswer)
+                    .because(format!("content coding `{c}`"))
+            })?;
+            let deadline = body.deadline;
+            let read = tokio::time::timeout_at(deadline, body::read_decoded(body, coding, cap));
+            let bytes = match read.await {
+                Err(_) => return Err(Error::upstream(faults::Upstream::Timeout)),
+                Ok(Ok(bytes)) => bytes,
+                Ok(Err(e @ ReadError::TooLarge(_))) => {
+                    return Err(Error::upstream(faults::Upstream::BadAnswer).because(e));
+                }
+                Ok(Err(e)) => return Err(Error::upstream(faults::Upstream::Broken).because(e)),
+            };
+            // The body is decoded and whole: its new framing is the caller's
+            // to set (`Content-Length` of what it answers with).
+            if coding != Coding::Identity {
+                parts.headers.remove(header::CONTENT_ENCODING);
             }
-            Ok(Err(e)) => return Err(Error::upstream(faults::Upstream::Broken).because(e)),
-        };
-        // The body is decoded and whole: its new framing is the caller's
-        // to set (`Content-Length` of what it answers with).
-        if coding != Coding::Identity {
-            parts.headers.remove(header::CONTENT_ENCODING);
+            Ok((parts, bytes))
         }
-        Ok((parts, bytes))
     }
 }
 

@@ -128,35 +128,38 @@ impl Pool {
     /// upstream's answer; reading its body reads the connection.
     /// `target`, when given, is the request target in place of the URI's;
     /// `outbound`, what becomes of the header fields on the way.
-    pub async fn send(
-        self: &Arc<Self>,
+    #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
+    pub fn send<'a>(
+        self: &'a Arc<Self>,
         mut req: Request<Body>,
-        target: Option<&str>,
-        outbound: Option<&Outbound>,
-    ) -> Result<Response<PooledBody>, PoolError> {
-        loop {
-            let (mut conn, reused) = match self.checkout() {
-                Some(conn) => (conn, true),
-                // Boxed: rare, and its state would make every request's
-                // future larger.
-                None => (Box::pin(self.connect()).await?, false),
-            };
-            match conn.h1.send_to(req, target, outbound).await {
-                Ok(head) => {
-                    return Ok(Response::from_parts(
-                        head.parts,
-                        PooledBody {
-                            reader: head.body,
-                            conn: Some(conn),
-                            pool: Arc::clone(self),
-                            handed_on: false,
-                            failed: None,
-                        },
-                    ));
+        target: Option<&'a str>,
+        outbound: Option<&'a Outbound>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, PoolError>> + Send + 'a {
+        async move {
+            loop {
+                let (mut conn, reused) = match self.checkout() {
+                    Some(conn) => (conn, true),
+                    // Boxed: rare, and its state would make every request's
+                    // future larger.
+                    None => (Box::pin(self.connect()).await?, false),
+                };
+                match conn.h1.send_to(req, target, outbound).await {
+                    Ok(head) => {
+                        return Ok(Response::from_parts(
+                            head.parts,
+                            PooledBody {
+                                reader: head.body,
+                                conn: Some(conn),
+                                pool: Arc::clone(self),
+                                handed_on: false,
+                                failed: None,
+                            },
+                        ));
+                    }
+                    // Nothing sent: a kept connection the upstream had closed.
+                    Err((_, Some(unsent))) if reused => req = unsent,
+                    Err((e, _)) => return Err(PoolError::Exchange(e)),
                 }
-                // Nothing sent: a kept connection the upstream had closed.
-                Err((_, Some(unsent))) if reused => req = unsent,
-                Err((e, _)) => return Err(PoolError::Exchange(e)),
             }
         }
     }
