@@ -40,15 +40,6 @@ pub(crate) fn list_items(value: &[u8]) -> impl Iterator<Item = &[u8]> {
     value.split(|b| *b == b',').map(<[u8]>::trim_ascii)
 }
 
-/// The options of the `Connection` header fields, trimmed, as bytes.
-fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .flat_map(|v| list_items(v.as_bytes()))
-        .filter(|t| !t.is_empty())
-}
-
 /// Removes the hop-by-hop headers, and those the `Connection` header names.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names finds which are present; most messages have
@@ -64,8 +55,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     // Headers named by Connection are hop-by-hop too; its usual options
     // (`keep-alive`, `close`) name nothing else.
-    let named: Vec<HeaderName> = connection_tokens(headers)
-        .filter(|n| !n.eq_ignore_ascii_case(b"keep-alive") && !n.eq_ignore_ascii_case(b"close"))
+    let named: Vec<HeaderName> = named_by_connection(headers)
         .filter_map(|n| HeaderName::from_bytes(n).ok())
         .collect();
     for name in named {
@@ -132,6 +122,61 @@ enum ForwardedFor {
     Chain(HeaderValue),
 }
 
+/// What a request's fields say of those the way up sets, read in one pass
+/// (no lookups), fields named in `named` left out.
+struct Seen<'a> {
+    host: Option<&'a HeaderValue>,
+    prior_for: Option<&'a HeaderValue>,
+    has_proto: bool,
+    has_forwarded_host: bool,
+    /// `Connection` names fields besides its usual options.
+    connection_names: bool,
+}
+
+impl<'a> Seen<'a> {
+    fn of(headers: &'a HeaderMap, named: &[&[u8]]) -> Self {
+        let mut seen = Seen {
+            host: None,
+            prior_for: None,
+            has_proto: false,
+            has_forwarded_host: false,
+            connection_names: false,
+        };
+        for (name, value) in headers {
+            if !named.is_empty() && named.iter().any(|n| n.eq_ignore_ascii_case(name.as_ref())) {
+                continue;
+            }
+            if *name == header::HOST {
+                seen.host.get_or_insert(value);
+            } else if *name == header::CONNECTION {
+                seen.connection_names |= named_in(value.as_bytes()).next().is_some();
+            } else if *name == X_FORWARDED_FOR {
+                seen.prior_for.get_or_insert(value);
+            } else if *name == X_FORWARDED_PROTO {
+                seen.has_proto = true;
+            } else if *name == X_FORWARDED_HOST {
+                seen.has_forwarded_host = true;
+            }
+        }
+        seen
+    }
+}
+
+/// The fields a `Connection` value names, besides its usual options.
+fn named_in(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    list_items(value).filter(|o| {
+        !o.is_empty() && !o.eq_ignore_ascii_case(b"keep-alive") && !o.eq_ignore_ascii_case(b"close")
+    })
+}
+
+/// The fields the `Connection` fields name, besides their usual options.
+fn named_by_connection(headers: &HeaderMap) -> impl Iterator<Item = &[u8]> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .flat_map(|v| named_in(v.as_bytes()))
+}
+
 impl Outbound {
     /// `authority`: the request URI's (an HTTP/2 request's host, which
     /// comes without `Host`); `upstream_host`: the `Host` the upstream gets
@@ -142,30 +187,23 @@ impl Outbound {
         upstream_host: &HeaderValue,
         facts: &Facts,
     ) -> Self {
-        // One pass over the fields, no lookups.
-        let mut host = None;
-        let mut prior_for = None;
-        let (mut has_proto, mut has_forwarded_host) = (false, false);
-        let mut connection_names = false;
-        for (name, value) in headers {
-            if *name == header::HOST {
-                host.get_or_insert(value);
-            } else if *name == header::CONNECTION {
-                connection_names |= list_items(value.as_bytes()).any(|o| {
-                    !o.is_empty()
-                        && !o.eq_ignore_ascii_case(b"keep-alive")
-                        && !o.eq_ignore_ascii_case(b"close")
-                });
-            } else if *name == X_FORWARDED_FOR {
-                prior_for.get_or_insert(value);
-            } else if *name == X_FORWARDED_PROTO {
-                has_proto = true;
-            } else if *name == X_FORWARDED_HOST {
-                has_forwarded_host = true;
-            }
+        let mut seen = Seen::of(headers, &[]);
+        // The host the client asked for, whatever `Connection` says of it.
+        let asked = seen.host;
+        if seen.connection_names {
+            // Fields `Connection` names go, so they count as not sent
+            // (rare: a second pass).
+            let named: Vec<&[u8]> = named_by_connection(headers).collect();
+            seen = Seen::of(headers, &named);
         }
-        // The host the client asked for.
-        let client_host = host
+        let Seen {
+            host,
+            prior_for,
+            has_proto,
+            has_forwarded_host,
+            connection_names,
+        } = seen;
+        let client_host = asked
             .cloned()
             .or_else(|| authority.and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
         let proto = if facts.tls() { "https" } else { "http" };
@@ -249,7 +287,7 @@ impl Outbound {
     /// as it frames the body.
     pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
         let named: Vec<&[u8]> = if self.connection_names {
-            connection_tokens(headers).collect()
+            named_by_connection(headers).collect()
         } else {
             Vec::new()
         };
@@ -423,6 +461,23 @@ mod tests {
                 assert_eq!(h[header::HOST], "gw.example");
                 assert_eq!(h["x-forwarded-host"], "gw.example");
             }
+        }
+        // Fields `Connection` names count as not sent: the upstream's Host
+        // and the gateway's X-Forwarded-Proto take their place, and the
+        // host the client asked for is still forwarded.
+        for trusted in [&trusted[..], &[]] {
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("gw.example"));
+            h.insert("x-forwarded-proto", HeaderValue::from_static("ftp"));
+            h.insert(
+                header::CONNECTION,
+                HeaderValue::from_static("Host, X-Forwarded-Proto"),
+            );
+            let facts = Facts::new("/", &h, Some(peer), trusted, None);
+            outbound(&mut h, &facts, None);
+            assert_eq!(h[header::HOST], "upstream.example");
+            assert_eq!(h["x-forwarded-proto"], "http");
+            assert_eq!(h["x-forwarded-host"], "gw.example");
         }
         // No Host of the client's: the upstream's, and the authority forwarded.
         let mut h = HeaderMap::new();

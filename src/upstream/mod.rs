@@ -210,13 +210,19 @@ impl Upstream {
             Transport::Pool(_) => (target, Some(outbound)),
             // hyper's client takes the URI, in absolute form, and the map.
             Transport::Shared(_) => {
-                self.set_target(&mut req, target);
-                *req.version_mut() = http::Version::HTTP_11;
-                outbound.apply(req.headers_mut());
+                self.prepare(&mut req, target, outbound);
                 (None, None)
             }
         };
         self.send_on(req, target, outbound, facts.record.as_ref(), false)
+    }
+
+    /// Readies a request for hyper's client: its target ([`Self::set_target`]),
+    /// HTTP/1.1 whatever the client spoke, `outbound` applied to its map.
+    fn prepare<B>(&self, req: &mut Request<B>, target: Option<String>, outbound: Outbound) {
+        self.set_target(req, target);
+        *req.version_mut() = http::Version::HTTP_11;
+        outbound.apply(req.headers_mut());
     }
 
     /// Points the request at the upstream for hyper's client: the origin
@@ -262,10 +268,8 @@ impl Upstream {
     ) -> Result<Response<Body>, Error> {
         let client = hyper::upgrade::on(&mut req);
         // The upgrade fields are set after the hop-by-hop ones are dropped.
-        self.set_target(&mut req, None);
-        *req.version_mut() = http::Version::HTTP_11;
-        Outbound::new(req.headers(), req.uri().authority(), &self.host, facts)
-            .apply(req.headers_mut());
+        let outbound = Outbound::new(req.headers(), req.uri().authority(), &self.host, facts);
+        self.prepare(&mut req, None, outbound);
         tunnel::set_upgrade_headers(req.headers_mut(), protocols);
         let mut resp = self
             .send_on(req, None, None, facts.record.as_ref(), true)
