@@ -347,7 +347,11 @@ impl Orders {
         {
             // A read of a tracked order is where the gateway sees status
             // changes made behind its back; other reads stream through.
-            exchange.tracked = self.store.owner_of(order).await?.is_some();
+            let owner = match self.store.owner_of_now(order) {
+                Some(owner) => owner,
+                None => self.store.owner_of(order).await?,
+            };
+            exchange.tracked = owner.is_some();
         }
         Ok(Call {
             req,

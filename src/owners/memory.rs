@@ -333,6 +333,10 @@ impl OwnerStore for MemoryStore {
         Ok(self.lock().owner_of(order))
     }
 
+    fn owner_of_now(&self, order: &OrderId) -> Option<Option<OwnerId>> {
+        Some(self.lock().owner_of(order))
+    }
+
     async fn end_order(&self, order: &OrderId) -> Result<Option<OwnerId>, StoreError> {
         Ok(self.lock().end_order(order))
     }

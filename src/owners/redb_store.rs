@@ -172,6 +172,10 @@ impl OwnerStore for RedbStore {
         Ok(self.shared.mirror.lock().owner_of(order))
     }
 
+    fn owner_of_now(&self, order: &OrderId) -> Option<Option<OwnerId>> {
+        Some(self.shared.mirror.lock().owner_of(order))
+    }
+
     async fn end_order(&self, order: &OrderId) -> Result<Option<OwnerId>, StoreError> {
         // Most ended orders (every explicit submit, say) were never tracked:
         // no need to touch the file for them.
