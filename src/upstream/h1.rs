@@ -459,18 +459,16 @@ impl Outgoing {
     }
 }
 
-/// Settles how the request body is framed, fixing the headers to say so:
-/// one `Content-Length` that is the number of bytes sent, or chunked. The
-/// body's own headers are trusted over its size hint, as hyper does. `None`:
-/// no body is sent (a body of unknown size on `GET`, `HEAD` or `CONNECT`,
-/// which hyper drops too).
+/// Settles how the request body is framed ([`encode_head`] writes the
+/// field that says so): one `Content-Length` that is the number of bytes
+/// sent, or chunked. The request's `Content-Length` is trusted over the
+/// body's size hint, as hyper does; its `Transfer-Encoding` (hop-by-hop)
+/// says nothing here. `None`: no body is sent (a body of unknown size on
+/// `GET`, `HEAD` or `CONNECT`, which hyper drops too).
 fn request_framing(parts: &http::request::Parts, body: &Body) -> Option<Sending> {
     let headers = &parts.headers;
     if body.is_end_stream() {
         return Some(Sending::Length(0));
-    }
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        return Some(Sending::Chunked);
     }
     let len = content_length(headers)
         .ok()
@@ -1487,6 +1485,28 @@ mod tests {
             written,
             "POST / HTTP/1.1\r\nhost: upstream\r\ncontent-length: 0\r\n\r\n"
         );
+        // A chunked body of a GET is not sent, whatever its fields say
+        // (as hyper's client does); a POST's goes chunked, said once.
+        for (method, framed) in [(Method::GET, None), (Method::POST, Some("chunked"))] {
+            let mut parts = request(method.clone(), "/", crate::body::empty())
+                .into_parts()
+                .0;
+            parts.headers.insert(
+                header::TRANSFER_ENCODING,
+                HeaderValue::from_static("chunked"),
+            );
+            let body = streamed(&["abc"], false);
+            let framing = request_framing(&parts, &body);
+            assert_eq!(framing.is_some(), framed.is_some(), "{method}");
+            let mut out = Vec::new();
+            encode_head(&parts, None, framing.as_ref(), None, &mut out);
+            let written = String::from_utf8(out).unwrap();
+            assert_eq!(
+                written.matches("transfer-encoding").count(),
+                usize::from(framed.is_some()),
+                "{written}"
+            );
+        }
         // A repeated length is written once.
         let (framing, written) = head(Method::PUT, "3, 3", &crate::body::full("abc"));
         assert!(matches!(framing, Some(Sending::Length(3))));

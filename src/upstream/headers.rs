@@ -190,7 +190,8 @@ impl Outbound {
         let mut seen = Seen::of(headers, &[]);
         // The host the client asked for, whatever `Connection` says of it.
         let asked = seen.host;
-        if seen.connection_names {
+        let connection_names = seen.connection_names;
+        if connection_names {
             // Fields `Connection` names go, so they count as not sent
             // (rare: a second pass).
             let named: Vec<&[u8]> = named_by_connection(headers).collect();
@@ -201,7 +202,7 @@ impl Outbound {
             prior_for,
             has_proto,
             has_forwarded_host,
-            connection_names,
+            ..
         } = seen;
         let client_host = asked
             .cloned()
@@ -281,16 +282,21 @@ impl Outbound {
         }
     }
 
+    /// Readies the map for [`Self::write`]: the fields `Connection` names
+    /// leave it first (rare), so that no field added afterwards (a trace
+    /// context) is taken for one of them.
+    pub fn strip_named(&self, headers: &mut HeaderMap) {
+        if self.connection_names {
+            strip_hop_by_hop(headers);
+        }
+    }
+
     /// Writes the fields the upstream gets, `name: value\r\n` each: the
     /// map's that go on, then the added ones. Not the framing fields
     /// (`Content-Length`, `Transfer-Encoding`): the exchange writes those
-    /// as it frames the body.
+    /// as it frames the body. The map has been through
+    /// [`Self::strip_named`].
     pub fn write(&self, headers: &HeaderMap, out: &mut Vec<u8>) {
-        let named: Vec<&[u8]> = if self.connection_names {
-            named_by_connection(headers).collect()
-        } else {
-            Vec::new()
-        };
         for (name, value) in headers {
             let replaced = if *name == X_FORWARDED_FOR {
                 !matches!(self.forwarded_for, Field::Keep)
@@ -305,7 +311,6 @@ impl Outbound {
                 || HOP_BY_HOP.contains(&name)
                 || *name == header::ACCEPT_ENCODING
                 || *name == header::CONTENT_LENGTH
-                || named.iter().any(|n| n.eq_ignore_ascii_case(name.as_ref()))
             {
                 continue;
             }
@@ -403,7 +408,9 @@ mod tests {
         let upstream = HeaderValue::from_static("upstream.example");
         let ready = Outbound::new(h, authority.as_ref(), &upstream, facts);
         let mut wire = Vec::new();
-        ready.write(h, &mut wire);
+        let mut stripped = h.clone();
+        ready.strip_named(&mut stripped);
+        ready.write(&stripped, &mut wire);
         Outbound::new(h, authority.as_ref(), &upstream, facts).apply(h);
         let mut written: Vec<(String, String)> = String::from_utf8(wire)
             .unwrap()
@@ -479,6 +486,23 @@ mod tests {
             assert_eq!(h["x-forwarded-proto"], "http");
             assert_eq!(h["x-forwarded-host"], "gw.example");
         }
+        // `Connection` that names itself: what it names goes all the same,
+        // and one Host is sent, the upstream's.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("gw.example"));
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("Basic eA=="),
+        );
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("connection, host, authorization"),
+        );
+        let facts = Facts::new("/", &h, Some(peer), &[], None);
+        outbound(&mut h, &facts, None);
+        assert_eq!(h.get_all(header::HOST).iter().count(), 1);
+        assert_eq!(h[header::HOST], "upstream.example");
+        assert!(!h.contains_key(header::AUTHORIZATION));
         // No Host of the client's: the upstream's, and the authority forwarded.
         let mut h = HeaderMap::new();
         let facts = Facts::new("/", &h, Some(peer), &[], None);

@@ -207,7 +207,10 @@ impl Upstream {
         let outbound = Outbound::new(req.headers(), req.uri().authority(), &self.host, facts);
         let (target, outbound) = match &self.transport {
             // The pooled exchange writes the head itself, in origin form.
-            Transport::Pool(_) => (target, Some(outbound)),
+            Transport::Pool(_) => {
+                outbound.strip_named(req.headers_mut());
+                (target, Some(outbound))
+            }
             // hyper's client takes the URI, in absolute form, and the map.
             Transport::Shared(_) => {
                 self.prepare(&mut req, target, outbound);
