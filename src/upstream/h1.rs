@@ -624,9 +624,8 @@ fn parse_head(
         let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("a bad status code"))?;
         let head = buf.split_to(len).freeze();
         // Room for what the gateway adds on the way back (request id,
-        // cookies) and, as hyper reuses an answer's map for the next
-        // request on the connection, for the forwarding headers: no map
-        // grows on the way.
+        // cookies, CORS): no map grows on the way. (A client connection
+        // reads its next request into the map its answer leaves.)
         headers.clear();
         headers.reserve(count + HEADROOM);
         let mut framed = Framed::default();

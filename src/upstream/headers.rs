@@ -70,21 +70,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 
 /// Removes the headers whose names hold an underscore.
 pub fn strip_underscored(headers: &mut HeaderMap) {
-    if !headers.keys().any(|n| n.as_str().contains('_')) {
-        return;
-    }
     let names: Vec<HeaderName> = headers
         .keys()
-        .filter(|n| n.as_str().contains('_'))
+        .filter(|n| dropped_for_underscore(n))
         .cloned()
         .collect();
     for name in names {
+        headers.remove(name);
+    }
+}
+
+/// Whether a request field's name holds an underscore, for which the way
+/// up drops it (and says so in the log).
+fn dropped_for_underscore(name: &HeaderName) -> bool {
+    // A plain loop: names are short, shorter than memchr's set-up.
+    let underscored = name.as_str().bytes().any(|b| b == b'_');
+    if underscored {
         tracing::debug!(
             header = name.as_str(),
             "request header with an underscore dropped"
         );
-        headers.remove(name);
     }
+    underscored
 }
 
 /// What the way up does to a request's header fields, decided once by
@@ -114,6 +121,17 @@ enum Field<V> {
     Drop,
     /// Replaced, every field of that name, by this one.
     Set(V),
+}
+
+impl<V> Field<V> {
+    /// The same decision with its value made by `f`; no value: dropped.
+    fn map<W>(self, f: impl FnOnce(V) -> Option<W>) -> Field<W> {
+        match self {
+            Field::Keep => Field::Keep,
+            Field::Drop => Field::Drop,
+            Field::Set(v) => f(v).map_or(Field::Drop, Field::Set),
+        }
+    }
 }
 
 enum ForwardedFor {
@@ -251,20 +269,13 @@ impl Outbound {
         if let Some(host) = self.host {
             headers.insert(header::HOST, host);
         }
-        let forwarded_for = match self.forwarded_for {
-            Field::Set(ForwardedFor::Peer(ip)) => match ip_header_value(ip) {
-                Ok(v) => Field::Set(v),
-                Err(_) => Field::Drop,
-            },
-            Field::Set(ForwardedFor::Chain(v)) => Field::Set(v),
-            Field::Keep => Field::Keep,
-            Field::Drop => Field::Drop,
-        };
-        let proto = match self.forwarded_proto {
-            Field::Set(p) => Field::Set(HeaderValue::from_static(p)),
-            Field::Keep => Field::Keep,
-            Field::Drop => Field::Drop,
-        };
+        let forwarded_for = self.forwarded_for.map(|f| match f {
+            ForwardedFor::Peer(ip) => ip_header_value(ip).ok(),
+            ForwardedFor::Chain(v) => Some(v),
+        });
+        let proto = self
+            .forwarded_proto
+            .map(|p| Some(HeaderValue::from_static(p)));
         for (name, field) in [
             (&X_FORWARDED_FOR, forwarded_for),
             (&X_FORWARDED_PROTO, proto),
@@ -314,15 +325,9 @@ impl Outbound {
             {
                 continue;
             }
-            // A plain loop: names are short, shorter than memchr's set-up.
-            if name.as_str().bytes().any(|b| b == b'_') {
-                tracing::debug!(
-                    header = name.as_str(),
-                    "request header with an underscore dropped"
-                );
-                continue;
+            if !dropped_for_underscore(name) {
+                field(out, name.as_ref(), value.as_bytes());
             }
-            field(out, name.as_ref(), value.as_bytes());
         }
         if let Some(host) = &self.host {
             field(out, b"host", host.as_bytes());
