@@ -108,7 +108,7 @@ where
     // Made when the connection first waits for a head: not at all for a
     // connection that closes after its first request.
     let mut control = None;
-    let mut room = Room::default();
+    let mut room = Room::take();
     // The connection's own handle on the stack, readied before each request.
     let mut service = shared.service.clone();
     loop {
@@ -369,11 +369,62 @@ enum Framing {
 /// What a connection keeps from one request to the next, so that a
 /// request allocates none of it: the answer's write buffer, and a header
 /// map (an answer's, cleared for the next request's fields, as hyper keeps
-/// one).
+/// one). When the connection ends, its room goes to the next connection
+/// the thread serves ([`SPARE_ROOMS`]).
 #[derive(Default)]
 struct Room {
     out: Vec<u8>,
     headers: HeaderMap,
+}
+
+/// Rooms of ended connections kept per thread (each worker is one thread)
+/// for the connections it serves next, so that a connection per request
+/// allocates no header map and no write buffer of its own. Each holds at
+/// most `READ_SIZE` bytes and `KEPT_FIELDS` fields of room, nothing of
+/// the requests it served.
+const SPARE_ROOMS: usize = 16;
+
+std::thread_local! {
+    static SPARE: std::cell::Cell<Vec<(Vec<u8>, HeaderMap)>> =
+        const { std::cell::Cell::new(Vec::new()) };
+}
+
+impl Room {
+    /// A spare room of this thread, or a new one.
+    fn take() -> Self {
+        let spare = SPARE.try_with(|spare| {
+            let mut rooms = spare.take();
+            let room = rooms.pop();
+            spare.set(rooms);
+            room
+        });
+        match spare {
+            Ok(Some((out, headers))) => Room { out, headers },
+            _ => Room::default(),
+        }
+    }
+}
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        if self.headers.capacity() == 0 || self.out.capacity() == 0 {
+            // Nothing worth keeping.
+            return;
+        }
+        let mut out = std::mem::take(&mut self.out);
+        let mut headers = std::mem::take(&mut self.headers);
+        // Cleared now: a spare holds none of a request's bytes.
+        out.clear();
+        headers.clear();
+        // At the thread's end the spares are gone: the room goes with them.
+        let _ = SPARE.try_with(|spare| {
+            let mut rooms = spare.take();
+            if rooms.len() < SPARE_ROOMS {
+                rooms.push((out, headers));
+            }
+            spare.set(rooms);
+        });
+    }
 }
 
 /// A header map is kept for the next request while it holds no more room
@@ -728,6 +779,40 @@ mod tests {
         let (second, _) = parse(&mut buf, MAX_HEAD, &mut room.headers).expect("read here");
         assert_eq!(second.headers().len(), 1, "{:?}", second.headers());
         assert_eq!(second.headers()["host"], "b");
+    }
+
+    #[test]
+    fn an_ended_connections_room_is_the_next_ones_emptied_and_spares_are_bounded() {
+        let used = || {
+            let mut room = Room::take();
+            room.out.extend_from_slice(b"HTTP/1.1 200 OK\r\n\r\n");
+            room.headers
+                .insert("x-secret", HeaderValue::from_static("of the last request"));
+            room
+        };
+        let first = used();
+        let (out, fields) = (first.out.as_ptr(), first.headers.capacity());
+        drop(first);
+        let next = Room::take();
+        assert_eq!(next.out.as_ptr(), out, "the same write buffer");
+        assert!(next.out.is_empty(), "holding no bytes of the last answer");
+        assert_eq!(next.headers.capacity(), fields);
+        assert!(next.headers.is_empty(), "holding no fields");
+        drop(next);
+        // More connections end at once than are kept: the spares stay bounded.
+        let rooms: Vec<Room> = (0..SPARE_ROOMS + 4).map(|_| used()).collect();
+        drop(rooms);
+        let kept = SPARE.with(|spare| {
+            let rooms = spare.take();
+            let n = rooms.len();
+            spare.set(rooms);
+            n
+        });
+        assert_eq!(kept, SPARE_ROOMS);
+        // A room with nothing in it is not kept.
+        SPARE.with(|spare| drop(spare.take()));
+        drop(Room::default());
+        assert!(SPARE.with(|spare| spare.take()).is_empty());
     }
 
     fn answer(status: u16, headers: &[(&str, &str)], body: Body) -> Response<Body> {
