@@ -19,8 +19,9 @@
 //! * the answer's body is framed as §6.3 says: none for `HEAD`, 1xx, 204
 //!   and 304; chunked when `Transfer-Encoding` ends in `chunked` (and then
 //!   any `Content-Length` is dropped and the connection not kept); by a
-//!   valid `Content-Length` (several differing ones are refused); else up to
-//!   the connection's end;
+//!   valid `Content-Length` (several differing ones are refused; the field
+//!   is then left out of the answer's map, as the body's exact size says
+//!   the same to whoever writes it on); else up to the connection's end;
 //! * interim answers (`100 Continue`, `103 Early Hints`) are skipped; an
 //!   answer that comes while the request body is still being sent is taken,
 //!   and the rest of the body goes on as the answer's body is read (some
@@ -629,17 +630,23 @@ fn parse_head(
         headers.clear();
         headers.reserve(count + HEADROOM);
         let mut framed = Framed::default();
+        // A body's length is its reader's exact size, which every writer of
+        // the answer frames it by: the field stays only where no body
+        // follows (HEAD, 204, 304), as the length of the one there would be.
+        let keep_length = bodiless(method, status);
         for &(ns, ne, vs, ve) in &at[..count] {
             let name = HeaderName::from_bytes(&head[ns as usize..ne as usize])
                 .map_err(|_| Error::Invalid("a bad header name"))?;
-            if !framed.note(&name, &head[vs as usize..ve as usize]) {
+            if !framed.note(&name, &head[vs as usize..ve as usize])
+                || (name == header::CONTENT_LENGTH && !keep_length)
+            {
                 continue;
             }
             let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize))
                 .map_err(|_| Error::Invalid("a bad header value"))?;
             headers.append(name, value);
         }
-        let body = answer_framing(headers, framed, status, version, method)?;
+        let body = answer_framing(framed, status, version, method)?;
         let mut parts = http::Response::new(()).into_parts().0;
         parts.status = status;
         parts.version = version;
@@ -721,7 +728,6 @@ impl Framed {
 /// How the answer's body is framed (RFC 9112 §6.3), and whether the
 /// connection may be kept after it.
 fn answer_framing(
-    headers: &mut HeaderMap,
     framed: Framed,
     status: StatusCode,
     version: Version,
@@ -731,10 +737,7 @@ fn answer_framing(
         Version::HTTP_11 => !framed.close,
         _ => framed.keep_alive,
     };
-    if *method == Method::HEAD
-        || status == StatusCode::NO_CONTENT
-        || status == StatusCode::NOT_MODIFIED
-    {
+    if bodiless(method, status) {
         return Ok(BodyReader::new(Framing::Done, keep));
     }
     if framed.transfer_encoding {
@@ -742,7 +745,7 @@ fn answer_framing(
             return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 answer"));
         }
         // Both: the length cannot be trusted, nor what follows the body.
-        if headers.remove(header::CONTENT_LENGTH).is_some() {
+        if framed.length != Ok(None) {
             keep = false;
         }
         if framed.chunked {
@@ -755,6 +758,13 @@ fn answer_framing(
         Some(n) => BodyReader::new(Framing::Length(n), keep),
         None => BodyReader::new(Framing::UntilClose, false),
     })
+}
+
+/// An answer to `method` with `status` has no body (RFC 9112 §6.3).
+fn bodiless(method: &Method, status: StatusCode) -> bool {
+    *method == Method::HEAD
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
 }
 
 /// Reads an answer's body out of the connection's buffer.
@@ -1138,6 +1148,28 @@ mod tests {
             &Method::GET,
         );
         assert_eq!(body.size_hint().exact(), Some(4));
+        // A body's length is its exact size, not a field of the map; an
+        // answer without a body keeps the length the body would have.
+        let (parts, body) = framing_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\nX-Other: 1\r\n\r\n",
+            &Method::GET,
+        );
+        assert!(!parts.headers.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(parts.headers["x-other"], "1");
+        assert_eq!(body.size_hint().exact(), Some(12));
+        for (wire, method) in [
+            (
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n"[..],
+                Method::HEAD,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n",
+                Method::GET,
+            ),
+        ] {
+            let (parts, _) = framing_of(wire, &method);
+            assert_eq!(parts.headers[header::CONTENT_LENGTH], "12");
+        }
         // Chunked wins over a length, which goes, and the connection with it.
         let (parts, body) = framing_of(
             b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n",
