@@ -104,12 +104,12 @@ impl Packed {
         }
     }
 
+    /// Whether this is `order`: the packed id is unpacked by table and
+    /// compared (packing `order` instead would check each of its bytes).
     fn matches(&self, order: &str) -> bool {
         match self {
-            Self::Hex { digits, bytes } => {
-                usize::from(*digits) == order.len() && pack_hex(order).as_ref() == Some(bytes)
-            }
-            Self::Text(text) => &**text == order,
+            Self::Hex { digits, .. } if usize::from(*digits) != order.len() => false,
+            _ => self.with_str(|s| s == order),
         }
     }
 
