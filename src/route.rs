@@ -84,7 +84,11 @@ const ORDERS: &str = "/orders";
 /// Classifies a request path (without the query string).
 pub fn classify(path: &str) -> Result<Route, PathError> {
     // Dot segments need a `.`, plain or percent-encoded.
-    if path.bytes().any(|b| b == b'.' || b == b'%') && path.split('/').any(is_dot_segment) {
+    // (Looked for by `memchr`: a byte at a time costs more than the rest of
+    // the classification.)
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_some()
+        && path.split('/').any(is_dot_segment)
+    {
         return Err(PathError::DotSegment);
     }
     if let Some(rest) = path.strip_prefix(SHORTHAND) {
