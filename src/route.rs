@@ -86,8 +86,7 @@ pub fn classify(path: &str) -> Result<Route, PathError> {
     // Dot segments need a `.`, plain or percent-encoded.
     // (Looked for by `memchr`: a byte at a time costs more than the rest of
     // the classification.)
-    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_some()
-        && path.split('/').any(is_dot_segment)
+    if memchr::memchr2(b'.', b'%', path.as_bytes()).is_some() && path.split('/').any(is_dot_segment)
     {
         return Err(PathError::DotSegment);
     }

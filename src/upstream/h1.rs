@@ -133,8 +133,8 @@ impl Connection {
     fn send(
         &mut self,
         req: Request<Body>,
-    ) -> impl Future<Output = Result<Head, (Error, Option<Request<Body>>)>> + '_ {
-        self.send_to(req, None, None)
+    ) -> impl Future<Output = Result<Head, (Error, Option<Box<Request<Body>>>)>> + '_ {
+        self.send_to(Box::new(req), None, None)
     }
 
     /// `target`, when given, is written as the request target in place of
@@ -143,12 +143,12 @@ impl Connection {
     #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
     pub fn send_to<'a>(
         &'a mut self,
-        req: Request<Body>,
+        req: Box<Request<Body>>,
         target: Option<&'a str>,
         outbound: Option<&'a Outbound>,
-    ) -> impl Future<Output = Result<Head, (Error, Option<Request<Body>>)>> + Send + 'a {
+    ) -> impl Future<Output = Result<Head, (Error, Option<Box<Request<Body>>>)>> + Send + 'a {
         async move {
-            let (parts, body) = req.into_parts();
+            let (parts, body) = (*req).into_parts();
             let framing = request_framing(&parts, &body);
             self.kept.head.clear();
             encode_head(
@@ -201,7 +201,7 @@ impl Connection {
                         && (out.head_written == 0
                             || (closed && out.done && parts.method.is_idempotent()));
                     let req = match (again, out.body.take()) {
-                        (true, Some(body)) => Some(Request::from_parts(parts, body)),
+                        (true, Some(body)) => Some(Box::new(Request::from_parts(parts, body))),
                         _ => None,
                     };
                     Err((e, req))
@@ -1359,7 +1359,7 @@ mod tests {
         req.headers_mut()
             .insert(http::header::HOST, HeaderValue::from_static("up.example"));
         let head = conn
-            .send_to(req, Some("/orders/00ff/quote?x=1"), None)
+            .send_to(Box::new(req), Some("/orders/00ff/quote?x=1"), None)
             .await
             .unwrap();
         assert_eq!(head.parts.status, StatusCode::OK);

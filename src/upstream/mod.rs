@@ -217,7 +217,14 @@ impl Upstream {
                 (None, None)
             }
         };
-        self.send_on(req, target, outbound, facts.record.as_ref(), false)
+        // Boxed here: the calls below each hold it in their state.
+        self.send_on(
+            Box::new(req),
+            target,
+            outbound,
+            facts.record.as_ref(),
+            false,
+        )
     }
 
     /// Readies a request for hyper's client: its target ([`Self::set_target`]),
@@ -275,7 +282,7 @@ impl Upstream {
         self.prepare(&mut req, None, outbound);
         tunnel::set_upgrade_headers(req.headers_mut(), protocols);
         let mut resp = self
-            .send_on(req, None, None, facts.record.as_ref(), true)
+            .send_on(Box::new(req), None, None, facts.record.as_ref(), true)
             .await?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             return self.finish(resp, rewriter);
@@ -305,7 +312,7 @@ impl Upstream {
     #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
     fn send_on<'a>(
         &'a self,
-        mut req: Request<Body>,
+        mut req: Box<Request<Body>>,
         target: Option<String>,
         outbound: Option<Outbound>,
         record: Option<&'a Record>,
@@ -323,7 +330,7 @@ impl Upstream {
                 };
                 let resp = match &self.transport {
                     // Boxed: the upgrade's state would make every call's larger.
-                    Transport::Pool(pool) if upgrade => Box::pin(pool.send_upgrade(req))
+                    Transport::Pool(pool) if upgrade => Box::pin(pool.send_upgrade(*req))
                         .await
                         .map_err(classify_pool_error)?
                         .map(Carrier::Shared),
@@ -334,7 +341,7 @@ impl Upstream {
                         .map(Carrier::Pooled),
                     Transport::Shared(shared) => shared
                         .client
-                        .request(req)
+                        .request(*req)
                         .await
                         .map_err(classify_client_error)?
                         .map(Carrier::Shared),
