@@ -89,6 +89,10 @@ struct Kept {
     headers: HeaderMap,
 }
 
+/// What an exchange comes to: the answer's head, or the error with the
+/// request when it can go again on another connection.
+pub type Exchanged = Result<Head, (Error, Option<Box<Request<Body>>>)>;
+
 /// A request's header map is kept for the next answer while it holds no
 /// more room than this many fields.
 const KEPT_FIELDS: usize = 32;
@@ -133,7 +137,7 @@ impl Connection {
     fn send(
         &mut self,
         req: Request<Body>,
-    ) -> impl Future<Output = Result<Head, (Error, Option<Box<Request<Body>>>)>> + '_ {
+    ) -> impl Future<Output = Exchanged> + '_ {
         self.send_to(Box::new(req), None, None)
     }
 
@@ -146,7 +150,7 @@ impl Connection {
         req: Box<Request<Body>>,
         target: Option<&'a str>,
         outbound: Option<&'a Outbound>,
-    ) -> impl Future<Output = Result<Head, (Error, Option<Box<Request<Body>>>)>> + Send + 'a {
+    ) -> impl Future<Output = Exchanged> + Send + 'a {
         async move {
             let (parts, body) = (*req).into_parts();
             let framing = request_framing(&parts, &body);
