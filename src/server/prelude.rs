@@ -253,9 +253,11 @@ fn http2(frames: &[u8]) -> Step {
 
 fn http1(buf: &[u8], rules: &Rules) -> Step {
     let limits = &rules.limits;
+    // A read usually ends where the head does: that is looked at first
+    // (a search sets up a finder on every call).
     if rules.defer_http1
         && buf.len() <= Rules::hard_head_bytes(limits)
-        && memchr::memmem::find(buf, b"\r\n\r\n").is_some()
+        && (buf.ends_with(b"\r\n\r\n") || memchr::memmem::find(buf, b"\r\n\r\n").is_some())
     {
         return Step::Ready(Protocol::Http1);
     }

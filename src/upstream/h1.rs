@@ -134,10 +134,7 @@ impl Connection {
     /// before any answer came.
     /// [`Self::send_to`] the URI's own path and query.
     #[cfg(test)]
-    fn send(
-        &mut self,
-        req: Request<Body>,
-    ) -> impl Future<Output = Exchanged> + '_ {
+    fn send(&mut self, req: Request<Body>) -> impl Future<Output = Exchanged> + '_ {
         self.send_to(Box::new(req), None, None)
     }
 
