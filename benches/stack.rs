@@ -17,11 +17,11 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use ordergate::body::{self, Body};
 use ordergate::config::Config;
-use ordergate::context::Peer;
+use ordergate::context::{Facts, Peer};
 use ordergate::guards::rate_limit::RateLimits;
 use ordergate::owners::{MemoryStore, OrderId, OwnerId, OwnerStore};
 use ordergate::stack;
-use ordergate::telemetry::{RequestId, RequestIdLayer};
+use ordergate::telemetry::RequestIdLayer;
 use std::convert::Infallible;
 use std::future::Future;
 use std::hint::black_box;
@@ -86,10 +86,10 @@ fn request(path: &str, cookie: bool) -> Request<Body> {
         req = req.header("cookie", format!("OwnerId={OWNER}"));
     }
     let mut req = req.body(body::empty()).unwrap();
-    req.extensions_mut().insert(Peer {
+    req.extensions_mut().insert(Facts::of_peer(Some(Peer {
         addr: "127.0.0.1:40000".parse().unwrap(),
         tls: false,
-    });
+    })));
     req
 }
 
@@ -205,7 +205,7 @@ where
             v
         }
     };
-    req.extensions_mut().insert(RequestId(id.clone()));
+    Facts::settle(&mut req).request_id = Some(id.clone());
     let mut resp = inner.oneshot(req).await?;
     resp.headers_mut().insert(header, id);
     Ok(resp)

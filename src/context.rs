@@ -9,11 +9,14 @@
 //! cookie or classifies the path again. It answers nothing itself: a path or
 //! cookie it cannot use is a fact, and the layer that must refuse it does.
 //!
-//! [`Peer`] is what the server knows of the connection a request came on.
+//! The server puts the facts it knows (the connection a request came on,
+//! [`Peer`]) on each request as [`Facts::of_peer`], the request-id layer
+//! adds the id, and this layer works out the rest in place: one extension
+//! a request, boxed once.
 
 use crate::owners::{CookieError, OwnerId, read_owner_cookie};
 use crate::route::{PathError, Route, classify};
-use http::header::{HeaderMap, HeaderName};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -49,6 +52,9 @@ pub struct Facts {
     pub client_ip: Option<IpAddr>,
     /// What the inner phases report to the access log, when it is on.
     pub record: Option<Record>,
+    /// The request id the request-id layer settled on: the fault `guid`
+    /// and the logs' id.
+    pub request_id: Option<HeaderValue>,
 }
 
 /// Facts of a request that came through no [`FactsLayer`] (a layer tested
@@ -61,6 +67,7 @@ static NO_FACTS: Facts = Facts {
     peer_trusted: false,
     client_ip: None,
     record: None,
+    request_id: None,
 };
 
 impl Facts {
@@ -95,7 +102,23 @@ impl Facts {
             peer_trusted,
             client_ip,
             record,
+            request_id: None,
         }
+    }
+
+    /// What the server knows of a request as it reads it: its connection.
+    /// The facts layer works out the rest.
+    pub fn of_peer(peer: Option<Peer>) -> Self {
+        Self {
+            peer,
+            ..NO_FACTS.clone()
+        }
+    }
+
+    /// The request's facts to fill in: the server's, else new ones.
+    pub fn settle<B>(req: &mut Request<B>) -> &mut Facts {
+        req.extensions_mut()
+            .get_or_insert_with(|| Facts::of_peer(None))
     }
 
     /// Whether the request came over TLS.
@@ -248,16 +271,21 @@ where
     }
 
     fn call(&mut self, mut req: Request<B>) -> S::Future {
-        let peer = req.extensions().get::<Peer>().copied();
+        let (peer, request_id) = match req.extensions_mut().get_mut::<Facts>() {
+            Some(known) => (known.peer, known.request_id.take()),
+            None => (None, None),
+        };
         let record = self.records.then(Record::default);
-        let facts = Facts::new(
+        let mut facts = Facts::new(
             req.uri().path(),
             req.headers(),
             peer,
             &self.trusted_proxies,
             record,
         );
-        req.extensions_mut().insert(facts);
+        facts.request_id = request_id;
+        // In the server's place: the request's one extension.
+        *Facts::settle(&mut req) = facts;
         self.inner.call(req)
     }
 }
@@ -317,12 +345,33 @@ mod tests {
         let svc =
             FactsLayer::new(&[], true).layer(tower::service_fn(|req: Request<()>| async move {
                 let f = Facts::of(&req);
-                let out = format!("{:?} {:?} {}", f.route, f.client_ip, f.record.is_some());
+                let out = format!(
+                    "{:?} {:?} {} {:?} {}",
+                    f.route,
+                    f.client_ip,
+                    f.record.is_some(),
+                    f.request_id,
+                    req.extensions().len()
+                );
                 Ok::<_, std::convert::Infallible>(Response::new(out))
             }));
+        // What the server and the request-id layer put on it is kept, and
+        // the facts stay the request's one extension.
         let mut req = Request::builder().uri("/orders").body(()).unwrap();
-        req.extensions_mut().insert(peer("127.0.0.9").unwrap());
+        req.extensions_mut()
+            .insert(Facts::of_peer(peer("127.0.0.9")));
+        Facts::settle(&mut req).request_id = Some(HeaderValue::from_static("id-1"));
+        let resp = svc.clone().oneshot(req).await.unwrap();
+        assert_eq!(
+            resp.body(),
+            "Ok(Orders) Some(127.0.0.9) true Some(\"id-1\") 1"
+        );
+        // A request with none: facts made here.
+        let req = Request::builder().uri("/order").body(()).unwrap();
         let resp = svc.oneshot(req).await.unwrap();
-        assert_eq!(resp.body(), "Ok(Orders) Some(127.0.0.9) true");
+        assert_eq!(
+            resp.body(),
+            "Ok(Shorthand { rest: \"\" }) None true None 1"
+        );
     }
 }

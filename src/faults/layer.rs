@@ -10,7 +10,6 @@
 use super::{FaultInfo, normalise, render_into};
 use crate::body::{self, Body};
 use crate::config::FaultTypes;
-use crate::telemetry::RequestId;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use std::future::Future;
@@ -69,7 +68,7 @@ where
     }
 
     fn call(&mut self, req: Request<B>) -> Self::Future {
-        let id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let id = crate::context::Facts::of(&req).request_id.clone();
         let head = req.method() == Method::HEAD;
         FaultFuture::Inner {
             future: self.inner.call(req),
@@ -227,8 +226,7 @@ mod tests {
             .uri("/orders/o1")
             .body(())
             .unwrap();
-        req.extensions_mut()
-            .insert(RequestId(HeaderValue::from_static(ID)));
+        crate::context::Facts::settle(&mut req).request_id = Some(HeaderValue::from_static(ID));
         let resp = svc.oneshot(req).await.unwrap();
         let (parts, body) = resp.into_parts();
         let bytes = body.collect().await.unwrap().to_bytes();

@@ -7,12 +7,11 @@ use super::plan::{self, AnswerFacts, Exchange, Plan, Refusal, Step};
 use super::{CreationLocks, memo::Memo};
 use crate::body::{self, Body, Coding, ReadError};
 use crate::config::{CookieConfig, SameSite};
-use crate::context::{Facts, Peer};
+use crate::context::Facts;
 use crate::faults::{Client, Error, Gateway, JSON_UTF8, Policy};
 use crate::owners::lease::Leases;
 use crate::owners::{self, OrderId, OwnerId, OwnerStore, owner_from_set_cookie};
 use crate::route::{self, Rest, Route};
-use crate::telemetry::RequestId;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::rewrite::{Bases, Rewriter};
 use crate::upstream::{Answer, Upstream, tunnel};
@@ -184,17 +183,16 @@ impl tower::Service<Request<Body>> for OrdersService {
         let orders = Arc::clone(&self.shared);
         let facts = req.extensions_mut().remove::<Facts>().unwrap_or_else(|| {
             // Without the facts layer in front (the service on its own).
-            let peer = req.extensions().get::<Peer>().copied();
-            Facts::new(req.uri().path(), req.headers(), peer, &[], None)
+            Facts::new(req.uri().path(), req.headers(), None, &[], None)
         });
         // A call that can make an order upstream runs to its end in a task
         // of its own, even when the client goes away before the answer: the
         // association the answer makes must be learned, or the owner could
         // open a second order (SPEC §3). Reads lose nothing when dropped.
-        let id = req.extensions().get::<RequestId>().cloned();
+        let id = facts.request_id.clone();
         let answer = move |answer: Result<Response<Body>, Error>| match answer {
             Ok(resp) => Ok(resp),
-            Err(e) => Ok(e.respond(id.as_ref().map_or("", RequestId::as_str))),
+            Err(e) => Ok(e.respond(id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""))),
         };
         // Two futures, not one with both ways in it: each is as large as
         // the way it takes (and is moved into its box whole).

@@ -32,7 +32,7 @@ use super::activity::{Activity, Tracked};
 use super::prelude::{self, Protocol, Rules, Start};
 use super::{Control, GatewayService, HstsValue, RequestBody, Shared, idle_check};
 use crate::body::Body;
-use crate::context::Peer;
+use crate::context::{Facts, Peer};
 use bytes::{Bytes, BytesMut};
 use futures_util::{FutureExt, StreamExt};
 use http::header::{
@@ -171,10 +171,10 @@ where
                 }
             }
         };
-        req.extensions_mut().insert(Peer {
+        req.extensions_mut().insert(Facts::of_peer(Some(Peer {
             addr: conn.peer,
             tls: conn.tls.is_some(),
-        });
+        })));
         let head = req.method() == Method::HEAD;
         let hsts = conn.tls.map(|hsts| hsts.load_full());
         let answer = match service.ready().await {

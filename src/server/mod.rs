@@ -28,7 +28,7 @@ pub use h1::{ClientHead, read_client_head};
 
 use crate::body::Body;
 use crate::config::ServerLimits;
-use crate::context::Peer;
+use crate::context::{Facts, Peer};
 use activity::Tracked;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
@@ -584,10 +584,10 @@ where
     let hyper_svc = hyper::service::service_fn(move |req: Request<Incoming>| {
         let in_flight = requests.request();
         let mut req = req.map(RequestBody::Hyper);
-        req.extensions_mut().insert(Peer {
+        req.extensions_mut().insert(Facts::of_peer(Some(Peer {
             addr: peer,
             tls: tls.is_some(),
-        });
+        })));
         let hsts = tls.as_ref().map(|hsts| hsts.load_full());
         let answer = svc.clone().oneshot(req);
         async move {

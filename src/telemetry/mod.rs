@@ -19,19 +19,17 @@ use std::pin::Pin;
 use std::task::{Context, Poll, ready};
 use tower::{Layer, Service};
 
-/// The request id, as found in the request's extensions.
-#[derive(Clone, Debug)]
-pub struct RequestId(pub HeaderValue);
+/// The request id of a request, as its facts hold it
+/// ([`crate::context::Facts::request_id`]); empty without one.
+pub struct RequestId;
 
 impl RequestId {
-    pub fn as_str(&self) -> &str {
-        self.0.to_str().unwrap_or("")
-    }
-
     pub fn of<B>(req: &Request<B>) -> &str {
-        req.extensions()
-            .get::<RequestId>()
-            .map_or("", RequestId::as_str)
+        crate::context::Facts::of(req)
+            .request_id
+            .as_ref()
+            .and_then(|id| id.to_str().ok())
+            .unwrap_or("")
     }
 }
 
@@ -103,7 +101,9 @@ where
                 v
             }
         };
-        req.extensions_mut().insert(RequestId(id.clone()));
+        // On the request's facts (the server's, else new ones): no
+        // extension of its own to box.
+        crate::context::Facts::settle(&mut req).request_id = Some(id.clone());
         RequestIdFuture {
             inner: self.inner.call(req),
             id: Some(id),
