@@ -55,6 +55,9 @@ pub struct Facts {
     /// The request id the request-id layer settled on: the fault `guid`
     /// and the logs' id.
     pub request_id: Option<HeaderValue>,
+    /// Worked out from the request ([`Facts::new`]), not only what the
+    /// server knew ([`Facts::of_peer`]).
+    worked_out: bool,
 }
 
 /// Facts of a request that came through no [`FactsLayer`] (a layer tested
@@ -68,6 +71,7 @@ static NO_FACTS: Facts = Facts {
     client_ip: None,
     record: None,
     request_id: None,
+    worked_out: false,
 };
 
 impl Facts {
@@ -103,7 +107,14 @@ impl Facts {
             client_ip,
             record,
             request_id: None,
+            worked_out: true,
         }
+    }
+
+    /// Whether these are a request's facts worked out, not only the
+    /// server's (the facts layer was in front).
+    pub fn worked_out(&self) -> bool {
+        self.worked_out
     }
 
     /// What the server knows of a request as it reads it: its connection.
@@ -285,7 +296,12 @@ where
         );
         facts.request_id = request_id;
         // In the server's place: the request's one extension.
-        *Facts::settle(&mut req) = facts;
+        match req.extensions_mut().get_mut::<Facts>() {
+            Some(known) => *known = facts,
+            None => {
+                req.extensions_mut().insert(facts);
+            }
+        }
         self.inner.call(req)
     }
 }
@@ -369,9 +385,6 @@ mod tests {
         // A request with none: facts made here.
         let req = Request::builder().uri("/order").body(()).unwrap();
         let resp = svc.oneshot(req).await.unwrap();
-        assert_eq!(
-            resp.body(),
-            "Ok(Shorthand { rest: \"\" }) None true None 1"
-        );
+        assert_eq!(resp.body(), "Ok(Shorthand { rest: \"\" }) None true None 1");
     }
 }

@@ -181,10 +181,17 @@ impl tower::Service<Request<Body>> for OrdersService {
 
     fn call(&mut self, mut req: Request<Body>) -> Self::Future {
         let orders = Arc::clone(&self.shared);
-        let facts = req.extensions_mut().remove::<Facts>().unwrap_or_else(|| {
-            // Without the facts layer in front (the service on its own).
-            Facts::new(req.uri().path(), req.headers(), None, &[], None)
-        });
+        let facts = match req.extensions_mut().remove::<Facts>() {
+            Some(facts) if facts.worked_out() => facts,
+            // Without the facts layer in front (the service on its own):
+            // worked out here, with what the server knew.
+            known => {
+                let (peer, request_id) = known.map_or((None, None), |k| (k.peer, k.request_id));
+                let mut facts = Facts::new(req.uri().path(), req.headers(), peer, &[], None);
+                facts.request_id = request_id;
+                facts
+            }
+        };
         // A call that can make an order upstream runs to its end in a task
         // of its own, even when the client goes away before the answer: the
         // association the answer makes must be learned, or the owner could

@@ -362,3 +362,20 @@ async fn refusals_reach_no_upstream() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_servers_facts_alone_are_worked_out_here() {
+    let f = fixture().await;
+    // As the server and the request-id layer leave a request, with no
+    // facts layer in front: `/order` without a cookie is still the
+    // shorthand's (refused), not a path passed on.
+    let mut req = Request::get("/order").body(body::empty()).unwrap();
+    req.extensions_mut().insert(Facts::of_peer(None));
+    Facts::settle(&mut req).request_id = Some(http::HeaderValue::from_static("id-7"));
+    let resp = f.service.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), 401, "{resp:?}");
+    assert!(
+        fault_message(&resp).contains("OwnerId cookie is required"),
+        "{resp:?}"
+    );
+}

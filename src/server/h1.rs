@@ -377,11 +377,11 @@ struct Room {
     headers: HeaderMap,
 }
 
-/// Rooms of ended connections kept per thread (each worker is one thread)
-/// for the connections it serves next, so that a connection per request
-/// allocates no header map and no write buffer of its own. Each holds at
-/// most `READ_SIZE` bytes and `KEPT_FIELDS` fields of room, nothing of
-/// the requests it served.
+/// Rooms of ended connections kept per thread (a per-core worker is one;
+/// the shared runtime's threads have one each) for the connections served
+/// there next, so that a connection per request allocates no header map
+/// and no write buffer of its own. Each holds at most `READ_SIZE` bytes and
+/// `KEPT_FIELDS` fields of room, nothing of the requests it served.
 const SPARE_ROOMS: usize = 16;
 
 std::thread_local! {
@@ -407,8 +407,12 @@ impl Room {
 
 impl Drop for Room {
     fn drop(&mut self) {
-        if self.headers.capacity() == 0 || self.out.capacity() == 0 {
-            // Nothing worth keeping.
+        // A larger room (a large answer's, a head with many fields that
+        // went to hyper) is not kept; nor is an empty one.
+        let keep = |out: usize, fields: usize| {
+            (1..=READ_SIZE).contains(&out) && (1..=KEPT_FIELDS).contains(&fields)
+        };
+        if !keep(self.out.capacity(), self.headers.capacity()) {
             return;
         }
         let mut out = std::mem::take(&mut self.out);
@@ -809,9 +813,15 @@ mod tests {
             n
         });
         assert_eq!(kept, SPARE_ROOMS);
-        // A room with nothing in it is not kept.
+        // A room with nothing in it is not kept, nor a larger one.
         SPARE.with(|spare| drop(spare.take()));
         drop(Room::default());
+        let mut large = used();
+        large.out.reserve(READ_SIZE * 2);
+        drop(large);
+        let mut many = used();
+        many.headers.reserve(KEPT_FIELDS * 2);
+        drop(many);
         assert!(SPARE.with(|spare| spare.take()).is_empty());
     }
 

@@ -48,7 +48,8 @@ pub fn generate() -> HeaderValue {
     let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
     uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
     // Its bytes owned where its count of clones is kept: one allocation,
-    // and the clones (request header, extension, answer header) share it.
+    // and the clones (request header, the request's facts, answer header)
+    // share it.
     HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(id))
         .unwrap_or_else(|_| HeaderValue::from_static("-"))
 }

@@ -942,6 +942,9 @@ impl BodyReader {
 pub struct WholeAnswer {
     pub status: StatusCode,
     pub headers: HeaderMap,
+    /// The length that frames the body, when one does (its reader's exact
+    /// size as the head is read; the field itself is not in `headers`).
+    pub length: Option<u64>,
     pub body: Vec<u8>,
     pub trailers: Option<HeaderMap>,
     /// Whether the connection could carry another request after it.
@@ -976,6 +979,7 @@ pub fn read_answer(wire: &[u8], method: &Method, step: usize) -> Result<WholeAns
         }
     };
     let mut reader = head.body;
+    let length = reader.size_hint().exact();
     let mut body = Vec::new();
     let mut trailers = None;
     loop {
@@ -999,6 +1003,7 @@ pub fn read_answer(wire: &[u8], method: &Method, step: usize) -> Result<WholeAns
     Ok(WholeAnswer {
         status: head.parts.status,
         headers: head.parts.headers,
+        length,
         body,
         trailers,
         reusable: reader.keep && reader.is_end() && left == 0,
