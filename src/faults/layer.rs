@@ -10,6 +10,7 @@
 use super::{FaultInfo, normalise, render_into};
 use crate::body::{self, Body};
 use crate::config::FaultTypes;
+use crate::telemetry::RequestId;
 use http::header::{CONTENT_TYPE, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use std::future::Future;
@@ -115,12 +116,7 @@ where
                     let Some(ctx) = ctx.take() else {
                         return Poll::Ready(Ok(resp));
                     };
-                    let guid = ctx
-                        .id
-                        .as_ref()
-                        .and_then(|v| v.to_str().ok())
-                        .unwrap_or("")
-                        .to_owned();
+                    let guid = RequestId::text(ctx.id.as_ref()).to_owned();
                     if let Some(info) = resp.extensions_mut().remove::<FaultInfo>() {
                         let kind = ctx.types.name(resp.status()).to_owned();
                         render_into(&mut resp, &kind, &guid, &info.message, &info.details);

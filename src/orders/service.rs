@@ -12,6 +12,7 @@ use crate::faults::{Client, Error, Gateway, JSON_UTF8, Policy};
 use crate::owners::lease::Leases;
 use crate::owners::{self, OrderId, OwnerId, OwnerStore, owner_from_set_cookie};
 use crate::route::{self, Rest, Route};
+use crate::telemetry::RequestId;
 use crate::telemetry::metrics::Metrics;
 use crate::upstream::rewrite::{Bases, Rewriter};
 use crate::upstream::{Answer, Upstream, tunnel};
@@ -199,7 +200,7 @@ impl tower::Service<Request<Body>> for OrdersService {
         let id = facts.request_id.clone();
         let answer = move |answer: Result<Response<Body>, Error>| match answer {
             Ok(resp) => Ok(resp),
-            Err(e) => Ok(e.respond(id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""))),
+            Err(e) => Ok(e.respond(RequestId::text(id.as_ref()))),
         };
         // Two futures, not one with both ways in it: each is as large as
         // the way it takes (and is moved into its box whole).
@@ -496,8 +497,9 @@ impl Orders {
         if view.json {
             parts.headers.insert(header::CONTENT_TYPE, JSON_UTF8);
         }
-        // The upstream's length goes: the view's is its body's exact size,
-        // which the server writes (no header value made for it here).
+        // The upstream's length goes (an answer through hyper's client has
+        // it; a pooled one's is its body's size already): the view's is its
+        // body's exact size, which the server writes.
         parts.headers.remove(header::CONTENT_LENGTH);
         (
             Response::from_parts(parts, body::full(view.body)),

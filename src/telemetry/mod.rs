@@ -25,11 +25,13 @@ pub struct RequestId;
 
 impl RequestId {
     pub fn of<B>(req: &Request<B>) -> &str {
-        crate::context::Facts::of(req)
-            .request_id
-            .as_ref()
-            .and_then(|id| id.to_str().ok())
-            .unwrap_or("")
+        Self::text(crate::context::Facts::of(req).request_id.as_ref())
+    }
+
+    /// An id kept as a header value, as text (a settled id is ASCII);
+    /// empty without one.
+    pub fn text(id: Option<&HeaderValue>) -> &str {
+        id.and_then(|id| id.to_str().ok()).unwrap_or("")
     }
 }
 
