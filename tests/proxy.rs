@@ -120,6 +120,19 @@ async fn an_http2_clients_host_is_forwarded_as_x_forwarded_host() {
     assert_eq!(h["x-forwarded-host"], gw.addr.to_string(), "{h}");
     // The upstream still gets a Host: its own.
     assert_eq!(h["host"], up.to_string(), "{h}");
+    // A pooled answer's length (kept out of its header map) reaches the
+    // HTTP/2 client too, from the body's exact size.
+    let resp = client
+        .get(format!("http://{}/html", gw.addr).parse().unwrap())
+        .await
+        .unwrap();
+    let length = resp.headers().get("content-length").cloned();
+    let body = http_body_util::BodyExt::collect(resp.into_body())
+        .await
+        .unwrap()
+        .to_bytes();
+    assert!(!body.is_empty());
+    assert_eq!(length.expect("a length"), body.len().to_string().as_str());
 }
 
 #[tokio::test]
