@@ -53,6 +53,7 @@ pub mod owners;
 pub mod redis_pool;
 pub mod route;
 pub mod server;
+pub mod spare;
 pub mod stack;
 pub mod systemd;
 pub mod telemetry;

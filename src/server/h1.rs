@@ -327,7 +327,10 @@ fn request(
         return None;
     }
     let uri = Uri::from_maybe_shared(bytes.slice_ref(path.as_bytes())).ok()?;
-    headers.clear();
+    // Kept maps are cleared as they are kept.
+    if !headers.is_empty() {
+        headers.clear();
+    }
     headers.reserve(parsed.headers.len() + HEADER_ROOM);
     let mut keep_alive = true;
     for field in parsed.headers.iter() {
@@ -392,15 +395,9 @@ std::thread_local! {
 impl Room {
     /// A spare room of this thread, or a new one.
     fn take() -> Self {
-        let spare = SPARE.try_with(|spare| {
-            let mut rooms = spare.take();
-            let room = rooms.pop();
-            spare.set(rooms);
-            room
-        });
-        match spare {
-            Ok(Some((out, headers))) => Room { out, headers },
-            _ => Room::default(),
+        match crate::spare::take(&SPARE) {
+            Some((out, headers)) => Room { out, headers },
+            None => Room::default(),
         }
     }
 }
@@ -420,14 +417,7 @@ impl Drop for Room {
         // Cleared now: a spare holds none of a request's bytes.
         out.clear();
         headers.clear();
-        // At the thread's end the spares are gone: the room goes with them.
-        let _ = SPARE.try_with(|spare| {
-            let mut rooms = spare.take();
-            if rooms.len() < SPARE_ROOMS {
-                rooms.push((out, headers));
-            }
-            spare.set(rooms);
-        });
+        crate::spare::give(&SPARE, (out, headers), SPARE_ROOMS);
     }
 }
 
@@ -518,7 +508,10 @@ where
     }
     out.extend_from_slice(b"\r\n");
     if parts.headers.capacity() <= KEPT_FIELDS {
+        // Cleared at once: its values are slices of the upstream's read
+        // buffer, which can then be reused for the next answer.
         room.headers = std::mem::take(&mut parts.headers);
+        room.headers.clear();
     }
     let mut left = match framing {
         Framing::None => {

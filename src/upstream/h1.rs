@@ -55,6 +55,14 @@ const HEADROOM: usize = 8;
 const MAX_CHUNK_LINE: usize = 4096;
 /// How much is read from the socket at a time.
 const READ_SIZE: usize = 8 * 1024;
+/// Read buffers kept per thread for the exchanges it serves next
+/// ([`Connection::rest`]): as many as answers come in at once, not one
+/// per upstream connection.
+const SPARE_READ_BUFFERS: usize = 16;
+
+std::thread_local! {
+    static SPARE_READS: std::cell::Cell<Vec<BytesMut>> = const { std::cell::Cell::new(Vec::new()) };
+}
 /// Body bytes queued before they are written, at most.
 const WRITE_BATCH: usize = 64 * 1024;
 
@@ -76,6 +84,9 @@ pub enum Error {
 /// yet handed on.
 pub struct Connection {
     io: TcpStream,
+    /// Room only while an answer comes in: between exchanges, and while
+    /// the upstream works out its answer, it is a spare of the thread's
+    /// ([`Self::rest`]).
     read: BytesMut,
     /// What is kept from one exchange to the next to reuse its
     /// allocations; boxed, as an answer's body holds the connection.
@@ -107,7 +118,7 @@ impl Connection {
     pub fn new(io: TcpStream) -> Self {
         Self {
             io,
-            read: BytesMut::with_capacity(READ_SIZE),
+            read: BytesMut::new(),
             kept: Box::new(Kept {
                 head: Vec::new(),
                 headers: HeaderMap::new(),
@@ -175,7 +186,10 @@ impl Connection {
             match result {
                 Ok(mut head) => {
                     if parts.headers.capacity() <= KEPT_FIELDS {
+                        // Cleared at once: its values are slices of the
+                        // client's read buffer, which can then be reused.
                         self.kept.headers = parts.headers;
+                        self.kept.headers.clear();
                     }
                     if out.failed.is_some() || out.body_error.is_some() {
                         head.body.keep = false;
@@ -253,9 +267,30 @@ impl Connection {
     /// Reads more into the buffer; `Ok(0)` at the connection's end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
-            self.read.reserve(READ_SIZE);
+            if self.read.is_empty() {
+                // Room once there is something to read: an exchange waiting
+                // for its answer holds none.
+                ready!(self.io.poll_read_ready(cx))?;
+                if let Some(spare) = crate::spare::take(&SPARE_READS) {
+                    self.read = spare;
+                }
+            }
+            // All of the buffer again when no answer's bytes are held
+            // elsewhere; else a new one.
+            if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
+                self.read.reserve(READ_SIZE);
+            }
         }
         tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read)
+    }
+
+    /// Gives the read buffer to the thread's next exchange, the connection
+    /// going idle with nothing read that it did not hand on.
+    pub fn rest(&mut self) {
+        if self.read.is_empty() && self.read.capacity() > 0 {
+            let room = std::mem::take(&mut self.read);
+            crate::spare::give(&SPARE_READS, room, SPARE_READ_BUFFERS);
+        }
     }
 
     /// The next frame of the answer's body that `reader` reads.
@@ -628,7 +663,10 @@ fn parse_head(
         // Room for what the gateway adds on the way back (request id,
         // cookies, CORS): no map grows on the way. (A client connection
         // reads its next request into the map its answer leaves.)
-        headers.clear();
+        // Kept maps are cleared as they are kept.
+        if !headers.is_empty() {
+            headers.clear();
+        }
         headers.reserve(count + HEADROOM);
         let mut framed = Framed::default();
         // A body's length is its reader's exact size, which every writer of
@@ -1374,6 +1412,65 @@ mod tests {
             sent.starts_with("GET /orders/00ff/quote?x=1 HTTP/1.1\r\nhost: up.example\r\n"),
             "{sent}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_connection_holds_a_read_buffer_only_while_an_answer_comes_in() {
+        // The test's thread starts with no spare buffers.
+        while crate::spare::take(&SPARE_READS).is_some() {}
+        let (mut conn, mut server) = pair().await;
+        assert_eq!(conn.read.capacity(), 0, "a new connection holds none");
+        // The request goes out; the upstream has not answered yet.
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            conn.send(request(Method::GET, "/slow", crate::body::empty())),
+        )
+        .await;
+        assert!(waiting.is_err(), "no answer yet");
+        assert_eq!(
+            conn.read.capacity(),
+            0,
+            "waiting for the answer, it holds none"
+        );
+        read_until(&mut server, b"\r\n\r\n").await;
+
+        let (mut conn, mut server) = pair().await;
+        let upstream = tokio::spawn(async move {
+            for _ in 0..2 {
+                read_until(&mut server, b"\r\n\r\n").await;
+                server
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+                    .await
+                    .unwrap();
+            }
+            server
+        });
+        let mut head = conn
+            .send(request(Method::GET, "/orders/1", crate::body::empty()))
+            .await
+            .unwrap();
+        assert_eq!(body_of(&mut conn, &mut head.body).await.unwrap(), b"hello");
+        assert!(conn.read.capacity() > 0);
+        let at = conn.read.as_ptr();
+        // Idle: the buffer is the thread's next exchange's, not the
+        // connection's, and it holds none of the answer.
+        conn.rest();
+        assert_eq!(conn.read.capacity(), 0, "an idle connection holds none");
+        let spare = crate::spare::take(&SPARE_READS).expect("the buffer is kept");
+        assert!(spare.is_empty());
+        assert_eq!(spare.as_ptr(), at);
+        crate::spare::give(&SPARE_READS, spare, SPARE_READ_BUFFERS);
+        // The next answer is read into it.
+        let mut head = conn
+            .send(request(Method::GET, "/orders/1", crate::body::empty()))
+            .await
+            .unwrap();
+        // Past the head, in the same buffer.
+        let into = (conn.read.as_ptr() as usize).wrapping_sub(at as usize);
+        assert!(into < READ_SIZE, "the spare buffer is taken");
+        assert_eq!(body_of(&mut conn, &mut head.body).await.unwrap(), b"hello");
+        assert!(crate::spare::take(&SPARE_READS).is_none());
+        drop(upstream.await.unwrap());
     }
 
     #[tokio::test]
