@@ -43,6 +43,9 @@ load() {
   local n=$1 scenario=$2
   case $scenario in
     passthrough) h2load --h1 -n "$n" -c 8 "$GW/orders/$ORDER" ;;
+    # The passthrough over 64 connections, as the load harness's c64: more
+    # requests in flight than the upstream pool's connections.
+    c64) h2load --h1 -n "$n" -c 64 "$GW/orders/$ORDER" ;;
     shorthand) h2load --h1 -n "$n" -c 8 -H "Cookie: OwnerId=$OWNER" "$GW/order" ;;
     conflict) h2load --h1 -n "$n" -c 8 -d "$RUN/empty-object.json" -H "Cookie: OwnerId=$OWNER" "$GW/orders" ;;
     fault) h2load --h1 -n "$n" -c 8 "$GW/nothing-here" ;;
