@@ -43,9 +43,12 @@ load() {
   local n=$1 scenario=$2
   case $scenario in
     passthrough) h2load --h1 -n "$n" -c 8 "$GW/orders/$ORDER" ;;
-    # The passthrough over 64 connections, as the load harness's c64: more
-    # requests in flight than the upstream pool's connections.
+    # The passthrough over 64 and 1000 connections, as the load harness's
+    # c64 and c1000 (at c1000, more requests in flight than the upstream
+    # pool's connections: some wait for one).
     c64) h2load --h1 -n "$n" -c 64 "$GW/orders/$ORDER" ;;
+    # (At least one request per connection: the warm-up too.)
+    c1000) h2load --h1 -n "$(( n > 1000 ? n : 1000 ))" -c 1000 "$GW/orders/$ORDER" ;;
     shorthand) h2load --h1 -n "$n" -c 8 -H "Cookie: OwnerId=$OWNER" "$GW/order" ;;
     conflict) h2load --h1 -n "$n" -c 8 -d "$RUN/empty-object.json" -H "Cookie: OwnerId=$OWNER" "$GW/orders" ;;
     fault) h2load --h1 -n "$n" -c 8 "$GW/nothing-here" ;;
@@ -63,6 +66,7 @@ made() {
   local scenario=$1
   case $scenario in
     close | tls) awk '/requests in/ { print $1 }' "$OUT/$scenario.h2load.txt" ;;
+    c1000) echo $(( N > 1000 ? N : 1000 )) ;;
     *) echo "$N" ;;
   esac
 }

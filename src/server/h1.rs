@@ -117,13 +117,15 @@ where
                 buf.reserve(READ_SIZE);
             }
             let control = control.get_or_insert_with(|| super::controls(shared, between));
+            // The read first: a connection woken by its next request does
+            // not look at its events (they wake it themselves).
             let event = tokio::select! {
                 biased;
-                Some(event) = control.next() => event,
                 read = io.read_buf(&mut buf) => match read {
                     Ok(0) | Err(_) => return End::Closed,
                     Ok(_) => continue,
                 },
+                Some(event) = control.next() => event,
             };
             match event {
                 Control::Stop => return close(io, tls, idle).await,
