@@ -53,11 +53,13 @@ impl Cors {
             Allow {
                 origin: origin.clone(),
                 credentials: true,
+                expose: self.config.expose_headers.clone(),
             }
         } else {
             Allow {
                 origin: HeaderValue::from_static("*"),
                 credentials: false,
+                expose: self.config.expose_headers.clone(),
             }
         })
     }
@@ -67,12 +69,14 @@ impl Cors {
 struct Allow {
     origin: HeaderValue,
     credentials: bool,
+    expose: HeaderValue,
 }
 
-/// What the guard keeps for the answer.
+/// What the guard keeps for the answer: the origin's headers boxed, as
+/// most requests come without an `Origin` (and every request's future is
+/// as large as what the guard keeps).
 pub struct After {
-    allow: Option<Allow>,
-    expose: HeaderValue,
+    allow: Option<Box<Allow>>,
     vary: bool,
 }
 
@@ -93,7 +97,7 @@ fn apply(resp: &mut Response<Body>, after: After) {
     } else {
         h.remove(header::ACCESS_CONTROL_ALLOW_CREDENTIALS);
     }
-    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, after.expose);
+    h.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, allow.expose);
 }
 
 impl<B> Guard<B> for Cors {
@@ -102,8 +106,7 @@ impl<B> Guard<B> for Cors {
 
     fn check(&self, req: Request<B>) -> Verdict<Request<B>, After> {
         let after = After {
-            allow: self.allow(req.headers().get(header::ORIGIN)),
-            expose: self.config.expose_headers.clone(),
+            allow: self.allow(req.headers().get(header::ORIGIN)).map(Box::new),
             vary: !self.config.allowed_origins.is_empty(),
         };
         let preflight = req.method() == Method::OPTIONS

@@ -95,7 +95,7 @@ where
                 after: Some(after),
             },
             Verdict::Answer(response) => GuardFuture::Answered {
-                response: Some(response),
+                response: Some(Box::new(response)),
             },
             Verdict::Wait(wait) => {
                 // The service made ready by poll_ready goes with the request.
@@ -118,7 +118,9 @@ pin_project_lite::pin_project! {
         G: Guard<B>,
         S: Service<Request<G::Body>>,
     {
-        Answered { response: Option<Response<Body>> },
+        // Boxed: a refusal is rare, and every request's future would be
+        // as large as an answer.
+        Answered { response: Option<Box<Response<Body>>> },
         Waiting { wait: Wait<(Request<G::Body>, G::After)>, inner: Option<S> },
         Inner { #[pin] future: S::Future, after: Option<G::After> },
     }
@@ -135,7 +137,7 @@ where
         loop {
             match self.as_mut().project() {
                 GuardFutureProj::Answered { response } => {
-                    return Poll::Ready(Ok(response.take().unwrap_or_else(polled_again)));
+                    return Poll::Ready(Ok(response.take().map_or_else(polled_again, |r| *r)));
                 }
                 GuardFutureProj::Waiting { wait, inner } => {
                     let Some(mut service) = inner.take() else {

@@ -131,9 +131,11 @@ where
     C: Clock + Clone + Send + Sync + 'static,
 {
     type Body = B;
-    type After = Option<Headers>;
+    /// Boxed: most requests pass without headers, and the guard's future
+    /// is as large as what it keeps.
+    type After = Option<Box<Headers>>;
 
-    fn check(&self, req: Request<B>) -> Verdict<Request<B>, Option<Headers>> {
+    fn check(&self, req: Request<B>) -> Verdict<Request<B>, Option<Box<Headers>>> {
         let facts = Facts::of(&req);
         let eval = self.limits.evaluate(&subject(&req, facts));
         if eval.global.is_empty() {
@@ -143,7 +145,7 @@ where
                 .map(|v| outcome(&self.limits, &self.metrics, &v, guid))
             {
                 None => Verdict::Pass(req, None),
-                Some(Outcome::Pass(headers)) => Verdict::Pass(req, Some(headers)),
+                Some(Outcome::Pass(headers)) => Verdict::Pass(req, Some(Box::new(headers))),
                 Some(Outcome::Refuse(refusal)) => Verdict::Answer(refusal),
             };
         }
@@ -160,14 +162,14 @@ where
             })?;
             match verdict.map(|v| outcome(&limits, &metrics, &v, guid)) {
                 None => Ok((req, None)),
-                Some(Outcome::Pass(headers)) => Ok((req, Some(headers))),
+                Some(Outcome::Pass(headers)) => Ok((req, Some(Box::new(headers)))),
                 Some(Outcome::Refuse(refusal)) => Err(refusal),
             }
         }))
     }
 
-    fn after(headers: Option<Headers>, resp: &mut Response<Body>) {
-        for (name, value) in headers.into_iter().flatten() {
+    fn after(headers: Option<Box<Headers>>, resp: &mut Response<Body>) {
+        for (name, value) in headers.into_iter().flat_map(|h| *h) {
             resp.headers_mut().insert(name, value);
         }
     }
