@@ -85,7 +85,7 @@ where
         let facts = Facts::of(&req);
         let route = RouteGroup::of(&facts.route);
         let line = match (self.enabled, &facts.record) {
-            (true, Some(record)) => Some(Line {
+            (true, Some(record)) => Some(Box::new(Line {
                 method: req.method().clone(),
                 path: req.uri().path().to_owned(),
                 request_id: super::RequestId::of(&req).to_owned(),
@@ -102,7 +102,7 @@ where
                     .unwrap_or_default(),
                 bytes_in: declared(req.headers(), http_body::Body::size_hint(req.body())),
                 record: Arc::clone(record),
-            }),
+            })),
             _ => None,
         };
         AccessLogFuture {
@@ -132,7 +132,9 @@ pin_project_lite::pin_project! {
         start: Instant,
         route: RouteGroup,
         metrics: Arc<Metrics>,
-        line: Option<Line>,
+        // Boxed: with the log off, every request's future would be as
+        // large as a line.
+        line: Option<Box<Line>>,
     }
 }
 
