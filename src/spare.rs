@@ -65,7 +65,9 @@ mod tests {
     #[test]
     fn spares_are_per_thread() {
         give(&NUMBERS, 7, 3);
-        let other = std::thread::spawn(|| take(&NUMBERS)).join().ok().flatten();
+        let other = std::thread::spawn(|| take(&NUMBERS))
+            .join()
+            .expect("the other thread ends");
         assert_eq!(other, None, "another thread has its own list");
         assert_eq!(take(&NUMBERS), Some(7));
     }

@@ -511,7 +511,9 @@ where
     out.extend_from_slice(b"\r\n");
     if parts.headers.capacity() <= KEPT_FIELDS {
         // Cleared at once: its values are slices of the upstream's read
-        // buffer, which can then be reused for the next answer.
+        // buffer, which can then be reused for the next answer. (A head
+        // that failed part-way may leave fields: the parse clears what it
+        // finds.)
         room.headers = std::mem::take(&mut parts.headers);
         room.headers.clear();
     }

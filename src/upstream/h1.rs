@@ -84,9 +84,10 @@ pub enum Error {
 /// yet handed on.
 pub struct Connection {
     io: TcpStream,
-    /// Room only while an answer comes in: between exchanges, and while
-    /// the upstream works out its answer, it is a spare of the thread's
-    /// ([`Self::rest`]).
+    /// Room only while an answer comes in: between exchanges it is a spare
+    /// of the thread's ([`Self::rest`]), and an exchange takes one once the
+    /// answer's first bytes are ready (the pool's [`Self::is_open`] clears
+    /// readiness left from the idle time).
     read: BytesMut,
     /// What is kept from one exchange to the next to reuse its
     /// allocations; boxed, as an answer's body holds the connection.
@@ -188,6 +189,8 @@ impl Connection {
                     if parts.headers.capacity() <= KEPT_FIELDS {
                         // Cleared at once: its values are slices of the
                         // client's read buffer, which can then be reused.
+                        // (A head that failed part-way may leave fields:
+                        // the parse clears what it finds.)
                         self.kept.headers = parts.headers;
                         self.kept.headers.clear();
                     }
@@ -267,7 +270,7 @@ impl Connection {
     /// Reads more into the buffer; `Ok(0)` at the connection's end.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
         if self.read.capacity() - self.read.len() < READ_SIZE / 4 {
-            if self.read.is_empty() {
+            if self.read.capacity() == 0 {
                 // Room once there is something to read: an exchange waiting
                 // for its answer holds none.
                 ready!(self.io.poll_read_ready(cx))?;
@@ -329,6 +332,14 @@ impl Connection {
     /// body has ended.
     pub fn reusable(&self, reader: &BodyReader) -> bool {
         reader.keep && reader.sending.is_none() && reader.is_end() && self.read.is_empty()
+    }
+}
+
+impl Drop for Connection {
+    /// A connection that ends with its read buffer empty (the upstream
+    /// closed it, its answer was not kept) leaves the buffer as a spare.
+    fn drop(&mut self) {
+        self.rest();
     }
 }
 
@@ -1465,9 +1476,9 @@ mod tests {
             .send(request(Method::GET, "/orders/1", crate::body::empty()))
             .await
             .unwrap();
-        // Past the head, in the same buffer.
+        // Just past the head (38 bytes), in the same buffer.
         let into = (conn.read.as_ptr() as usize).wrapping_sub(at as usize);
-        assert!(into < READ_SIZE, "the spare buffer is taken");
+        assert_eq!(into, 38, "the spare buffer is taken");
         assert_eq!(body_of(&mut conn, &mut head.body).await.unwrap(), b"hello");
         assert!(crate::spare::take(&SPARE_READS).is_none());
         drop(upstream.await.unwrap());
