@@ -177,6 +177,10 @@ pub struct Metrics {
     /// For the status page: answers and errors by route group, and latency
     /// buckets that it can compute percentiles of.
     by_route: [RouteCounters; 5],
+    /// Each route group's `200` series of `requests`, a handle into the
+    /// family kept once it has counted one: most answers count there
+    /// without the family's lock and label lookup.
+    ok: [std::sync::OnceLock<Counter>; 5],
     gateway_buckets: LatencyBuckets,
     upstream_buckets: LatencyBuckets,
     started: Instant,
@@ -411,6 +415,7 @@ impl Metrics {
             conflicts,
             open_orders,
             by_route: Default::default(),
+            ok: Default::default(),
             gateway_buckets: LatencyBuckets::default(),
             upstream_buckets: LatencyBuckets::default(),
             started: Instant::now(),
@@ -418,9 +423,17 @@ impl Metrics {
     }
 
     pub fn request(&self, route: RouteGroup, status: u16, latency: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels { route, status })
-            .inc();
+        let series = || {
+            self.requests
+                .get_or_create(&RequestLabels { route, status })
+        };
+        if status == 200 {
+            self.ok[route as usize]
+                .get_or_init(|| series().clone())
+                .inc();
+        } else {
+            series().inc();
+        }
         self.latency[route as usize].observe(latency.as_secs_f64());
         let counters = &self.by_route[route as usize];
         counters.total.fetch_add(1, Ordering::Relaxed);
@@ -610,6 +623,7 @@ mod tests {
     fn renders_what_was_counted() {
         let m = Metrics::new();
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
+        m.request(RouteGroup::shorthand, 404, Duration::from_millis(3));
         m.request(RouteGroup::shorthand, 200, Duration::from_millis(3));
         m.upstream_answered(Duration::ZERO, Some(UpstreamFailure::timeout));
         m.rate_limited("per-owner");
@@ -624,6 +638,7 @@ mod tests {
         });
         for line in [
             "ordergate_requests_total{route=\"shorthand\",status=\"200\"} 2",
+            "ordergate_requests_total{route=\"shorthand\",status=\"404\"} 1",
             "ordergate_upstream_errors_total{kind=\"timeout\"} 1",
             "ordergate_rate_limited_total{rule=\"per-owner\"} 1",
             "ordergate_open_order_conflicts_total 1",
@@ -632,7 +647,7 @@ mod tests {
             "ordergate_open_orders 7",
             "ordergate_redis_fail_open_total{function=\"store\"} 3",
             "ordergate_redis_fail_open_total{function=\"rate_limits\"} 2",
-            "ordergate_request_duration_seconds_count{route=\"shorthand\"} 2",
+            "ordergate_request_duration_seconds_count{route=\"shorthand\"} 3",
             "ordergate_tunnels 1",
             "ordergate_tunnels_opened_total 2",
             "ordergate_client_connections 0",
