@@ -109,12 +109,12 @@ impl Packed {
     fn matches(&self, order: &str) -> bool {
         match self {
             Self::Hex { digits, .. } if usize::from(*digits) != order.len() => false,
-            _ => self.with_str(|s| s == order),
+            _ => self.with_bytes(|b| b == order.as_bytes()),
         }
     }
 
-    /// Calls `f` with the id as text, unpacked on the stack.
-    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+    /// Calls `f` with the id's text as bytes, unpacked on the stack.
+    fn with_bytes<R>(&self, f: impl FnOnce(&[u8]) -> R) -> R {
         match self {
             Self::Hex { digits, bytes } => {
                 let mut text = [0u8; HEX_DIGITS];
@@ -124,11 +124,16 @@ impl Packed {
                 for (pair, b) in text.chunks_exact_mut(2).zip(bytes) {
                     pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
                 }
-                // Hex digits are ASCII.
-                f(std::str::from_utf8(&text[..n]).unwrap_or_default())
+                f(&text[..n])
             }
-            Self::Text(text) => f(text),
+            Self::Text(text) => f(text.as_bytes()),
         }
+    }
+
+    /// Calls `f` with the id as text, unpacked on the stack.
+    fn with_str<R>(&self, f: impl FnOnce(&str) -> R) -> R {
+        // Hex digits are ASCII, a text id is text.
+        self.with_bytes(|b| f(std::str::from_utf8(b).unwrap_or_default()))
     }
 
     fn to_order_id(&self) -> OrderId {
@@ -174,13 +179,9 @@ impl Maps {
             hasher,
             ..
         } = self;
-        let hash = slots[i as usize]
-            .order
-            .with_str(|s| hasher.hash_one(s.as_bytes()));
+        let hash = slots[i as usize].order.with_bytes(|b| hasher.hash_one(b));
         by_order.insert_unique(hash, i, |&j| {
-            slots[j as usize]
-                .order
-                .with_str(|s| hasher.hash_one(s.as_bytes()))
+            slots[j as usize].order.with_bytes(|b| hasher.hash_one(b))
         });
     }
 

@@ -31,8 +31,16 @@ static HOP_BY_HOP: [&HeaderName; 9] = [
 
 /// Whether a field describes one hop only, whatever `Connection` says.
 pub(crate) fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(&name)
+    // Most names are not of a hop-by-hop name's length: no comparisons.
+    let len = name.as_str().len();
+    len < 32 && HOP_BY_HOP_LENGTHS & (1 << len) != 0 && HOP_BY_HOP.contains(&name)
 }
+
+/// Bit `n` set when a name in [`HOP_BY_HOP`] is `n` bytes long (`te` 2,
+/// `trailer` and `upgrade` 7, `connection` and `keep-alive` 10,
+/// `proxy-connection` 16, `transfer-encoding` 17, `proxy-authenticate` 18,
+/// `proxy-authorization` 19; a unit test holds it to the list).
+const HOP_BY_HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
 
 /// The items of a comma-separated field value (`Connection`, say),
 /// trimmed, as bytes; empty ones included.
@@ -405,6 +413,22 @@ pub fn is_json(headers: &HeaderMap) -> bool {
 mod tests {
     use super::*;
     use crate::context::Peer;
+
+    #[test]
+    fn the_hop_by_hop_lengths_are_the_lists() {
+        let lengths = HOP_BY_HOP
+            .iter()
+            .fold(0u32, |bits, name| bits | 1 << name.as_str().len());
+        assert_eq!(HOP_BY_HOP_LENGTHS, lengths);
+        for name in HOP_BY_HOP {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in ["host", "user-agent", "x-request-id", "trailers", "te-x"] {
+            assert!(!is_hop_by_hop(&HeaderName::from_static(name)), "{name}");
+        }
+        let long = HeaderName::from_static("x-a-field-name-longer-than-thirty-two-bytes");
+        assert!(!is_hop_by_hop(&long));
+    }
 
     /// The fields the upstream gets from `h`, by both ways of doing it,
     /// which must agree: the map made ready, and the fields written.
