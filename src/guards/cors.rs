@@ -49,18 +49,15 @@ impl Cors {
     /// The origin headers for a request's `Origin`.
     fn allow(&self, origin: Option<&HeaderValue>) -> Option<Allow> {
         let origin = origin?;
-        Some(if self.config.allowed_origins.iter().any(|o| o == origin) {
-            Allow {
-                origin: origin.clone(),
-                credentials: true,
-                expose: self.config.expose_headers.clone(),
-            }
-        } else {
-            Allow {
-                origin: HeaderValue::from_static("*"),
-                credentials: false,
-                expose: self.config.expose_headers.clone(),
-            }
+        let credentials = self.config.allowed_origins.iter().any(|o| o == origin);
+        Some(Allow {
+            origin: if credentials {
+                origin.clone()
+            } else {
+                HeaderValue::from_static("*")
+            },
+            credentials,
+            expose: self.config.expose_headers.clone(),
         })
     }
 }
