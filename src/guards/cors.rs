@@ -101,7 +101,7 @@ impl<B> Guard<B> for Cors {
     type Body = B;
     type After = After;
 
-    fn check(&self, req: Request<B>) -> Verdict<Request<B>, After> {
+    fn check(&self, req: &mut Request<B>) -> Verdict<After> {
         let after = After {
             allow: self.allow(req.headers().get(header::ORIGIN)).map(Box::new),
             vary: !self.config.allowed_origins.is_empty(),
@@ -112,11 +112,11 @@ impl<B> Guard<B> for Cors {
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if !preflight {
-            return Verdict::Pass(req, after);
+            return Verdict::Pass(after);
         }
         let mut resp = Response::new(body::empty());
         *resp.status_mut() = StatusCode::NO_CONTENT;
-        let methods = match &Facts::of(&req).route {
+        let methods = match &Facts::of(req).route {
             Ok(route) => methods_for(route),
             Err(_) => methods_for(&Route::Other),
         };
@@ -144,6 +144,10 @@ impl<B> Guard<B> for Cors {
             ),
         );
         Verdict::Answer(resp)
+    }
+
+    fn pass(&self, req: Request<B>) -> Request<B> {
+        req
     }
 
     fn after(after: After, resp: &mut Response<Body>) {

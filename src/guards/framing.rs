@@ -19,7 +19,7 @@ use http::{Method, Request, Response, Version};
 #[derive(Clone, Copy, Default)]
 pub struct Framing;
 
-fn refuse<B>(req: &Request<B>, err: Error) -> Verdict<Request<B>, ()> {
+fn refuse<B>(req: &Request<B>, err: Error) -> Verdict<()> {
     Verdict::Answer(err.respond(RequestId::of(req)))
 }
 
@@ -27,13 +27,13 @@ impl<B> Guard<B> for Framing {
     type Body = B;
     type After = ();
 
-    fn check(&self, mut req: Request<B>) -> Verdict<Request<B>, ()> {
+    fn check(&self, req: &mut Request<B>) -> Verdict<()> {
         if req.method() == Method::CONNECT {
             let mut resp = Error::client(
                 Client::BadMethod,
                 "CONNECT is not served: the gateway is not a forward proxy",
             )
-            .respond(RequestId::of(&req));
+            .respond(RequestId::of(req));
             resp.headers_mut().insert(
                 header::ALLOW,
                 HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
@@ -42,13 +42,13 @@ impl<B> Guard<B> for Framing {
         }
         if req.version() != Version::HTTP_11 {
             // HTTP/1.0 needs no Host; HTTP/2 carries `:authority` instead.
-            return Verdict::Pass(req, ());
+            return Verdict::Pass(());
         }
         let mut hosts = req.headers().get_all(header::HOST).iter();
         let first = hosts.next();
         if hosts.next().is_some() {
             let err = Error::client(Client::BadRequest, "The request has more than one Host");
-            return refuse(&req, err);
+            return refuse(req, err);
         }
         // Absolute form: the target's host is the one the client asked for.
         if let Some(authority) = req.uri().authority() {
@@ -58,14 +58,18 @@ impl<B> Guard<B> for Framing {
                 }
                 Err(_) => {
                     let err = Error::client(Client::BadRequest, "The request target is not valid");
-                    return refuse(&req, err);
+                    return refuse(req, err);
                 }
             }
         } else if first.is_none() {
             let err = Error::client(Client::BadRequest, "The request has no Host");
-            return refuse(&req, err);
+            return refuse(req, err);
         }
-        Verdict::Pass(req, ())
+        Verdict::Pass(())
+    }
+
+    fn pass(&self, req: Request<B>) -> Request<B> {
+        req
     }
 
     fn after((): (), _: &mut Response<Body>) {}

@@ -25,23 +25,30 @@ use tower::{Layer, Service};
 pub type Wait<T> = Pin<Box<dyn Future<Output = Result<T, Response<Body>>> + Send>>;
 
 /// What a guard makes of a request.
-pub enum Verdict<R, A> {
+pub enum Verdict<A> {
     /// Pass the request on; apply `A` to its answer.
-    Pass(R, A),
+    Pass(A),
     /// Answer now; the request goes no further.
     Answer(Response<Body>),
     /// Decide once the future completes (the only boxed path).
-    Wait(Wait<(R, A)>),
+    Wait(Wait<A>),
 }
 
 /// One check of the stack. `B` is the request body as it comes in.
+///
+/// The check reads (and may amend) the request where it lies: a request is
+/// 264 bytes, and moving it into every guard and back out in its verdict
+/// cost two copies a guard.
 pub trait Guard<B> {
     /// The request body the guard passes on.
     type Body;
     /// What the guard keeps for the answer.
     type After: Send + 'static;
 
-    fn check(&self, req: Request<B>) -> Verdict<Request<Self::Body>, Self::After>;
+    fn check(&self, req: &mut Request<B>) -> Verdict<Self::After>;
+
+    /// The request as the inner service takes it, once it may pass.
+    fn pass(&self, req: Request<B>) -> Request<Self::Body>;
 
     /// Touches the inner service's answer (headers, mostly).
     fn after(after: Self::After, resp: &mut Response<Body>);
@@ -88,10 +95,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, req: Request<B>) -> Self::Future {
-        match self.guard.check(req) {
-            Verdict::Pass(req, after) => GuardFuture::Inner {
-                future: self.inner.call(req),
+    fn call(&mut self, mut req: Request<B>) -> Self::Future {
+        match self.guard.check(&mut req) {
+            Verdict::Pass(after) => GuardFuture::Inner {
+                future: self.inner.call(self.guard.pass(req)),
                 after: Some(after),
             },
             Verdict::Answer(response) => GuardFuture::Answered {
@@ -100,8 +107,11 @@ where
             Verdict::Wait(wait) => {
                 // The service made ready by poll_ready goes with the request.
                 let clone = self.inner.clone();
+                // Boxed while it waits: a rare path, and every request's
+                // future would be as large as a request.
                 GuardFuture::Waiting {
                     wait,
+                    req: Some(Box::new(self.guard.pass(req))),
                     inner: Some(std::mem::replace(&mut self.inner, clone)),
                 }
             }
@@ -121,7 +131,7 @@ pin_project_lite::pin_project! {
         // Boxed: a refusal is rare, and every request's future would be
         // as large as an answer.
         Answered { response: Option<Box<Response<Body>>> },
-        Waiting { wait: Wait<(Request<G::Body>, G::After)>, inner: Option<S> },
+        Waiting { wait: Wait<G::After>, req: Option<Box<Request<G::Body>>>, inner: Option<S> },
         Inner { #[pin] future: S::Future, after: Option<G::After> },
     }
 }
@@ -139,20 +149,17 @@ where
                 GuardFutureProj::Answered { response } => {
                     return Poll::Ready(Ok(response.take().map_or_else(polled_again, |r| *r)));
                 }
-                GuardFutureProj::Waiting { wait, inner } => {
-                    let Some(mut service) = inner.take() else {
+                GuardFutureProj::Waiting { wait, req, inner } => {
+                    if req.is_none() || inner.is_none() {
+                        return Poll::Ready(Ok(polled_again()));
+                    }
+                    let passed = ready!(wait.as_mut().poll(cx));
+                    let (Some(req), Some(mut service)) = (req.take(), inner.take()) else {
                         return Poll::Ready(Ok(polled_again()));
                     };
-                    let passed = match wait.as_mut().poll(cx) {
-                        Poll::Ready(passed) => passed,
-                        Poll::Pending => {
-                            *inner = Some(service);
-                            return Poll::Pending;
-                        }
-                    };
                     match passed {
-                        Ok((req, after)) => self.set(GuardFuture::Inner {
-                            future: service.call(req),
+                        Ok(after) => self.set(GuardFuture::Inner {
+                            future: service.call(*req),
                             after: Some(after),
                         }),
                         Err(response) => {
@@ -204,15 +211,18 @@ mod tests {
     impl Guard<()> for Toy {
         type Body = ();
         type After = &'static str;
-        fn check(&self, req: Request<()>) -> Verdict<Request<()>, &'static str> {
+        fn check(&self, req: &mut Request<()>) -> Verdict<&'static str> {
             match req.uri().path() {
                 "/no" => Verdict::Answer(faults::fault(StatusCode::FORBIDDEN, "no", "")),
                 "/wait" => Verdict::Wait(Box::pin(async move {
                     tokio::task::yield_now().await;
-                    Ok((req, "waited"))
+                    Ok("waited")
                 })),
-                _ => Verdict::Pass(req, "passed"),
+                _ => Verdict::Pass("passed"),
             }
+        }
+        fn pass(&self, req: Request<()>) -> Request<()> {
+            req
         }
         fn after(after: &'static str, resp: &mut Response<Body>) {
             resp.headers_mut()

@@ -61,9 +61,9 @@ where
     type Body = Body;
     type After = ();
 
-    fn check(&self, req: Request<B>) -> Verdict<Request<Body>, ()> {
+    fn check(&self, req: &mut Request<B>) -> Verdict<()> {
         if let Err(err) = self.check_head(req.headers()) {
-            return Verdict::Answer(err.respond(RequestId::of(&req)));
+            return Verdict::Answer(err.respond(RequestId::of(req)));
         }
         let announced = req
             .headers()
@@ -72,13 +72,14 @@ where
             .and_then(|v| v.parse::<u64>().ok());
         if announced.is_some_and(|n| n > self.max_body) {
             let err = Error::body_too_large(self.max_body);
-            return Verdict::Answer(err.respond(RequestId::of(&req)));
+            return Verdict::Answer(err.respond(RequestId::of(req)));
         }
+        Verdict::Pass(())
+    }
+
+    fn pass(&self, req: Request<B>) -> Request<Body> {
         let (limit, idle) = (self.max_body, self.body_idle);
-        Verdict::Pass(
-            req.map(|b| body::boxed(body::Limited::new(b, limit, idle))),
-            (),
-        )
+        req.map(|b| body::boxed(body::Limited::new(b, limit, idle)))
     }
 
     fn after((): (), _: &mut Response<Body>) {}

@@ -135,23 +135,24 @@ where
     /// is as large as what it keeps.
     type After = Option<Box<Headers>>;
 
-    fn check(&self, req: Request<B>) -> Verdict<Request<B>, Option<Box<Headers>>> {
-        let facts = Facts::of(&req);
-        let eval = self.limits.evaluate(&subject(&req, facts));
+    fn check(&self, req: &mut Request<B>) -> Verdict<Option<Box<Headers>>> {
+        let facts = Facts::of(req);
+        let eval = self.limits.evaluate(&subject(req, facts));
         if eval.global.is_empty() {
-            let guid = RequestId::of(&req);
+            let guid = RequestId::of(req);
             return match eval
                 .verdict
                 .map(|v| outcome(&self.limits, &self.metrics, &v, guid))
             {
-                None => Verdict::Pass(req, None),
-                Some(Outcome::Pass(headers)) => Verdict::Pass(req, Some(Box::new(headers))),
+                None => Verdict::Pass(None),
+                Some(Outcome::Pass(headers)) => Verdict::Pass(Some(Box::new(headers))),
                 Some(Outcome::Refuse(refusal)) => Verdict::Answer(refusal),
             };
         }
         let (limits, metrics) = (Arc::clone(&self.limits), Arc::clone(&self.metrics));
+        let id = facts.request_id.clone();
         Verdict::Wait(Box::pin(async move {
-            let guid = RequestId::of(&req);
+            let guid = RequestId::text(id.as_ref());
             let verdict = limits.finish(eval).await.map_err(|e| {
                 Error::gateway(
                     Gateway::Unavailable,
@@ -161,11 +162,15 @@ where
                 .respond(guid)
             })?;
             match verdict.map(|v| outcome(&limits, &metrics, &v, guid)) {
-                None => Ok((req, None)),
-                Some(Outcome::Pass(headers)) => Ok((req, Some(Box::new(headers)))),
+                None => Ok(None),
+                Some(Outcome::Pass(headers)) => Ok(Some(Box::new(headers))),
                 Some(Outcome::Refuse(refusal)) => Err(refusal),
             }
         }))
+    }
+
+    fn pass(&self, req: Request<B>) -> Request<B> {
+        req
     }
 
     fn after(headers: Option<Box<Headers>>, resp: &mut Response<Body>) {
