@@ -14,7 +14,7 @@ use crate::faults::{Error, Upstream};
 use crate::owners::lease::{self, Acquired};
 use crate::owners::{OrderId, OwnerId, owner_from_set_cookie};
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response};
+use http::{Method, Response};
 use std::sync::Arc;
 
 /// What an implicit creation came to.
@@ -30,7 +30,7 @@ impl Orders {
     /// order is still new upstream, else forwarded and learned.
     pub(super) async fn create_explicit(
         &self,
-        req: Request<Body>,
+        req: super::service::Outgoing,
         facts: &Facts,
         shorthand: bool,
     ) -> Result<Response<Body>, Error> {

@@ -207,7 +207,7 @@ impl tower::Service<Request<Body>> for OrdersService {
         if plan::learns(req.method()) {
             // Spawned now, not when first polled: the answer's future then
             // holds the task's handle, not the whole call's state as well.
-            let task = crate::telemetry::trace::spawn(orders.handle(req, facts));
+            let task = crate::telemetry::trace::spawn(orders.handle(Box::new(req), facts));
             Box::pin(async move {
                 answer(match task.await {
                     Ok(answered) => answered,
@@ -221,13 +221,18 @@ impl tower::Service<Request<Body>> for OrdersService {
                 })
             })
         } else {
-            Box::pin(orders.handle(req, facts).map(answer))
+            Box::pin(orders.handle(Box::new(req), facts).map(answer))
         }
     }
 }
 
 const UPGRADE_ON_ORDERS: &str =
     "Protocol upgrades (WebSocket) are not served on /order and /orders";
+
+/// A request on its way upstream, boxed once as the orders service takes
+/// it: every step below moves it (a request is 240 bytes), and the
+/// upstream exchange keeps it boxed.
+pub(super) type Outgoing = Box<Request<Body>>;
 
 /// What the client's request lends the calls the gateway makes for it.
 pub(super) struct Delegate {
@@ -264,7 +269,7 @@ pub(super) fn conflict() -> Error {
 /// A call ready to go upstream: where it goes, and what its answer is
 /// read and rewritten with.
 pub(super) struct Call {
-    pub req: Request<Body>,
+    pub req: Outgoing,
     pub exchange: Exchange,
     /// The path and query upstream; `None`: the client's own.
     pub path: Option<String>,
@@ -293,7 +298,7 @@ impl Orders {
     #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
     fn handle(
         self: Arc<Self>,
-        req: Request<Body>,
+        req: Outgoing,
         facts: Facts,
     ) -> impl Future<Output = Result<Response<Body>, Error>> + Send + 'static {
         async move {
@@ -308,7 +313,7 @@ impl Orders {
                 match &facts.route {
                     Ok(Route::Other) => {
                         let rewriter = self.bases.rewriter();
-                        return Box::pin(self.upstream.upgrade(req, protocols, facts, rewriter))
+                        return Box::pin(self.upstream.upgrade(*req, protocols, facts, rewriter))
                             .await;
                     }
                     // The orders rules read and rewrite HTTP answers: a tunnel
@@ -337,7 +342,7 @@ impl Orders {
     // ---- forwarding ----------------------------------------------------------
 
     /// A call the orders API does not reroute: passed on as it is.
-    async fn forward(&self, req: Request<Body>, facts: &Facts, learn: bool) -> Result<Call, Error> {
+    async fn forward(&self, req: Outgoing, facts: &Facts, learn: bool) -> Result<Call, Error> {
         let Ok(route) = &facts.route else {
             return Err(Error::client(Client::BadRequest, "Bad request path"));
         };
@@ -512,20 +517,20 @@ impl Orders {
     #[allow(clippy::manual_async_fn)] // an `async fn` would hold its arguments twice
     fn read_action<'a>(
         &'a self,
-        req: Request<Body>,
+        req: Outgoing,
         child: Option<&'a Rest>,
-    ) -> impl Future<Output = Result<(Request<Body>, bool), Error>> + Send + 'a {
+    ) -> impl Future<Output = Result<(Outgoing, bool), Error>> + Send + 'a {
         async move {
             if req.method() != Method::POST || !child.is_some_and(Rest::is_action) {
                 return Ok((req, false));
             }
             // Boxed: the state of a body being read would make every
             // forwarded request's larger.
-            Box::pin(self.read_action_body(req)).await
+            Box::pin(self.read_action_body(*req)).await
         }
     }
 
-    async fn read_action_body(&self, req: Request<Body>) -> Result<(Request<Body>, bool), Error> {
+    async fn read_action_body(&self, req: Request<Body>) -> Result<(Outgoing, bool), Error> {
         let (mut parts, body) = req.into_parts();
         let cap = self.max_json_body;
         let bytes = match body::read_capped(body, cap).await {
@@ -556,7 +561,10 @@ impl Orders {
         parts
             .headers
             .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        Ok((Request::from_parts(parts, body::full(bytes)), submit))
+        Ok((
+            Box::new(Request::from_parts(parts, body::full(bytes))),
+            submit,
+        ))
     }
 
     // ---- associations ----------------------------------------------------------
@@ -673,8 +681,8 @@ impl Orders {
         client: &Delegate,
         method: Method,
         owner: Option<OwnerId>,
-    ) -> Request<Body> {
-        let mut req = Request::new(body::empty());
+    ) -> Outgoing {
+        let mut req = Box::new(Request::new(body::empty()));
         *req.method_mut() = method;
         *req.headers_mut() = client.headers.clone();
         if let Some(owner) = owner {
@@ -691,7 +699,7 @@ impl Orders {
     /// says so.
     async fn shorthand(
         &self,
-        req: Request<Body>,
+        req: Outgoing,
         facts: &Facts,
         implicit: bool,
     ) -> Result<Resolved, Error> {

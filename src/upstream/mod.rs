@@ -195,10 +195,11 @@ impl Upstream {
     /// as it is, so that no URI is parsed and built for it; it must be made
     /// of checked parts (an order id, a path and a query the request's URI
     /// held). On the way the header fields are made ready for the upstream
-    /// ([`Outbound`]): hop-by-hop ones dropped, `X-Forwarded-*` set.
+    /// ([`Outbound`]): hop-by-hop ones dropped, `X-Forwarded-*` set. The
+    /// request comes boxed: every call below holds it in its state.
     pub fn forward<'a>(
         &'a self,
-        mut req: Request<Body>,
+        mut req: Box<Request<Body>>,
         target: Option<String>,
         facts: &'a Facts,
     ) -> impl Future<Output = Result<Answer, Error>> + Send + 'a {
@@ -217,14 +218,7 @@ impl Upstream {
                 (None, None)
             }
         };
-        // Boxed here: the calls below each hold it in their state.
-        self.send_on(
-            Box::new(req),
-            target,
-            outbound,
-            facts.record.as_ref(),
-            false,
-        )
+        self.send_on(req, target, outbound, facts.record.as_ref(), false)
     }
 
     /// Readies a request for hyper's client: its target ([`Self::set_target`]),
