@@ -21,7 +21,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -324,7 +324,7 @@ impl Orders {
             }
             let call = match plan::plan(facts, req.method()) {
                 Plan::Refuse(r) => return Err(refused(r)),
-                Plan::Forward { learn } => self.forward(req, facts, learn).await?,
+                Plan::Forward { learn } => pin!(self.forward(req, facts, learn)).await?,
                 Plan::Create { shorthand } => {
                     let create = self.create_explicit(req, facts, shorthand);
                     return Box::pin(crate::telemetry::trace::in_span("order.create", create))
@@ -335,7 +335,7 @@ impl Orders {
                     Resolved::Answered(answer) => return Ok(answer),
                 },
             };
-            self.exchange(call, facts).await
+            pin!(self.exchange(call, facts)).await
         }
     }
 
@@ -393,14 +393,14 @@ impl Orders {
                 owners::set_owner_cookie(call.req.headers_mut(), owner);
             }
             // The order's path, when it changes, is made of checked parts:
-            // written as it is.
-            let resp = self
-                .upstream
-                .forward(call.req, call.path.take(), facts)
-                .await?;
+            // written as it is. The calls' futures are pinned where they are
+            // made: awaited as values, each would be copied once more (the
+            // upstream call's state is 1 KiB).
+            // Pinned where it is made: awaited as a value, the upstream
+            // call's state (1 KiB) would be copied once more.
+            let resp = pin!(self.upstream.forward(call.req, call.path.take(), facts)).await?;
             let order = call.order.as_ref();
-            self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)
-                .await
+            pin!(self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)).await
         }
     }
 

@@ -180,7 +180,7 @@ where
         let head = req.method() == Method::HEAD;
         let hsts = conn.tls.map(|hsts| hsts.load_full());
         let answer = match service.ready().await {
-            Ok(service) => service.call(req).await,
+            Ok(service) => std::pin::pin!(service.call(req)).await,
             Err(never) => match never {},
         };
         let mut answer = match answer {

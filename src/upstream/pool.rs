@@ -145,7 +145,10 @@ impl Pool {
                     // future larger.
                     None => (Box::pin(self.connect()).await?, false),
                 };
-                match conn.h1.send_to(req, target, outbound).await {
+                // Pinned where it is made: awaited as a value, the exchange's
+                // state would be copied once more.
+                let sent = std::pin::pin!(conn.h1.send_to(req, target, outbound)).await;
+                match sent {
                     Ok(head) => {
                         return Ok(Response::from_parts(
                             head.parts,
