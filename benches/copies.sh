@@ -11,7 +11,10 @@
 #
 # Scenarios: passthrough (GET of a tracked order), shorthand (GET /order).
 # The counts include the gateway's start (a few thousand copies: under
-# 0.5 % at N=20000). Needs gcc, addr2line (binutils), nginx, h2load, curl.
+# 0.5 % at N=20000). Counted are the calls the binary makes: moves the
+# compiler writes inline (the small ones) are not, and a call reached by a
+# tail call is named after its caller's caller. Needs gcc, addr2line
+# (binutils), nginx, h2load, curl, openssl and python3.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -106,10 +109,11 @@ pids+=("$gw")
 wait_for "$GW/orders/$ORDER"
 # The order becomes a tracked one, the owner's open order.
 curl -s -o /dev/null -X POST -H "Cookie: OwnerId=$OWNER" "$GW/orders"
-h2load --h1 -n "$N" -c "$C" "${args[@]}" "$GW$path" | grep -E '^(requests|status codes):'
+h2load --h1 -n "$N" -c "$C" ${args[@]+"${args[@]}"} "$GW$path" | grep -E '^(requests|status codes):'
 # A graceful stop: the interposer writes its counts as the process exits.
 kill -TERM "$gw"
 wait "$gw" 2>/dev/null || true
+[[ -s $RUN/copies.txt ]] || { echo "copies.sh: the gateway left no counts (it did not exit cleanly; see its log)" >&2; cat "$RUN/gateway.log" >&2; exit 1; }
 
 python3 - "$RUN/copies.txt" "$N" "$TOP" <<'PY'
 import collections, subprocess, sys
@@ -136,7 +140,8 @@ for _, c, b in sites:
         bytes_by_size[k] += b / n
 print("\n| bytes a copy | calls/request | bytes/request |\n|---|---:|---:|")
 for k in sorted(by_size):
-    print(f"| {k}–{k + 63} | {by_size[k]:.1f} | {bytes_by_size[k]:,.0f} |")
+    label = f"{k} and more" if k >= 4096 else f"{k}–{k + 63}"
+    print(f"| {label} | {by_size[k]:.1f} | {bytes_by_size[k]:,.0f} |")
 # The sites, named: the binary's addresses are offsets from its first mapping.
 named = collections.defaultdict(list)
 for at, c, b in sorted(sites, key=lambda s: -s[2])[:top]:

@@ -36,9 +36,9 @@ pub enum Verdict<A> {
 
 /// One check of the stack. `B` is the request body as it comes in.
 ///
-/// The check reads (and may amend) the request where it lies: a request is
-/// 264 bytes, and moving it into every guard and back out in its verdict
-/// cost two copies a guard.
+/// The check reads (and may amend) the request where it lies: a request as
+/// the server hands it on is 264 bytes, and moving it into every guard and
+/// back out in its verdict cost two copies a guard.
 pub trait Guard<B> {
     /// The request body the guard passes on.
     type Body;
@@ -47,7 +47,10 @@ pub trait Guard<B> {
 
     fn check(&self, req: &mut Request<B>) -> Verdict<Self::After>;
 
-    /// The request as the inner service takes it, once it may pass.
+    /// The request as the inner service takes it. Called once the check
+    /// passes, or as a wait begins (the request then waits in its new
+    /// form): it must only change the request's form (a body wrapped), with
+    /// no effect until the request is used.
     fn pass(&self, req: Request<B>) -> Request<Self::Body>;
 
     /// Touches the inner service's answer (headers, mostly).
@@ -218,6 +221,10 @@ mod tests {
                     tokio::task::yield_now().await;
                     Ok("waited")
                 })),
+                "/wait-no" => Verdict::Wait(Box::pin(async move {
+                    tokio::task::yield_now().await;
+                    Err(faults::fault(StatusCode::TOO_MANY_REQUESTS, "no", ""))
+                })),
                 _ => Verdict::Pass("passed"),
             }
         }
@@ -249,6 +256,29 @@ mod tests {
         assert!(!no.headers().contains_key("x-guard"));
         assert_eq!(call("/yes").await.headers()["x-guard"], "passed");
         assert_eq!(call("/wait").await.headers()["x-guard"], "waited");
+        let refused = call("/wait-no").await;
+        assert_eq!(refused.status(), 429);
+        assert!(!refused.headers().contains_key("x-guard"));
+    }
+
+    #[tokio::test]
+    async fn a_wait_that_ends_in_a_refusal_is_not_polled_again() {
+        let mut svc = GuardLayer::new(Toy).layer(tower::service_fn(ok));
+        let req = Request::builder().uri("/wait-no").body(()).unwrap();
+        let mut fut = Box::pin(svc.call(req));
+        let mut cx = Context::from_waker(Waker::noop());
+        assert!(
+            fut.as_mut().poll(&mut cx).is_pending(),
+            "the wait yields once"
+        );
+        let Poll::Ready(Ok(refused)) = fut.as_mut().poll(&mut cx) else {
+            panic!("not refused once the wait ended")
+        };
+        assert_eq!(refused.status(), 429);
+        let Poll::Ready(Ok(again)) = fut.as_mut().poll(&mut cx) else {
+            panic!("pending when polled again")
+        };
+        assert_eq!(again.status(), 500);
     }
 
     #[tokio::test]

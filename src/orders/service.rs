@@ -396,8 +396,6 @@ impl Orders {
             // written as it is. The calls' futures are pinned where they are
             // made: awaited as values, each would be copied once more (the
             // upstream call's state is 1 KiB).
-            // Pinned where it is made: awaited as a value, the upstream
-            // call's state (1 KiB) would be copied once more.
             let resp = pin!(self.upstream.forward(call.req, call.path.take(), facts)).await?;
             let order = call.order.as_ref();
             pin!(self.answer(resp, &call.exchange, order, &call.rewriter, call.owner)).await
