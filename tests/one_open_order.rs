@@ -112,6 +112,70 @@ async fn after_submit_or_delete_a_new_order_is_allowed() {
     assert_eq!(env.creations(), 3);
 }
 
+/// A client's submit in chunks, split across writes: the gateway reads it
+/// whole to see the action, forwards it with its length instead of its
+/// chunking, and the owner's open order ends. A chunk longer than it says
+/// is the client's fault, and the order stays open.
+#[tokio::test]
+async fn a_chunked_submit_in_pieces_is_read_whole_and_ends_the_order() {
+    let env = Env::start().await;
+    let owner = "5f1d8a3e-2c4b-4e6f-9a7b-0c1d2e3f4a5b";
+    let c = cookie(owner);
+    let (_, id) = explicit_order(&env, Some(owner)).await;
+    env.client
+        .send(
+            Method::PUT,
+            &format!("/orders/{id}/account"),
+            &[("cookie", &c)],
+            r#"{"a":1}"#,
+        )
+        .await;
+    let head = format!(
+        "POST /orders/{id}/action HTTP/1.1\r\nHost: gateway\r\nCookie: {c}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\
+         Connection: close\r\n\r\n"
+    );
+    let bad = raw(
+        env.gateway.addr,
+        &[
+            head.as_bytes(),
+            b"4\r\n{ \"action\": \"submit\" }\r\n0\r\n\r\n",
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(bad.starts_with("HTTP/1.1 400"), "{bad}");
+    assert!(bad.contains("The request body could not be read"), "{bad}");
+    assert_eq!(
+        env.client
+            .send(Method::POST, "/orders", &[("cookie", &c)], "")
+            .await
+            .status,
+        409,
+        "the order is still open"
+    );
+    let answer = raw(
+        env.gateway.addr,
+        &[
+            head.as_bytes(),
+            b"b\r\n{ \"action\" \r\n",
+            b"c\r\n: \"submit\" }\r\n",
+            b"0\r\n\r\n",
+        ],
+        Duration::from_secs(5),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+    let seen = env
+        .seen(|s| s.method == Method::POST && s.path == format!("/orders/{id}/action"))
+        .expect("the submit reached the upstream");
+    assert_eq!(seen.headers["content-length"], "23");
+    assert!(!seen.headers.contains_key("transfer-encoding"));
+    // The association ended: the owner may open another order.
+    let (_, id2) = explicit_order(&env, Some(owner)).await;
+    assert_ne!(id, id2);
+}
+
 #[tokio::test]
 async fn a_failed_submit_keeps_the_order() {
     let env = Env::start().await;

@@ -313,7 +313,7 @@ impl Orders {
                 match &facts.route {
                     Ok(Route::Other) => {
                         let rewriter = self.bases.rewriter();
-                        return Box::pin(self.upstream.upgrade(*req, protocols, facts, rewriter))
+                        return Box::pin(self.upstream.upgrade(req, protocols, facts, rewriter))
                             .await;
                     }
                     // The orders rules read and rewrite HTTP answers: a tunnel
@@ -524,12 +524,13 @@ impl Orders {
             }
             // Boxed: the state of a body being read would make every
             // forwarded request's larger.
-            Box::pin(self.read_action_body(*req)).await
+            Box::pin(self.read_action_body(req)).await
         }
     }
 
-    async fn read_action_body(&self, req: Request<Body>) -> Result<(Outgoing, bool), Error> {
-        let (mut parts, body) = req.into_parts();
+    /// Reads an action's body whole and puts it back in the same request.
+    async fn read_action_body(&self, mut req: Outgoing) -> Result<(Outgoing, bool), Error> {
+        let body = std::mem::replace(req.body_mut(), body::empty());
         let cap = self.max_json_body;
         let bytes = match body::read_capped(body, cap).await {
             Ok(bytes) => bytes,
@@ -548,21 +549,18 @@ impl Orders {
         };
         // A client may compress its request: the action is read decoded, and
         // forwarded as it came.
-        let submit = match Coding::of(&parts.headers) {
+        let submit = match Coding::of(req.headers()) {
             Ok(Coding::Identity) => order_body::is_submit(&bytes),
             Ok(coding) => body::read_decoded(body::full(bytes.clone()), coding, cap)
                 .await
                 .is_ok_and(|plain| order_body::is_submit(&plain)),
             Err(_) => false,
         };
-        parts.headers.remove(header::TRANSFER_ENCODING);
-        parts
-            .headers
-            .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
-        Ok((
-            Box::new(Request::from_parts(parts, body::full(bytes))),
-            submit,
-        ))
+        let headers = req.headers_mut();
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        *req.body_mut() = body::full(bytes);
+        Ok((req, submit))
     }
 
     // ---- associations ----------------------------------------------------------

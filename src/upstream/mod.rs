@@ -265,18 +265,18 @@ impl Upstream {
     /// answer is made ready for the client as usual ([`Self::finish`]).
     pub async fn upgrade(
         &self,
-        mut req: Request<Body>,
+        mut req: Box<Request<Body>>,
         protocols: HeaderValue,
         facts: &Facts,
         rewriter: &Arc<Rewriter>,
     ) -> Result<Response<Body>, Error> {
-        let client = hyper::upgrade::on(&mut req);
+        let client = hyper::upgrade::on(&mut *req);
         // The upgrade fields are set after the hop-by-hop ones are dropped.
         let outbound = Outbound::new(req.headers(), req.uri().authority(), &self.host, facts);
         self.prepare(&mut req, None, outbound);
         tunnel::set_upgrade_headers(req.headers_mut(), protocols);
         let mut resp = self
-            .send_on(Box::new(req), None, None, facts.record.as_ref(), true)
+            .send_on(req, None, None, facts.record.as_ref(), true)
             .await?;
         if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
             return self.finish(resp, rewriter);
