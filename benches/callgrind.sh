@@ -23,7 +23,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STUB_CONF=${STUB_CONF:-$ROOT/../shared/bench/conf/upstream-nginx.conf}
+# STUB_CONF and `need`.
+source "$ROOT/benches/need.sh"
 N=${N:-3000}
 SCENARIOS=${SCENARIOS:-passthrough shorthand conflict fault}
 OUT=${OUT:-$ROOT/target/callgrind}
@@ -31,10 +32,7 @@ GW=http://127.0.0.1:18090
 ORDER=00000145ffa79d31de17529f007f000000010001
 OWNER=73adb746-2443-4cc8-879e-886348385b9a
 
-for tool in valgrind callgrind_control nginx h2load wrk curl openssl; do
-  command -v "$tool" >/dev/null || { echo "callgrind.sh: $tool is missing" >&2; exit 1; }
-done
-[[ -f $STUB_CONF ]] || { echo "callgrind.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
+need valgrind callgrind_control nginx h2load wrk curl openssl
 
 cargo build --release --manifest-path "$ROOT/Cargo.toml" --bin ordergate
 mkdir -p "$OUT"

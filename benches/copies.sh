@@ -18,7 +18,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STUB_CONF=${STUB_CONF:-$ROOT/../shared/bench/conf/upstream-nginx.conf}
+# STUB_CONF and `need`.
+source "$ROOT/benches/need.sh"
 N=${N:-20000}
 C=${C:-8}
 SCENARIO=${SCENARIO:-passthrough}
@@ -27,10 +28,7 @@ GW=http://127.0.0.1:18090
 ORDER=00000145ffa79d31de17529f007f000000010001
 OWNER=73adb746-2443-4cc8-879e-886348385b9a
 
-for tool in gcc addr2line nginx h2load curl openssl python3; do
-  command -v "$tool" >/dev/null || { echo "copies.sh: $tool is missing" >&2; exit 1; }
-done
-[[ -f $STUB_CONF ]] || { echo "copies.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
+need gcc addr2line nginx h2load curl openssl python3
 case $SCENARIO in
   passthrough) path=/orders/$ORDER; args=() ;;
   shorthand) path=/order; args=(-H "Cookie: OwnerId=$OWNER") ;;

@@ -13,7 +13,8 @@
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STUB_CONF=${STUB_CONF:-$ROOT/../shared/bench/conf/upstream-nginx.conf}
+# STUB_CONF and `need`.
+source "$ROOT/benches/need.sh"
 CONNS=${CONNS:-1000}
 SECS=${SECS:-6}
 RUNS=${RUNS:-2}
@@ -21,10 +22,7 @@ BIN=${BIN:-}
 GW=http://127.0.0.1:18090
 ORDER=00000145ffa79d31de17529f007f000000010001
 
-for tool in nginx wrk curl openssl; do
-  command -v "$tool" >/dev/null || { echo "peak_rss.sh: $tool is missing" >&2; exit 1; }
-done
-[[ -f $STUB_CONF ]] || { echo "peak_rss.sh: no stub config at $STUB_CONF (set STUB_CONF=)" >&2; exit 1; }
+need nginx wrk curl openssl
 (( CONNS > 0 && CONNS <= 20000 && SECS > 0 && SECS <= 120 && RUNS > 0 && RUNS <= 10 )) ||
   { echo "peak_rss.sh: CONNS 1–20000, SECS 1–120, RUNS 1–10" >&2; exit 1; }
 
